@@ -1,0 +1,89 @@
+"""The ClientApp's message handlers: decode a message, run the task's client hook, reply.
+
+The same handlers serve Flower's Ray simulation, the in-process engine and deployed
+SuperNodes. A process keeps one model object per task and loads each incoming global model
+into it, so the model is built once per worker, not once per client.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+
+from fedcore import seeding
+from fedcore.config import RunConfig
+from fedcore.keys import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+)
+from fedcore.tasks import ClientData, Task, TrainParams, get_task
+
+
+class ClientInputError(ValueError):
+    """The message or the node's setup cannot be used; the reply carries this text."""
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(cfg: RunConfig) -> nn.Module:
+    """The one model object this process trains; its weights are overwritten on every call."""
+    task = get_task(cfg.task)
+    return task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
+
+
+def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
+    task = get_task(cfg.task)
+    data = task.load_data(cfg)
+    pid = context.node_config.get(PARTITION_ID)
+    if not isinstance(pid, int) or not 0 <= pid < len(data.clients):
+        raise ClientInputError(
+            f"node config {PARTITION_ID}={pid!r} is not a partition of this run "
+            f"(0..{len(data.clients) - 1})"
+        )
+    arrays = msg.content.array_records.get(ARRAYS)
+    if arrays is None:
+        raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
+    model = _worker_model(cfg)
+    try:
+        model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ClientInputError(f"global model does not fit the task's model: {err}") from None
+    return task, data.clients[pid], model
+
+
+def _config(msg: Message) -> ConfigRecord:
+    return msg.content.config_records.get(CONFIG, ConfigRecord())
+
+
+def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """Train the received global model on this node's partition and reply with the result."""
+    task, data, model = _setup(msg, context, cfg)
+    config = _config(msg)
+    server_round = int(config.get(SERVER_ROUND, 0))
+    params = TrainParams(
+        epochs=cfg.train.local_epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
+    )
+    rng = seeding.client_generator(cfg.seed, server_round, context.node_config[PARTITION_ID])
+    update = task.train_one_client(model, data, params, rng)
+    metrics = MetricRecord({NUM_EXAMPLES: update.num_examples, **update.metrics})
+    return Message(RecordDict({ARRAYS: ArrayRecord(update.state), METRICS: metrics}), reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """Evaluate the received global model on this node's local test split."""
+    task, data, model = _setup(msg, context, cfg)
+    metrics = task.evaluate(model, data.x_test, data.y_test)
+    record = MetricRecord({NUM_EXAMPLES: len(data.y_test), **metrics})
+    return Message(RecordDict({METRICS: record}), reply_to=msg)

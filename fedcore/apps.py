@@ -1,0 +1,71 @@
+"""Flower ServerApp and ClientApp for fedcore.
+
+``server_app`` and ``client_app`` are the components named in ``pyproject.toml``; under
+``flwr run`` they read the typed config from Flower's run config. The simulation harness
+builds its own with :func:`make_server_app`/:func:`make_client_app`, passing the config and a
+per-round callback directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from clients.handlers import handle_evaluate, handle_train
+from fedcore.config import RunConfig, parse_config
+from fedcore.server import RoundRecord, run_server
+
+
+def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
+    return cfg if cfg is not None else parse_config(context.run_config)
+
+
+def make_client_app(cfg: RunConfig | None = None) -> ClientApp:
+    """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, context, _resolve(cfg, context))
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(msg, context, _resolve(cfg, context))
+
+    return app
+
+
+def make_server_app(
+    cfg: RunConfig | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_done: Callable[[object], None] | None = None,
+) -> ServerApp:
+    """A ServerApp running :func:`fedcore.server.run_server`.
+
+    Without ``on_round`` (as under ``flwr run``) it records the run in a fresh run directory
+    under ``runs/``, the same layout as ``fedcore simulate``.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_cfg = _resolve(cfg, context)
+        if on_round is not None:
+            arrays = run_server(grid, run_cfg, on_round=on_round)
+            if on_done is not None:
+                on_done(arrays)
+            return
+        from simulations.rundir import RunDirectory
+
+        with RunDirectory.create(Path("runs"), run_cfg, engine="flwr-run") as run_dir:
+            run_dir.finish(run_server(grid, run_cfg, on_round=run_dir.append_round))
+
+    return app
+
+
+server_app = make_server_app()
+client_app = make_client_app()

@@ -1,0 +1,348 @@
+"""Typed run configuration: frozen dataclasses, parsed and validated once at the boundary.
+
+Scenario TOML files, ``--set key=value`` overrides and Flower's flat ``run_config`` are only
+transport. They all go through :func:`parse_config`, which reports any unknown key, wrong type or
+out-of-range value with the key, the value and what is allowed. Algorithms only see the typed
+:class:`RunConfig`.
+
+Keys are the field names with ``-`` for ``_``, grouped in TOML tables (``[train] local-epochs``)
+or flattened with dots (``train.local-epochs``), which is also the form of Flower's run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedcore.datasets import DATASETS
+from fedcore.partition import PARTITIONERS
+
+STRATEGIES = (
+    "fedavg",
+    "fedprox",
+    "fedavgm",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+)
+ENGINES = ("inprocess", "ray")
+TASKS = ("mlp",)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key and what is allowed."""
+
+
+def _opt(
+    default: Any,
+    *,
+    choices: tuple = (),
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field carrying its validation rules and a one-line description."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "doc": doc}
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _opt("digits", choices=DATASETS, doc="dataset of the task")
+    num_clients: int = _opt(10, ge=1, doc="number of clients (partitions)")
+    partition: str = _opt("dirichlet", choices=PARTITIONERS, doc="how data is split")
+    alpha: float = _opt(0.5, gt=0, doc="Dirichlet concentration (dirichlet, quantity)")
+    shards_per_client: int = _opt(2, ge=1, doc="label shards per client (shards)")
+    min_size: int = _opt(2, ge=1, doc="minimum samples per client (dirichlet, quantity)")
+    local_test_fraction: float = _opt(
+        0.2, ge=0, le=0.9, doc="share of each client's data kept for client-side evaluation"
+    )
+    data_dir: str = _opt("", doc="data folder; empty: $FEDCORE_DATA, ../shared/data, cache")
+    download: bool = _opt(False, doc="download a missing dataset from its original source")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = _opt([200, 200], doc="hidden layer widths of the MLP")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rounds: int = _opt(20, ge=1, doc="federated rounds")
+    local_epochs: int = _opt(3, ge=1, doc="local epochs per round")
+    batch_size: int = _opt(16, ge=1, doc="local mini-batch size")
+    lr: float = _opt(0.05, gt=0, doc="client learning rate (SGD)")
+    momentum: float = _opt(0.9, ge=0, le=1, doc="client SGD momentum")
+    weight_decay: float = _opt(0.0, ge=0, doc="client L2 weight decay")
+    fraction: float = _opt(1.0, gt=0, le=1, doc="fraction of clients sampled per round")
+    min_clients: int = _opt(1, ge=1, doc="minimum clients per round")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    fraction: float = _opt(1.0, ge=0, le=1, doc="fraction of clients evaluating per round")
+    server: bool = _opt(True, doc="evaluate the global model on the held-out test set")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: str = _opt("fedavg", choices=STRATEGIES, doc="server strategy")
+    proximal_mu: float = _opt(0.01, ge=0, doc="FedProx proximal weight")
+    server_lr: float = _opt(1.0, gt=0, doc="server learning rate (FedAvgM, FedAdam/Yogi/Adagrad)")
+    server_momentum: float = _opt(0.9, ge=0, le=1, doc="FedAvgM server momentum")
+    beta_1: float = _opt(0.9, ge=0, le=1, doc="FedAdam/FedYogi first-moment decay")
+    beta_2: float = _opt(0.99, ge=0, le=1, doc="FedAdam/FedYogi second-moment decay")
+    tau: float = _opt(1e-3, gt=0, doc="FedOpt adaptivity")
+    trim_beta: float = _opt(0.2, ge=0, le=0.49, doc="FedTrimmedAvg fraction cut at each end")
+    num_malicious: int = _opt(0, ge=0, doc="Krum: assumed number of malicious clients")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    name: str = _opt("inprocess", choices=ENGINES, doc="execution engine")
+    workers: int = _opt(1, ge=1, doc="worker processes (inprocess) / concurrent actors (ray)")
+    threads: int = _opt(1, ge=1, doc="torch threads per worker")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; the single typed source of truth."""
+
+    task: str = _opt("mlp", choices=TASKS, doc="task: data + model + local training")
+    seed: int = _opt(0, ge=0, doc="run seed; client generators derive from it")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _allowed(f: dataclasses.Field, hint: Any) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    bounds = [
+        f">= {m['ge']}" if m.get("ge") is not None else "",
+        f"> {m['gt']}" if m.get("gt") is not None else "",
+        f"<= {m['le']}" if m.get("le") is not None else "",
+    ]
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, "a list of integers"
+    )
+    return " ".join([kind, *[b for b in bounds if b]])
+
+
+def _coerce(value: Any, hint: Any, key: str, allowed: str) -> Any:
+    """Convert a transported value to the field's type, refusing lossy conversions."""
+    bad = ConfigError(f"{key} = {value!r} is invalid: expected {allowed}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise bad
+        try:
+            return int(value)
+        except ValueError:
+            raise bad from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise bad
+        try:
+            return float(value)
+        except ValueError:
+            raise bad from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    # tuple[int, ...]: a TOML list, or "200,200" from a flat run config
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise bad
+    return tuple(_coerce(v.strip() if isinstance(v, str) else v, int, key, allowed) for v in items)
+
+
+def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> None:
+    m = f.metadata
+    if isinstance(value, tuple):
+        ok = all(v >= 1 for v in value)
+    elif isinstance(value, bool | str):
+        ok = not m.get("choices") or value in m["choices"]
+    else:
+        ok = (
+            (m.get("ge") is None or value >= m["ge"])
+            and (m.get("gt") is None or value > m["gt"])
+            and (m.get("le") is None or value <= m["le"])
+        )
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is out of range: expected {allowed}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {_key(f.name): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} in {where}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for k, v in raw.items():
+        f, hint, key = fields[k], hints[fields[k].name], prefix + k
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{key} must be a table of settings, got {v!r}")
+            kwargs[f.name] = _build(hint, v, key + ".")
+            continue
+        if isinstance(hint, types.GenericAlias):  # tuple[int, ...]
+            hint = tuple
+        allowed = _allowed(f, hint)
+        value = _coerce(v, hint, key, allowed)
+        _check_range(value, f, key, allowed)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``{"train.lr": 0.1}`` into ``{"train": {"lr": 0.1}}``, merging with nested tables."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} conflicts with the scalar setting {p}")
+        if isinstance(value, Mapping):
+            node.setdefault(parts[-1], {}).update(_nest(value))
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`."""
+    merged = _nest({**_flatten(raw), **(overrides or {})})
+    return _build(RunConfig, merged, "")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` from the command line; the value is read as TOML if it can be."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a scenario TOML file and apply overrides."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"scenario file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"scenario file {path} is not valid TOML: {err}") from None
+    return parse_config(raw, overrides)
+
+
+def _flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict with TOML-style keys (for the resolved config written to the run dir)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[_key(f.name)] = (
+            to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+        )
+    return out
+
+
+def to_run_config(cfg: RunConfig) -> dict[str, bool | int | float | str]:
+    """Flat scalar dict for Flower's run config (lists become comma-separated strings)."""
+    return {
+        k: ",".join(map(str, v)) if isinstance(v, list) else v
+        for k, v in _flatten(to_dict(cfg)).items()
+    }
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as a scenario file that reproduces the run."""
+    top, tables = [], []
+    for k, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            tables.append(
+                f"\n[{k}]\n" + "".join(f"{kk} = {_toml_value(vv)}\n" for kk, vv in v.items())
+            )
+        else:
+            top.append(f"{k} = {_toml_value(v)}\n")
+    return "".join(top) + "".join(tables)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every setting: the configuration reference."""
+    rows = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, prefix + _key(f.name) + ".")
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                rows.append(
+                    (
+                        prefix + _key(f.name),
+                        _toml_value(list(default) if isinstance(default, tuple) else default),
+                        f.metadata["doc"],
+                    )
+                )
+
+    walk(RunConfig, "")
+    return rows

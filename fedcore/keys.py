@@ -1,0 +1,25 @@
+"""Record keys shared by the ServerApp and the ClientApp, defined once.
+
+Flower messages carry string-keyed records; a typo on one side silently drops a value on the
+other, so every key that crosses the wire is a constant here.
+"""
+
+# RecordDict entries
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+
+# ConfigRecord entries (server -> client)
+SERVER_ROUND = "server-round"
+PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx.configure_train
+
+# MetricRecord entries (client -> server)
+NUM_EXAMPLES = "num-examples"  # the aggregation weight, Flower's default `weighted_by_key`
+LOSS = "loss"
+ACCURACY = "accuracy"
+TRAIN_LOSS = "train-loss"
+TRAIN_SECONDS = "train-seconds"
+
+# Node config (set by Flower's simulation engine and by SuperNodes' --node-config)
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"

@@ -1,0 +1,119 @@
+"""The server side of a run: the round loop over a strategy's five verbs, with measurements.
+
+It follows the shape of Flower's ``Strategy.start`` (configure -> send -> aggregate, for train
+then evaluate, then central evaluation), and adds what a run must record each round: client
+failures, payload bytes, wall time and peak memory, handed to ``on_round`` as one record.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from fedcore import seeding
+from fedcore.config import RunConfig
+from fedcore.tasks import get_task
+from strategies import build_strategy
+
+RoundRecord = dict[str, object]
+
+
+@dataclass
+class Traffic:
+    """Bytes of array payload sent to and received from clients."""
+
+    sent: int = 0
+    received: int = 0
+
+    def count_sent(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        self.sent += sum(_payload_bytes(m) for m in messages)
+        return messages
+
+    def count_received(self, replies: Iterable[Message]) -> Iterator[Message]:
+        for reply in replies:  # a generator, so streaming aggregation stays streaming
+            if not reply.has_error():
+                self.received += _payload_bytes(reply)
+            yield reply
+
+
+def _payload_bytes(msg: Message) -> int:
+    return sum(len(a.data) for rec in msg.content.array_records.values() for a in rec.values())
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process plus its largest finished child, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def run_server(
+    grid: Grid,
+    cfg: RunConfig,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    timeout: float | None = None,
+) -> ArrayRecord:
+    """Run ``cfg.train.rounds`` rounds on ``grid`` and return the final global model."""
+    task = get_task(cfg.task)
+    data = task.load_data(cfg)
+    model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
+    arrays = ArrayRecord(model.state_dict())
+    strategy = build_strategy(cfg)
+    for server_round in range(1, cfg.train.rounds + 1):
+        start = time.perf_counter()
+        traffic = Traffic()
+        record: RoundRecord = {"round": server_round}
+
+        messages = traffic.count_sent(
+            strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        )
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        new_arrays, train_metrics = strategy.aggregate_train(
+            server_round, traffic.count_received(replies)
+        )
+        record["train-clients"] = len(messages)
+        record["train-failures"] = list(strategy.last_failures)
+        if new_arrays is not None:
+            arrays = new_arrays
+        record["train"] = dict(train_metrics or {})
+
+        messages = traffic.count_sent(
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+        )
+        if messages:
+            eval_metrics = strategy.aggregate_evaluate(
+                server_round,
+                traffic.count_received(grid.send_and_receive(messages, timeout=timeout)),
+            )
+            record["client-eval"] = dict(eval_metrics or {})
+            record["eval-failures"] = list(strategy.last_failures)
+
+        if cfg.evaluate.server:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            record["server-eval"] = task.evaluate(model, data.x_test, data.y_test)
+        record.update(
+            {
+                "seconds": time.perf_counter() - start,
+                "bytes-sent": traffic.sent,
+                "bytes-received": traffic.received,
+                "peak-memory-mb": peak_memory_mb(),
+            }
+        )
+        if on_round is not None:
+            on_round(record)
+    return arrays
+
+
+def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:
+    """A model of the task holding ``arrays`` (for saving or further evaluation)."""
+    task = get_task(cfg.task)
+    model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
+    model.load_state_dict(arrays.to_torch_state_dict())
+    return model

@@ -1,0 +1,74 @@
+"""What a task is: federated data, a model, and the two client hooks (train, evaluate).
+
+A task owns everything that depends on the kind of data and model. The engines, the Flower
+apps and the strategies only see these types, so a graph or a recommender task plugs in
+without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fedcore.config import RunConfig
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local data, preloaded as tensors."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """All clients' data plus the server's held-out test set and the partition report."""
+
+    clients: tuple[ClientData, ...]
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_features: int
+    num_classes: int
+    report: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Per-round local training settings (from the run config and the server's message)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What local training produced: the new local weights, their weight, and metrics."""
+
+    state: dict[str, torch.Tensor]
+    num_examples: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The hooks of one task; see :mod:`fedcore.tasks` for the registry."""
+
+    name: str
+    load_data: Callable[[RunConfig], FederatedData]
+    build_model: Callable[[RunConfig, FederatedData, torch.Generator], nn.Module]
+    train_one_client: Callable[[nn.Module, ClientData, TrainParams, torch.Generator], ClientUpdate]
+    evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]

@@ -1,0 +1,67 @@
+"""Turn a labelled dataset into per-client tensors following the configured partition."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from fedcore import partition, seeding
+from fedcore.config import DataConfig
+from fedcore.datasets import Dataset, load_dataset
+from fedcore.tasks.base import ClientData, FederatedData
+
+
+def split_indices(cfg: DataConfig, ds: Dataset, rng: np.random.Generator) -> list[np.ndarray]:
+    """Client index sets over the training samples, by ``cfg.partition``."""
+    n, k = len(ds.y_train), cfg.num_clients
+    if cfg.partition == "iid":
+        return partition.iid(n, k, rng)
+    if cfg.partition == "dirichlet":
+        return partition.dirichlet(ds.y_train, k, cfg.alpha, rng, min_size=cfg.min_size)
+    if cfg.partition == "shards":
+        return partition.shards(ds.y_train, k, cfg.shards_per_client, rng)
+    if cfg.partition == "quantity":
+        return partition.quantity_skew(n, k, cfg.alpha, rng, min_size=cfg.min_size)
+    if ds.groups_train is None:
+        raise ValueError(
+            f"data.partition = 'natural' needs a dataset with natural clients (femnist); "
+            f"{ds.name!r} has none"
+        )
+    return partition.natural(ds.groups_train, k)
+
+
+def federate(ds: Dataset, cfg: DataConfig, seed: int) -> FederatedData:
+    """Partition ``ds`` and hold out ``cfg.local_test_fraction`` of each client for evaluation."""
+    rng = seeding.numpy_rng(seed, seeding.PARTITION)
+    parts = split_indices(cfg, ds, rng)
+    x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+    clients = []
+    for idx in parts:
+        idx = rng.permutation(idx)
+        n_test = round(len(idx) * cfg.local_test_fraction)
+        if len(idx) - n_test < 1:
+            n_test = len(idx) - 1
+        tr, te = torch.from_numpy(np.sort(idx[n_test:])), torch.from_numpy(np.sort(idx[:n_test]))
+        clients.append(ClientData(x[tr], y[tr], x[te], y[te]))
+    report = partition.partition_report(parts, ds.y_train, ds.num_classes)
+    report["dataset"] = ds.name
+    report["partition"] = cfg.partition
+    return FederatedData(
+        clients=tuple(clients),
+        x_test=torch.from_numpy(ds.x_test),
+        y_test=torch.from_numpy(ds.y_test),
+        num_features=ds.num_features,
+        num_classes=ds.num_classes,
+        report=report,
+    )
+
+
+# Loading and partitioning is the slow part of a client call; a process (a worker, a Ray
+# actor, a SuperNode) keeps the last few results. Keys are frozen configs, values read-only.
+@functools.lru_cache(maxsize=4)
+def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
+    """The federated split of ``cfg.dataset`` for ``seed``, loaded once per process."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir or None, download=cfg.download)
+    return federate(ds, cfg, seed)

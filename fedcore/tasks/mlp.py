@@ -1,0 +1,52 @@
+"""The ``mlp`` task: a fully connected ReLU network on flattened images.
+
+With ``model.hidden = [200, 200]`` this is McMahan et al.'s (2017) "2NN".
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from clients.training import evaluate, train_one_client
+from fedcore.config import RunConfig
+from fedcore.tasks.base import FederatedData, Task
+from fedcore.tasks.classification import load_federated
+
+
+def mlp(
+    num_features: int, hidden: tuple[int, ...], num_classes: int, generator: torch.Generator
+) -> nn.Sequential:
+    """``Linear -> ReLU`` blocks then a linear classifier, initialised from ``generator``.
+
+    Same scheme as ``nn.Linear``'s default (uniform with bound 1/sqrt(fan_in)) but drawn from
+    an explicit generator instead of torch's global RNG.
+    """
+    widths = (num_features, *hidden, num_classes)
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        layer = nn.Linear(fan_in, fan_out)
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+        layers.append(layer)
+        if i < len(hidden):
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _build(cfg: RunConfig, data: FederatedData, generator: torch.Generator) -> nn.Module:
+    return mlp(data.num_features, cfg.model.hidden, data.num_classes, generator)
+
+
+TASK = Task(
+    name="mlp",
+    load_data=lambda cfg: load_federated(cfg.data, cfg.seed),
+    build_model=_build,
+    train_one_client=train_one_client,
+    evaluate=evaluate,
+)

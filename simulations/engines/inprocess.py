@@ -1,0 +1,194 @@
+"""The ``inprocess`` engine: a Flower ``Grid`` that hands messages to ClientApp handlers in
+this process (or in a few pinned worker processes), with no SuperLink, Ray or polling.
+
+Replies are produced lazily, in the order the strategy sent the messages, so the strategy's
+streaming aggregation holds one update at a time and the result does not depend on the
+number of workers. Each node keeps its own ``Context`` (and so its ``state``) for the whole
+run, on the worker that owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedcore.config import RunConfig, to_run_config
+from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
+
+RUN_ID = 1
+FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
+
+
+def node_ids(num_nodes: int) -> list[int]:
+    return [FIRST_NODE_ID + p for p in range(num_nodes)]
+
+
+def make_contexts(cfg: RunConfig, ids: Iterable[int]) -> dict[int, Context]:
+    """One Context per node, as a SuperNode would hold it (partition id in the node config)."""
+    run_config = to_run_config(cfg)
+    return {
+        nid: Context(
+            run_id=RUN_ID,
+            node_id=nid,
+            state=RecordDict(),
+            run_config=run_config,
+            node_config={PARTITION_ID: nid - FIRST_NODE_ID, NUM_PARTITIONS: cfg.data.num_clients},
+        )
+        for nid in ids
+    }
+
+
+def deliver(app: ClientApp, msg: Message, context: Context) -> Message:
+    """Run the ClientApp on one message; an exception becomes an error reply, as in Flower."""
+    try:
+        return app(msg, context)
+    except Exception as err:
+        return Message(
+            Error(
+                code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(err).__name__}: {err}"
+            ),
+            reply_to=msg,
+        )
+
+
+class InProcessGrid(Grid):
+    """A Grid whose nodes are ClientApp calls in this process or in pinned worker processes.
+
+    With ``workers > 1`` each worker builds the ClientApp from ``cfg`` itself (closures do not
+    pickle) and ``client_app`` serves only the single-process case.
+    """
+
+    def __init__(
+        self, cfg: RunConfig, client_app: ClientApp, workers: int = 1, threads: int = 1
+    ) -> None:
+        self._cfg = cfg
+        self._app = client_app
+        self._ids = node_ids(cfg.data.num_clients)
+        self._id_set = set(self._ids)
+        self._run = Run.create_empty(RUN_ID)
+        self._pending: dict[str, Message] = {}
+        self._counter = 0
+        self._pools: list[ProcessPoolExecutor] = []
+        self._contexts: dict[int, Context] = {}
+        if workers > 1:
+            spawn = get_context("spawn")
+            for w in range(workers):
+                mine = self._ids[w::workers]
+                self._pools.append(
+                    ProcessPoolExecutor(
+                        max_workers=1,
+                        mp_context=spawn,
+                        initializer=_worker_init,
+                        initargs=(cfg, mine, threads),
+                    )
+                )
+        else:
+            self._contexts = make_contexts(cfg, self._ids)
+
+    # -- Grid interface -------------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            if msg.metadata.dst_node_id not in self._id_set:
+                raise ValueError(f"no node {msg.metadata.dst_node_id} in this grid")
+            self._counter += 1
+            msg.metadata.__dict__["_message_id"] = f"m{self._counter}"
+            self._pending[msg.metadata.message_id] = msg
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return list(self._replies([self._pending.pop(i) for i in message_ids]))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        ids = self.push_messages(messages)
+        return self._replies([self._pending.pop(i) for i in ids])
+
+    # -- delivery -------------------------------------------------------------------------
+    def _replies(self, messages: list[Message]) -> Iterator[Message]:
+        if not self._pools:
+            for msg in messages:
+                yield deliver(self._app, msg, self._contexts[msg.metadata.dst_node_id])
+            return
+        futures: list[Future] = []
+        for msg in messages:
+            worker = (msg.metadata.dst_node_id - FIRST_NODE_ID) % len(self._pools)
+            futures.append(self._pools[worker].submit(_worker_deliver, msg))
+        for fut in futures:
+            yield fut.result()
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools = []
+
+    def __enter__(self) -> InProcessGrid:
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = RUN_ID
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# A worker process serves the nodes it was given for the whole run; this is its state.
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: RunConfig, ids: list[int], threads: int) -> None:
+    from fedcore.apps import make_client_app
+
+    torch.set_num_threads(threads)
+    _WORKER.update(app=make_client_app(cfg), contexts=make_contexts(cfg, ids))
+
+
+def _worker_deliver(msg: Message) -> Message:
+    return deliver(_WORKER["app"], msg, _WORKER["contexts"][msg.metadata.dst_node_id])
+
+
+def run_inprocess(cfg: RunConfig, on_round) -> object:
+    """Run ``cfg`` with the ServerApp's round loop on an :class:`InProcessGrid`."""
+    from fedcore.apps import make_client_app
+    from fedcore.server import run_server
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.engine.threads)
+    try:
+        with InProcessGrid(
+            cfg, make_client_app(cfg), cfg.engine.workers, cfg.engine.threads
+        ) as grid:
+            return run_server(grid, cfg, on_round=on_round)
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,195 @@
+"""Flower's FedAvg with the three things fedcore changes: seeded cohort sampling, streaming
+aggregation that rejects bad updates one by one, and the spread of client metrics.
+
+Every other fedcore strategy lists this class after Flower's, e.g.
+``class FedAdam(flwr.FedAdam, FedAvg)``. Python's method order then puts it between Flower's
+strategy and Flower's FedAvg, so Flower's FedAdam/FedProx/FedAvgM logic runs unchanged on top
+of these hooks, and robust strategies (median, Krum) keep their own ``aggregate_train``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
+from flwr.supercore import log
+
+from fedcore import seeding
+from fedcore.keys import ACCURACY, SERVER_ROUND
+from strategies.aggregate import WeightedMean, spread
+
+_TRAIN, _EVALUATE = 0, 1
+
+
+class FedAvg(flwr_strategy.FedAvg):
+    """FedAvg (McMahan et al. 2017) weighted by each client's ``num-examples``.
+
+    Takes Flower's ``FedAvg`` arguments. Two attributes are set after construction (Flower's
+    subclasses pass only their own arguments up the chain):
+
+    Attributes:
+        seed: run seed; the cohort of round ``r`` is drawn from a generator keyed by
+            (seed, r), so a run is reproducible without touching Python's global RNG.
+        wait_seconds: how long to wait for ``min_available_nodes`` to connect.
+    """
+
+    seed: int = 0
+    wait_seconds: float = 300.0
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._template: dict | None = None
+        self.last_failures: list[str] = []
+
+    # -- sampling -------------------------------------------------------------------------
+    def sample_cohort(
+        self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int
+    ) -> list[int]:
+        """Node ids for this round: ``max(fraction * available, minimum)``, without replacement."""
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            nodes = sorted(grid.get_node_ids())
+            size = max(int(len(nodes) * fraction), minimum)
+            if len(nodes) >= max(size, self.min_available_nodes):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(nodes)} nodes connected after {self.wait_seconds:.0f} s; "
+                    f"need {max(size, self.min_available_nodes)}"
+                )
+            log(
+                INFO,
+                "Waiting for nodes: %d connected, %d needed",
+                len(nodes),
+                max(size, self.min_available_nodes),
+            )
+            time.sleep(1.0)
+        rng = seeding.numpy_rng(self.seed, seeding.SAMPLING, server_round, purpose)
+        chosen = rng.choice(len(nodes), size=min(size, len(nodes)), replace=False)
+        return [nodes[i] for i in sorted(chosen)]
+
+    def _messages(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        node_ids: list[int],
+        message_type: str,
+    ) -> list[Message]:
+        config[SERVER_ROUND] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, node_ids, message_type)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.fraction_train == 0.0:
+            return []
+        self._template = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+        nodes = self.sample_cohort(
+            grid, self.fraction_train, self.min_train_nodes, server_round, _TRAIN
+        )
+        return self._messages(server_round, arrays, config, nodes, MessageType.TRAIN)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        nodes = self.sample_cohort(
+            grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, _EVALUATE
+        )
+        return self._messages(server_round, arrays, config, nodes, MessageType.EVALUATE)
+
+    # -- aggregation ----------------------------------------------------------------------
+    def _contents(self, replies: Iterable[Message], with_arrays: bool):
+        """Yield (node, content, metrics, weight) of usable replies; record why others were not."""
+        self.last_failures = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self.last_failures.append(f"node {node}: {msg.error.reason}")
+                continue
+            content = msg.content
+            metrics = list(content.metric_records.values())
+            arrays = list(content.array_records.values())
+            problem = None
+            if len(metrics) != 1 or self.weighted_by_key not in metrics[0]:
+                problem = f"expected one MetricRecord with {self.weighted_by_key!r}"
+            elif with_arrays and len(arrays) != 1:
+                problem = "expected exactly one ArrayRecord"
+            if problem:
+                self.last_failures.append(f"node {node}: malformed reply: {problem}")
+                continue
+            yield node, content, metrics[0], float(metrics[0][self.weighted_by_key])
+
+    def _log_failures(self, stage: str) -> None:
+        for reason in self.last_failures:
+            log(WARNING, "%s: rejected reply from %s", stage, reason)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays_mean = WeightedMean(self._template)
+        metrics_mean = WeightedMean()
+        for node, content, metrics, weight in self._contents(replies, with_arrays=True):
+            arrays = {k: a.numpy() for k, a in next(iter(content.array_records.values())).items()}
+            scalars = _scalars(metrics, self.weighted_by_key)
+            try:
+                metrics_mean.check(scalars, weight)
+                arrays_mean.add(arrays, weight)
+            except ValueError as err:
+                self.last_failures.append(f"node {node}: bad update: {err}")
+                continue
+            metrics_mean.add(scalars, weight)
+        self._log_failures("aggregate_train")
+        if arrays_mean.count == 0 or arrays_mean.total_weight <= 0:
+            return None, None
+        agg = ArrayRecord({k: Array(v) for k, v in arrays_mean.result().items()})
+        return agg, _metric_record(metrics_mean)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        metrics_mean = WeightedMean()
+        accuracies: list[float] = []
+        for _, _, metrics, weight in self._contents(replies, with_arrays=False):
+            values = _scalars(metrics, self.weighted_by_key)
+            if weight > 0:
+                metrics_mean.add(values, weight)
+            if ACCURACY in values and weight > 0:
+                accuracies.append(float(values[ACCURACY]))
+        self._log_failures("aggregate_evaluate")
+        record = _metric_record(metrics_mean)
+        if record is None:
+            return None
+        for name, value in spread(accuracies).items():
+            record[f"{ACCURACY}-{name}"] = value
+        return record
+
+
+def _scalars(metrics: MetricRecord, weight_key: str) -> dict[str, np.ndarray]:
+    return {
+        k: np.asarray(float(v))
+        for k, v in metrics.items()
+        if k != weight_key and not isinstance(v, list)
+    }
+
+
+def _metric_record(mean: WeightedMean) -> MetricRecord | None:
+    if mean.count == 0:
+        return None
+    return MetricRecord({k: float(v) for k, v in mean.result().items()})

@@ -1,0 +1,75 @@
+"""Strategies by name. Each subclasses Flower's and adds fedcore's FedAvg hooks underneath."""
+
+from __future__ import annotations
+
+from flwr.serverapp import strategy as flwr_strategy
+
+from fedcore.config import RunConfig
+from strategies.fedavg import FedAvg
+
+
+class FedProx(flwr_strategy.FedProx, FedAvg):
+    """FedProx (Li et al. 2020): FedAvg plus a proximal term that clients add to their loss."""
+
+
+class FedAvgM(flwr_strategy.FedAvgM, FedAvg):
+    """FedAvg with server momentum (Hsu et al. 2019)."""
+
+
+class FedAdam(flwr_strategy.FedAdam, FedAvg):
+    """Adaptive server optimiser (Reddi et al. 2021)."""
+
+
+class FedYogi(flwr_strategy.FedYogi, FedAvg):
+    """Adaptive server optimiser (Reddi et al. 2021)."""
+
+
+class FedAdagrad(flwr_strategy.FedAdagrad, FedAvg):
+    """Adaptive server optimiser (Reddi et al. 2021)."""
+
+
+class FedMedian(flwr_strategy.FedMedian, FedAvg):
+    """Coordinate-wise median (Yin et al. 2018); needs every update, so it does not stream."""
+
+
+class FedTrimmedAvg(flwr_strategy.FedTrimmedAvg, FedAvg):
+    """Coordinate-wise trimmed mean (Yin et al. 2018)."""
+
+
+class Krum(flwr_strategy.Krum, FedAvg):
+    """Krum (Blanchard et al. 2017): the update closest to its neighbours."""
+
+
+# Strategies whose server math needs each client's update, not only the sum.
+NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
+
+
+def build_strategy(cfg: RunConfig) -> FedAvg:
+    """The strategy named by ``cfg.strategy.name``; cohort sizes from ``train``/``evaluate``."""
+    s = cfg.strategy
+    common = dict(
+        fraction_train=cfg.train.fraction,
+        fraction_evaluate=cfg.evaluate.fraction,
+        min_train_nodes=cfg.train.min_clients,
+        min_evaluate_nodes=1 if cfg.evaluate.fraction > 0 else 0,
+        min_available_nodes=cfg.data.num_clients,
+    )
+    adaptive = dict(
+        eta=s.server_lr, eta_l=cfg.train.lr, beta_1=s.beta_1, beta_2=s.beta_2, tau=s.tau
+    )
+    builders = {
+        "fedavg": lambda: FedAvg(**common),
+        "fedprox": lambda: FedProx(**common, proximal_mu=s.proximal_mu),
+        "fedavgm": lambda: FedAvgM(
+            **common, server_learning_rate=s.server_lr, server_momentum=s.server_momentum
+        ),
+        "fedadam": lambda: FedAdam(**common, **adaptive),
+        "fedyogi": lambda: FedYogi(**common, **adaptive),
+        "fedadagrad": lambda: FedAdagrad(**common, eta=s.server_lr, eta_l=cfg.train.lr, tau=s.tau),
+        "fedmedian": lambda: FedMedian(**common),
+        "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trim_beta),
+        "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),
+    }
+    strategy = builders[s.name]()
+    strategy.seed = cfg.seed
+    return strategy
