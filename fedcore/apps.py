@@ -8,11 +8,12 @@ per-round callback directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
 from clients.handlers import handle_evaluate, handle_train
@@ -24,9 +25,10 @@ def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
     return cfg if cfg is not None else parse_config(context.run_config)
 
 
-def make_client_app(cfg: RunConfig | None = None) -> ClientApp:
-    """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``)."""
-    app = ClientApp()
+def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
+    """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``),
+    with Flower client ``mods`` wrapped around both handlers."""
+    app = ClientApp(mods=list(mods))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

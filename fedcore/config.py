@@ -117,6 +117,12 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class FaultConfig:
+    client_failure_rate: float = _opt(
+        0.0, ge=0, le=1, doc="simulation only: chance that a sampled client crashes in a round")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; the single typed source of truth."""
 
@@ -128,6 +134,7 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
 
 def _key(name: str) -> str:

@@ -14,6 +14,7 @@ PARTITION = 1
 MODEL_INIT = 2
 CLIENT_TRAIN = 3
 SAMPLING = 4
+FAULTS = 5
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

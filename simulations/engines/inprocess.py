@@ -9,20 +9,23 @@ run, on the worker that owns it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 
 import torch
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedcore.apps import make_client_app
 from fedcore.config import RunConfig, to_run_config
 from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
+from fedcore.server import RoundRecord, run_server
+from simulations.faults import fault_mods
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
@@ -47,6 +50,11 @@ def make_contexts(cfg: RunConfig, ids: Iterable[int]) -> dict[int, Context]:
     }
 
 
+def simulation_client_app(cfg: RunConfig) -> ClientApp:
+    """fedcore's ClientApp for ``cfg`` with the scenario's fault-injection mods."""
+    return make_client_app(cfg, fault_mods(cfg))
+
+
 def deliver(app: ClientApp, msg: Message, context: Context) -> Message:
     """Run the ClientApp on one message; an exception becomes an error reply, as in Flower."""
     try:
@@ -63,36 +71,44 @@ def deliver(app: ClientApp, msg: Message, context: Context) -> Message:
 class InProcessGrid(Grid):
     """A Grid whose nodes are ClientApp calls in this process or in pinned worker processes.
 
-    With ``workers > 1`` each worker builds the ClientApp from ``cfg`` itself (closures do not
-    pickle) and ``client_app`` serves only the single-process case.
+    Args:
+        cfg: the run; one node per client partition.
+        client_app: the ClientApp to serve (default: fedcore's, with the scenario's faults).
+            With ``workers > 1`` each worker builds the default itself (closures do not
+            pickle), so a custom app is for the single-process case only.
+        workers: worker processes; node ``i`` always runs on worker ``i % workers``.
+        threads: torch threads per worker process.
     """
 
     def __init__(
-        self, cfg: RunConfig, client_app: ClientApp, workers: int = 1, threads: int = 1
+        self,
+        cfg: RunConfig,
+        *,
+        client_app: ClientApp | None = None,
+        workers: int = 1,
+        threads: int = 1,
     ) -> None:
-        self._cfg = cfg
-        self._app = client_app
+        if workers > 1 and client_app is not None:
+            raise ValueError("a custom client_app runs in-process only; use workers=1")
+        self._app = client_app or simulation_client_app(cfg)
         self._ids = node_ids(cfg.data.num_clients)
         self._id_set = set(self._ids)
         self._run = Run.create_empty(RUN_ID)
         self._pending: dict[str, Message] = {}
         self._counter = 0
-        self._pools: list[ProcessPoolExecutor] = []
         self._contexts: dict[int, Context] = {}
-        if workers > 1:
-            spawn = get_context("spawn")
-            for w in range(workers):
-                mine = self._ids[w::workers]
-                self._pools.append(
-                    ProcessPoolExecutor(
-                        max_workers=1,
-                        mp_context=spawn,
-                        initializer=_worker_init,
-                        initargs=(cfg, mine, threads),
-                    )
-                )
-        else:
+        self._pools: list[ProcessPoolExecutor] = []
+        if workers == 1:
             self._contexts = make_contexts(cfg, self._ids)
+        for w in range(workers if workers > 1 else 0):
+            self._pools.append(
+                ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(cfg, self._ids[w::workers], threads),
+                )
+            )
 
     # -- Grid interface -------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -168,27 +184,20 @@ _WORKER: dict = {}
 
 
 def _worker_init(cfg: RunConfig, ids: list[int], threads: int) -> None:
-    from fedcore.apps import make_client_app
-
     torch.set_num_threads(threads)
-    _WORKER.update(app=make_client_app(cfg), contexts=make_contexts(cfg, ids))
+    _WORKER.update(app=simulation_client_app(cfg), contexts=make_contexts(cfg, ids))
 
 
 def _worker_deliver(msg: Message) -> Message:
     return deliver(_WORKER["app"], msg, _WORKER["contexts"][msg.metadata.dst_node_id])
 
 
-def run_inprocess(cfg: RunConfig, on_round) -> object:
+def run_inprocess(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
     """Run ``cfg`` with the ServerApp's round loop on an :class:`InProcessGrid`."""
-    from fedcore.apps import make_client_app
-    from fedcore.server import run_server
-
     previous = torch.get_num_threads()
     torch.set_num_threads(cfg.engine.threads)
     try:
-        with InProcessGrid(
-            cfg, make_client_app(cfg), cfg.engine.workers, cfg.engine.threads
-        ) as grid:
+        with InProcessGrid(cfg, workers=cfg.engine.workers, threads=cfg.engine.threads) as grid:
             return run_server(grid, cfg, on_round=on_round)
     finally:
         torch.set_num_threads(previous)

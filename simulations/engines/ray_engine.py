@@ -11,9 +11,10 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord
 from flwr.simulation import run_simulation
 
-from fedcore.apps import make_client_app, make_server_app
+from fedcore.apps import make_server_app
 from fedcore.config import RunConfig
 from fedcore.server import RoundRecord
+from simulations.engines.inprocess import simulation_client_app
 
 
 def run_ray(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
@@ -21,7 +22,7 @@ def run_ray(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRec
     result: list[ArrayRecord] = []
     run_simulation(
         server_app=make_server_app(cfg, on_round=on_round, on_done=result.append),
-        client_app=make_client_app(cfg),
+        client_app=simulation_client_app(cfg),
         num_supernodes=cfg.data.num_clients,
         backend_config={
             "client_resources": {"num_cpus": cfg.engine.threads, "num_gpus": 0.0},
