@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from fedcore.config import ConfigError, load_scenario, parse_override
 from fedcore.datasets import DatasetError
@@ -75,7 +76,7 @@ def _simulate(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     try:
         if args.command == "config":
@@ -86,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _simulate(args, console)
     except (ConfigError, DatasetError, FileExistsError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the run directory keeps completed rounds")
         return 130
     except Exception as err:
-        console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}")
+        console.print(f"[red]run failed:[/red] {escape(f'{type(err).__name__}: {err}')}")
         return 1
 
 

@@ -12,6 +12,8 @@ or flattened with dots (``train.local-epochs``), which is also the form of Flowe
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import tomllib
 import types
 import typing
@@ -119,7 +121,8 @@ class EngineConfig:
 @dataclass(frozen=True)
 class FaultConfig:
     client_failure_rate: float = _opt(
-        0.0, ge=0, le=1, doc="simulation only: chance that a sampled client crashes in a round")
+        0.0, ge=0, le=1, doc="simulation only: chance that a sampled client crashes in a round"
+    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def _allowed(f: dataclasses.Field, hint: Any) -> str:
         f"<= {m['le']}" if m.get("le") is not None else "",
     ]
     kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        hint, "a list of integers"
+        hint, "a non-empty list of integers >= 1"
     )
     return " ".join([kind, *[b for b in bounds if b]])
 
@@ -176,9 +179,12 @@ def _coerce(value: Any, hint: Any, key: str, allowed: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise bad
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise bad from None
+        if not math.isfinite(number):
+            raise bad
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise bad
@@ -187,7 +193,12 @@ def _coerce(value: Any, hint: Any, key: str, allowed: str) -> Any:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
         raise bad
-    return tuple(_coerce(v.strip() if isinstance(v, str) else v, int, key, allowed) for v in items)
+    try:
+        return tuple(
+            _coerce(v.strip() if isinstance(v, str) else v, int, key, allowed) for v in items
+        )
+    except ConfigError:
+        raise bad from None
 
 
 def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> None:
@@ -203,7 +214,8 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> No
             and (m.get("le") is None or value <= m["le"])
         )
     if not ok:
-        raise ConfigError(f"{key} = {value!r} is out of range: expected {allowed}")
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{key} = {shown!r} is out of range: expected {allowed}")
 
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
@@ -274,6 +286,8 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"scenario file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"scenario file {path} cannot be read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"scenario file {path} is not valid TOML: {err}") from None
     return parse_config(raw, overrides)
@@ -325,7 +339,8 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # JSON string escapes are valid TOML basic-string escapes; TOML also forbids raw DEL.
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
