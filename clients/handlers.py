@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedcore import seeding
+from fedcore.arrays import to_record, to_state_dict
 from fedcore.config import RunConfig
 from fedcore.keys import (
     ARRAYS,
@@ -52,8 +53,8 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
     model = _worker_model(cfg)
     try:
-        model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
-    except RuntimeError as err:
+        model.load_state_dict(to_state_dict(arrays), strict=True)
+    except (RuntimeError, ValueError) as err:
         raise ClientInputError(f"global model does not fit the task's model: {err}") from None
     return task, data.clients[pid], model
 
@@ -78,7 +79,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     rng = seeding.client_generator(cfg.seed, server_round, context.node_config[PARTITION_ID])
     update = task.train_one_client(model, data, params, rng)
     metrics = MetricRecord({NUM_EXAMPLES: update.num_examples, **update.metrics})
-    return Message(RecordDict({ARRAYS: ArrayRecord(update.state), METRICS: metrics}), reply_to=msg)
+    return Message(RecordDict({ARRAYS: to_record(update.state), METRICS: metrics}), reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:

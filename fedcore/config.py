@@ -90,6 +90,9 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, ge=0, doc="client L2 weight decay")
     fraction: float = _opt(1.0, gt=0, le=1, doc="fraction of clients sampled per round")
     min_clients: int = _opt(1, ge=1, doc="minimum clients per round")
+    target_accuracy: float = _opt(
+        0.0, ge=0, le=1, doc="stop once the server test accuracy reaches this (0: never)"
+    )
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,23 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`."""
     merged = _nest({**_flatten(raw), **(overrides or {})})
-    return _build(RunConfig, merged, "")
+    cfg = _build(RunConfig, merged, "")
+    _check_combination(cfg)
+    return cfg
+
+
+def _check_combination(cfg: RunConfig) -> None:
+    """Settings that are valid alone but not together."""
+    if cfg.train.target_accuracy > 0 and not cfg.evaluate.server:
+        raise ConfigError(
+            "train.target-accuracy needs evaluate.server = true (it reads the "
+            "server's test accuracy)"
+        )
+    if cfg.data.partition == "natural" and cfg.data.dataset != "femnist":
+        raise ConfigError(
+            f"data.partition = 'natural' needs a dataset with natural clients "
+            f"(femnist), not {cfg.data.dataset!r}"
+        )
 
 
 def parse_override(text: str) -> tuple[str, Any]:

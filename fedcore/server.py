@@ -17,7 +17,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedcore import seeding
+from fedcore.arrays import to_record, to_state_dict
 from fedcore.config import RunConfig
+from fedcore.keys import ACCURACY
 from fedcore.tasks import get_task
 from strategies import build_strategy
 
@@ -64,7 +66,7 @@ def run_server(
     task = get_task(cfg.task)
     data = task.load_data(cfg)
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
-    arrays = ArrayRecord(model.state_dict())
+    arrays = to_record(model.state_dict())
     strategy = build_strategy(cfg)
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
@@ -96,7 +98,7 @@ def run_server(
             record["eval-failures"] = list(strategy.last_failures)
 
         if cfg.evaluate.server:
-            model.load_state_dict(arrays.to_torch_state_dict())
+            model.load_state_dict(to_state_dict(arrays))
             record["server-eval"] = task.evaluate(model, data.x_test, data.y_test)
         record.update(
             {
@@ -108,12 +110,20 @@ def run_server(
         )
         if on_round is not None:
             on_round(record)
+        if _reached(cfg, record):
+            break
     return arrays
+
+
+def _reached(cfg: RunConfig, record: RoundRecord) -> bool:
+    target = cfg.train.target_accuracy
+    server = record.get("server-eval") or {}
+    return target > 0 and server.get(ACCURACY, 0.0) >= target
 
 
 def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:
     """A model of the task holding ``arrays`` (for saving or further evaluation)."""
     task = get_task(cfg.task)
     model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(to_state_dict(arrays))
     return model

@@ -15,7 +15,6 @@ from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -28,6 +27,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.supercore import log
 
 from fedcore import seeding
+from fedcore.arrays import to_numpy_dict, to_record
 from fedcore.keys import ACCURACY, SERVER_ROUND
 from strategies.aggregate import WeightedMean, spread
 
@@ -146,7 +146,7 @@ class FedAvg(flwr_strategy.FedAvg):
         arrays_mean = WeightedMean(self._template)
         metrics_mean = WeightedMean()
         for node, content, metrics, weight in self._contents(replies, with_arrays=True):
-            arrays = {k: a.numpy() for k, a in next(iter(content.array_records.values())).items()}
+            arrays = to_numpy_dict(next(iter(content.array_records.values())))
             scalars = _scalars(metrics, self.weighted_by_key)
             try:
                 metrics_mean.check(scalars, weight)
@@ -158,7 +158,7 @@ class FedAvg(flwr_strategy.FedAvg):
         self._log_failures("aggregate_train")
         if arrays_mean.count == 0 or arrays_mean.total_weight <= 0:
             return None, None
-        agg = ArrayRecord({k: Array(v) for k, v in arrays_mean.result().items()})
+        agg = to_record(arrays_mean.result())
         return agg, _metric_record(metrics_mean)
 
     def aggregate_evaluate(

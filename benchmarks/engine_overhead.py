@@ -1,0 +1,195 @@
+"""Engine overhead: the same federated workload as a bare PyTorch loop, on the ``inprocess``
+engine, and on Flower's ``ray`` engine, each in its own process, side by side in one run.
+
+Workload: the default scenario's MLP (64-200-200-10) on digits, IID split, every client
+trains every round (3 local epochs, batch 16, SGD momentum 0.9), FedAvg; no evaluation, so
+only training and its messaging are timed. Wall time covers the federated rounds (data is
+loaded before the clock starts, except in Ray's actors, which load it themselves); memory is
+the peak resident set of the whole process tree, sampled every 20 ms.
+
+    .venv/bin/python benchmarks/engine_overhead.py             # all workloads, writes RESULTS.md
+    .venv/bin/python benchmarks/engine_overhead.py --no-ray    # skip the slow Ray runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from fedcore import seeding
+from fedcore.cli import scenario_path
+from fedcore.config import RunConfig, load_scenario
+from fedcore.tasks.classification import load_federated
+from fedcore.tasks.mlp import mlp
+
+WORKLOADS = [(100, 3), (1000, 1)]
+
+
+def workload(clients: int, rounds: int, engine: str = "inprocess") -> RunConfig:
+    return load_scenario(
+        scenario_path("digits-dirichlet"),
+        {
+            "data.num-clients": clients,
+            "data.partition": "iid",
+            "data.local-test-fraction": 0.0,
+            "train.rounds": rounds,
+            "evaluate.fraction": 0.0,
+            "evaluate.server": False,
+            "engine.name": engine,
+        },
+    )
+
+
+def bare_loop(cfg: RunConfig) -> dict[str, torch.Tensor]:
+    """FedAvg written directly in PyTorch: no messages, no framework."""
+    data = load_federated(cfg.data, cfg.seed)
+    model = mlp(
+        data.num_features,
+        cfg.model.hidden,
+        data.num_classes,
+        seeding.torch_generator(cfg.seed, seeding.MODEL_INIT),
+    )
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    t = cfg.train
+    for server_round in range(1, t.rounds + 1):
+        sums = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in global_state.items()}
+        total = 0
+        for pid, client in enumerate(data.clients):
+            model.load_state_dict(global_state)
+            opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum)
+            rng = seeding.client_generator(cfg.seed, server_round, pid)
+            n = client.num_train
+            for _ in range(t.local_epochs):
+                order = torch.randperm(n, generator=rng)
+                for begin in range(0, n, t.batch_size):
+                    idx = order[begin : begin + t.batch_size]
+                    loss = torch.nn.functional.cross_entropy(
+                        model(client.x_train[idx]), client.y_train[idx]
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            for k, v in model.state_dict().items():
+                sums[k] += n * v.double()
+            total += n
+        global_state = {k: (v / total).to(global_state[k].dtype) for k, v in sums.items()}
+    return global_state
+
+
+def child(kind: str, clients: int, rounds: int) -> None:
+    """Run one contestant and print its wall time and final model checksum as JSON."""
+    torch.set_num_threads(1)
+    cfg = workload(clients, rounds, "ray" if kind == "ray" else "inprocess")
+    load_federated(cfg.data, cfg.seed)  # data preloaded before the clock starts
+    start = time.perf_counter()
+    if kind == "bare":
+        state = {k: v.numpy() for k, v in bare_loop(cfg).items()}
+    else:
+        from simulations.engines import run_engine
+
+        arrays = run_engine(cfg, lambda record: None)
+        state = {k: v.numpy() for k, v in arrays.items()}
+    seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {"seconds": seconds, "checksum": float(sum(np.abs(v).sum() for v in state.values()))}
+        )
+    )
+
+
+def measure(kind: str, clients: int, rounds: int) -> dict:
+    """Run a contestant in a fresh process; sample the process tree's memory meanwhile."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--clients",
+            str(clients),
+            "--rounds",
+            str(rounds),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    out = proc.stdout.read().strip().splitlines()
+    if proc.returncode != 0 or not out:
+        raise RuntimeError(f"{kind} run failed with exit code {proc.returncode}")
+    return {**json.loads(out[-1]), "peak_mb": peak / 2**20, "kind": kind}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", choices=["bare", "inprocess", "ray"])
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.clients, args.rounds)
+        return
+    rows = []
+    for clients, rounds in WORKLOADS:
+        kinds = ["bare", "inprocess"] + ([] if args.no_ray else ["ray"])
+        res = {k: measure(k, clients, rounds) for k in kinds}
+        bare, ours = res["bare"]["seconds"], res["inprocess"]["seconds"]
+        same = abs(res["bare"]["checksum"] - res["inprocess"]["checksum"]) < 1e-3 * abs(
+            res["bare"]["checksum"]
+        )
+        for k in kinds:
+            r = res[k]
+            rows.append(
+                [
+                    f"{clients} x {rounds}",
+                    k,
+                    f"{r['seconds']:.2f}",
+                    f"{r['seconds'] / bare:.2f}x",
+                    f"{r['peak_mb']:.0f}",
+                ]
+            )
+            print(
+                f"{clients:5} clients x {rounds} rounds  {k:9} {r['seconds']:7.2f} s  "
+                f"{r['seconds'] / bare:5.2f}x bare  peak {r['peak_mb']:6.0f} MB",
+                flush=True,
+            )
+        print(
+            f"  inprocess / bare = {ours / bare:.2f} (target <= 1.25); same model as bare: {same}",
+            flush=True,
+        )
+        if "ray" in res:
+            print(
+                f"  ray / inprocess = {res['ray']['seconds'] / ours:.1f} (target >= 10)", flush=True
+            )
+    if not args.no_write:
+        from benchmarks.results_md import markdown_table, update_section
+
+        table = markdown_table(
+            ["clients x rounds", "engine", "seconds", "vs bare loop", "peak MB (process tree)"],
+            rows,
+        )
+        update_section(
+            "engine-overhead",
+            "Command: `.venv/bin/python benchmarks/engine_overhead.py`\n\n" + table,
+        )
+
+
+if __name__ == "__main__":
+    main()
