@@ -14,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedcore import seeding
-from fedcore.arrays import to_record, to_state_dict
+from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
 from fedcore.keys import (
     ARRAYS,
@@ -53,8 +53,8 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
     model = _worker_model(cfg)
     try:
-        model.load_state_dict(to_state_dict(arrays), strict=True)
-    except (RuntimeError, ValueError) as err:
+        load_into(model, arrays)
+    except ValueError as err:
         raise ClientInputError(f"global model does not fit the task's model: {err}") from None
     return task, data.clients[pid], model
 

@@ -83,12 +83,10 @@ def to_numpy(array: Array) -> np.ndarray:
 
 def to_record(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
     """An ``ArrayRecord`` from a state dict of tensors or arrays, keeping names and order."""
-    return ArrayRecord(
-        {
-            name: from_numpy(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
-            for name, t in state.items()
-        }
-    )
+    record = ArrayRecord()  # filled item by item: ArrayRecord(dict) would copy every Array
+    for name, t in state.items():
+        record[name] = from_numpy(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
+    return record
 
 
 def to_numpy_dict(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -96,6 +94,26 @@ def to_numpy_dict(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: to_numpy(a) for name, a in record.items()}
 
 
-def to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    """Writable tensors (copies) of every array in ``record``, for ``load_state_dict``."""
-    return {name: torch.from_numpy(to_numpy(a).copy()) for name, a in record.items()}
+def load_into(module: torch.nn.Module, record: ArrayRecord) -> None:
+    """Copy ``record`` into ``module``'s parameters and buffers in place.
+
+    Same contract as ``module.load_state_dict(..., strict=True)`` (names and shapes must
+    match, ``ValueError`` otherwise) without building intermediate tensors: each array is
+    written straight from the message's bytes into the tensor's memory.
+    """
+    targets = dict(module.named_parameters())
+    targets.update(module.named_buffers())
+    if set(targets) != set(record.keys()):
+        missing = sorted(set(targets) - set(record.keys()))
+        extra = sorted(set(record.keys()) - set(targets))
+        raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
+    sources = {name: to_numpy(array) for name, array in record.items()}
+    for name, source in sources.items():  # all decoded and checked before any write
+        if source.shape != tuple(targets[name].shape):
+            raise ValueError(
+                f"array {name!r} has shape {source.shape}, the model's is "
+                f"{tuple(targets[name].shape)}"
+            )
+    with torch.no_grad():
+        for name, source in sources.items():
+            targets[name].detach().numpy()[...] = source

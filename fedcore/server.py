@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedcore import seeding
-from fedcore.arrays import to_record, to_state_dict
+from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
 from fedcore.keys import ACCURACY
 from fedcore.tasks import get_task
@@ -98,7 +98,7 @@ def run_server(
             record["eval-failures"] = list(strategy.last_failures)
 
         if cfg.evaluate.server:
-            model.load_state_dict(to_state_dict(arrays))
+            load_into(model, arrays)
             record["server-eval"] = task.evaluate(model, data.x_test, data.y_test)
         record.update(
             {
@@ -125,5 +125,5 @@ def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:
     """A model of the task holding ``arrays`` (for saving or further evaluation)."""
     task = get_task(cfg.task)
     model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
-    model.load_state_dict(to_state_dict(arrays))
+    load_into(model, arrays)
     return model

@@ -43,7 +43,7 @@ class WeightedMean:
                 raise ValueError(
                     f"array {name!r} has shape {a.shape}, expected {template[name][0]}"
                 )
-            if not np.all(np.isfinite(a)):
+            if not np.isfinite(a).all():
                 raise ValueError(f"array {name!r} contains NaN or infinity")
 
     def add(self, arrays: Mapping[str, np.ndarray], weight: float) -> None:
@@ -52,10 +52,11 @@ class WeightedMean:
         if self._template is None:
             self._template = {k: (a.shape, a.dtype) for k, a in arrays.items()}
         for name, a in arrays.items():
-            if name in self._sums:
-                self._sums[name] += weight * a
-            else:
-                self._sums[name] = weight * a.astype(np.float64)
+            if name not in self._sums:
+                self._sums[name] = np.zeros(a.shape, np.float64)
+            # the product in the update's dtype (float32: half the cost of a float64 cast),
+            # the running sum in float64
+            self._sums[name] += weight * a
         self.total_weight += weight
         self.count += 1
 
@@ -67,6 +68,32 @@ class WeightedMean:
             name: (s / self.total_weight).astype(self._template[name][1])
             for name, s in self._sums.items()
         }
+
+
+class MetricMean:
+    """Weighted mean of scalar client metrics; each name averages over the clients that sent
+    it, and a non-finite value is refused."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._weights: dict[str, float] = {}
+
+    @staticmethod
+    def scalars(metrics: Mapping[str, object], skip: str = "") -> dict[str, float]:
+        """The finite scalar entries of ``metrics`` (lists and ``skip`` left out)."""
+        out = {k: float(v) for k, v in metrics.items() if k != skip and not isinstance(v, list)}
+        bad = [k for k, v in out.items() if not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"metric {bad[0]!r} is not finite")
+        return out
+
+    def add(self, values: Mapping[str, float], weight: float) -> None:
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0.0) + weight * value
+            self._weights[name] = self._weights.get(name, 0.0) + weight
+
+    def result(self) -> dict[str, float]:
+        return {k: self._sums[k] / w for k, w in self._weights.items() if w > 0}
 
 
 def weighted_mean(

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
 
-import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -29,7 +28,7 @@ from flwr.supercore import log
 from fedcore import seeding
 from fedcore.arrays import to_numpy_dict, to_record
 from fedcore.keys import ACCURACY, SERVER_ROUND
-from strategies.aggregate import WeightedMean, spread
+from strategies.aggregate import MetricMean, WeightedMean, spread
 
 _TRAIN, _EVALUATE = 0, 1
 
@@ -116,7 +115,7 @@ class FedAvg(flwr_strategy.FedAvg):
 
     # -- aggregation ----------------------------------------------------------------------
     def _contents(self, replies: Iterable[Message], with_arrays: bool):
-        """Yield (node, content, metrics, weight) of usable replies; record why others were not."""
+        """Yield (node, arrays, metrics, weight) of usable replies; record why others were not."""
         self.last_failures = []
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -134,7 +133,12 @@ class FedAvg(flwr_strategy.FedAvg):
             if problem:
                 self.last_failures.append(f"node {node}: malformed reply: {problem}")
                 continue
-            yield node, content, metrics[0], float(metrics[0][self.weighted_by_key])
+            yield (
+                node,
+                arrays[0] if arrays else None,
+                metrics[0],
+                float(metrics[0][self.weighted_by_key]),
+            )
 
     def _log_failures(self, stage: str) -> None:
         for reason in self.last_failures:
@@ -143,14 +147,11 @@ class FedAvg(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        arrays_mean = WeightedMean(self._template)
-        metrics_mean = WeightedMean()
-        for node, content, metrics, weight in self._contents(replies, with_arrays=True):
-            arrays = to_numpy_dict(next(iter(content.array_records.values())))
-            scalars = _scalars(metrics, self.weighted_by_key)
+        arrays_mean, metrics_mean = WeightedMean(self._template), MetricMean()
+        for node, record, metrics, weight in self._contents(replies, with_arrays=True):
             try:
-                metrics_mean.check(scalars, weight)
-                arrays_mean.add(arrays, weight)
+                scalars = MetricMean.scalars(metrics, self.weighted_by_key)
+                arrays_mean.add(to_numpy_dict(record), weight)
             except ValueError as err:
                 self.last_failures.append(f"node {node}: bad update: {err}")
                 continue
@@ -158,38 +159,27 @@ class FedAvg(flwr_strategy.FedAvg):
         self._log_failures("aggregate_train")
         if arrays_mean.count == 0 or arrays_mean.total_weight <= 0:
             return None, None
-        agg = to_record(arrays_mean.result())
-        return agg, _metric_record(metrics_mean)
+        return to_record(arrays_mean.result()), MetricRecord(metrics_mean.result())
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        metrics_mean = WeightedMean()
-        accuracies: list[float] = []
-        for _, _, metrics, weight in self._contents(replies, with_arrays=False):
-            values = _scalars(metrics, self.weighted_by_key)
+        metrics_mean, accuracies = MetricMean(), []
+        for node, _, metrics, weight in self._contents(replies, with_arrays=False):
+            try:
+                values = MetricMean.scalars(metrics, self.weighted_by_key)
+            except ValueError as err:
+                self.last_failures.append(f"node {node}: bad metrics: {err}")
+                continue
             if weight > 0:
                 metrics_mean.add(values, weight)
-            if ACCURACY in values and weight > 0:
-                accuracies.append(float(values[ACCURACY]))
+                if ACCURACY in values:
+                    accuracies.append(values[ACCURACY])
         self._log_failures("aggregate_evaluate")
-        record = _metric_record(metrics_mean)
-        if record is None:
+        mean = metrics_mean.result()
+        if not mean:
             return None
+        record = MetricRecord(mean)
         for name, value in spread(accuracies).items():
             record[f"{ACCURACY}-{name}"] = value
         return record
-
-
-def _scalars(metrics: MetricRecord, weight_key: str) -> dict[str, np.ndarray]:
-    return {
-        k: np.asarray(float(v))
-        for k, v in metrics.items()
-        if k != weight_key and not isinstance(v, list)
-    }
-
-
-def _metric_record(mean: WeightedMean) -> MetricRecord | None:
-    if mean.count == 0:
-        return None
-    return MetricRecord({k: float(v) for k, v in mean.result().items()})

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedcore.arrays import from_numpy, to_numpy, to_record, to_state_dict
+from fedcore.arrays import from_numpy, load_into, to_numpy, to_numpy_dict, to_record
 
 dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8])
 
@@ -30,10 +30,9 @@ def test_fortran_ordered_payload_from_np_save_is_read_correctly():
 
 def test_state_dict_round_trip_keeps_names_and_values():
     state = torch.nn.Linear(3, 2).state_dict()
-    back = to_state_dict(to_record(state))
+    back = to_numpy_dict(to_record(state))
     assert list(back) == list(state)
-    assert all(torch.equal(back[k], state[k]) for k in state)
-    back["weight"] += 1  # writable copies
+    assert all(np.array_equal(back[k], state[k].numpy()) for k in state)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +57,22 @@ def test_object_payload_is_refused():
     bad = Array(dtype="object", shape=(1,), stype="numpy.ndarray", data=payload + b"\0" * 8)
     with pytest.raises(ValueError, match="objects"):
         to_numpy(bad)
+
+
+def test_load_into_writes_the_model_in_place():
+    src, dst = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    weight_before = dst.weight
+    load_into(dst, to_record(src.state_dict()))
+    assert dst.weight is weight_before  # same Parameter, new values
+    assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in src.state_dict())
+
+
+def test_load_into_refuses_wrong_names_or_shapes_before_writing():
+    model = torch.nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wrong_shape = to_record({"weight": torch.zeros(3, 5), "bias": torch.ones(3)})
+    with pytest.raises(ValueError, match="shape"):
+        load_into(model, wrong_shape)
+    with pytest.raises(ValueError, match="missing"):
+        load_into(model, to_record({"weight": torch.zeros(3, 4)}))
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
