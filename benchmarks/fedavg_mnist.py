@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
     splits = ["iid", "shards"] if args.split == "both" else [args.split]
     results = []
@@ -73,6 +74,38 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_write:
+        from results_md import markdown_table, update_section
+
+        rows = [
+            [
+                r["split"],
+                r["lr"],
+                r["rounds_to_target"] or f"not in {r['rounds_run']}",
+                r["paper_rounds"],
+                f"{r['final_accuracy']:.4f}",
+                f"{r['seconds']:.0f}",
+            ]
+            for r in results
+        ]
+        table = markdown_table(
+            [
+                "split",
+                "client lr",
+                f"rounds to {args.target:.0%}",
+                "paper",
+                "accuracy then",
+                "seconds",
+            ],
+            rows,
+        )
+        update_section(
+            "fedavg-mnist",
+            "McMahan et al. 2017, 2NN (784-200-200-10) on MNIST, "
+            "100 clients, C = 0.1, E = 1, B = 10, plain SGD, seed "
+            f"{args.seed}.\n\nCommand: `.venv/bin/python benchmarks/"
+            f"fedavg_mnist.py`\n\n{table}",
+        )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ class EvaluateConfig:
 class StrategyConfig:
     name: str = _opt("fedavg", choices=STRATEGIES, doc="server strategy")
     proximal_mu: float = _opt(0.01, ge=0, doc="FedProx proximal weight")
-    server_lr: float = _opt(1.0, gt=0, doc="server learning rate (FedAvgM, FedAdam/Yogi/Adagrad)")
+    server_lr: float = _opt(1.0, gt=0, doc="FedAvgM server learning rate")
+    eta: float = _opt(0.01, gt=0, doc="FedAdam/FedYogi/FedAdagrad server learning rate")
     server_momentum: float = _opt(0.9, ge=0, le=1, doc="FedAvgM server momentum")
     beta_1: float = _opt(0.9, ge=0, le=1, doc="FedAdam/FedYogi first-moment decay")
     beta_2: float = _opt(0.99, ge=0, le=1, doc="FedAdam/FedYogi second-moment decay")

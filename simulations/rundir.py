@@ -55,11 +55,11 @@ class RunDirectory:
             while path.exists():
                 n += 1
                 path = root / f"{base}-{n}"
+        report = get_task(cfg.task).load_data(cfg).report  # bad data fails before any file
         path.mkdir(parents=True, exist_ok=True)
         run_dir = cls(path, cfg, engine)
         (path / "config.toml").write_text(to_toml(cfg))
         (path / "metrics.jsonl").write_text("")
-        report = get_task(cfg.task).load_data(cfg).report
         _write_json(path / "partition.json", report)
         return run_dir
 

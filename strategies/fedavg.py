@@ -115,16 +115,16 @@ class FedAvg(flwr_strategy.FedAvg):
 
     # -- aggregation ----------------------------------------------------------------------
     def _contents(self, replies: Iterable[Message], with_arrays: bool):
-        """Yield (node, arrays, metrics, weight) of usable replies; record why others were not."""
+        """Yield (message, arrays, metrics, weight) of well-formed replies; record why the
+        others were not used in ``last_failures``."""
         self.last_failures = []
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
                 self.last_failures.append(f"node {node}: {msg.error.reason}")
                 continue
-            content = msg.content
-            metrics = list(content.metric_records.values())
-            arrays = list(content.array_records.values())
+            metrics = list(msg.content.metric_records.values())
+            arrays = list(msg.content.array_records.values())
             problem = None
             if len(metrics) != 1 or self.weighted_by_key not in metrics[0]:
                 problem = f"expected one MetricRecord with {self.weighted_by_key!r}"
@@ -133,12 +133,30 @@ class FedAvg(flwr_strategy.FedAvg):
             if problem:
                 self.last_failures.append(f"node {node}: malformed reply: {problem}")
                 continue
-            yield (
-                node,
-                arrays[0] if arrays else None,
-                metrics[0],
-                float(metrics[0][self.weighted_by_key]),
-            )
+            weight = float(metrics[0][self.weighted_by_key])
+            yield msg, arrays[0] if arrays else None, metrics[0], weight
+
+    def _reject(self, msg: Message, reason: str) -> None:
+        self.last_failures.append(f"node {msg.metadata.src_node_id}: {reason}")
+
+    def _check_and_log_replies(
+        self, replies: Iterable[Message], is_train: bool, validate: bool = True
+    ) -> tuple[list[Message], list[Message]]:
+        """Flower's reply filter, used by the strategies that need every update (median,
+        trimmed mean, Krum): here it also drops updates that are malformed, mis-shaped or
+        not finite, so those strategies never aggregate a corrupt update either."""
+        checker = WeightedMean(self._template)
+        kept = []
+        for msg, record, _, weight in self._contents(replies, with_arrays=is_train):
+            try:
+                if is_train:
+                    checker.check(to_numpy_dict(record), weight)
+            except ValueError as err:
+                self._reject(msg, f"bad update: {err}")
+                continue
+            kept.append(msg)
+        self._log_failures("aggregate_train" if is_train else "aggregate_evaluate")
+        return kept, []
 
     def _log_failures(self, stage: str) -> None:
         for reason in self.last_failures:
@@ -148,12 +166,12 @@ class FedAvg(flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays_mean, metrics_mean = WeightedMean(self._template), MetricMean()
-        for node, record, metrics, weight in self._contents(replies, with_arrays=True):
+        for msg, record, metrics, weight in self._contents(replies, with_arrays=True):
             try:
                 scalars = MetricMean.scalars(metrics, self.weighted_by_key)
                 arrays_mean.add(to_numpy_dict(record), weight)
             except ValueError as err:
-                self.last_failures.append(f"node {node}: bad update: {err}")
+                self._reject(msg, f"bad update: {err}")
                 continue
             metrics_mean.add(scalars, weight)
         self._log_failures("aggregate_train")
@@ -165,11 +183,11 @@ class FedAvg(flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         metrics_mean, accuracies = MetricMean(), []
-        for node, _, metrics, weight in self._contents(replies, with_arrays=False):
+        for msg, _, metrics, weight in self._contents(replies, with_arrays=False):
             try:
                 values = MetricMean.scalars(metrics, self.weighted_by_key)
             except ValueError as err:
-                self.last_failures.append(f"node {node}: bad metrics: {err}")
+                self._reject(msg, f"bad metrics: {err}")
                 continue
             if weight > 0:
                 metrics_mean.add(values, weight)

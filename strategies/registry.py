@@ -54,9 +54,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg:
         min_evaluate_nodes=1 if cfg.evaluate.fraction > 0 else 0,
         min_available_nodes=cfg.data.num_clients,
     )
-    adaptive = dict(
-        eta=s.server_lr, eta_l=cfg.train.lr, beta_1=s.beta_1, beta_2=s.beta_2, tau=s.tau
-    )
+    adaptive = dict(eta=s.eta, eta_l=cfg.train.lr, beta_1=s.beta_1, beta_2=s.beta_2, tau=s.tau)
     builders = {
         "fedavg": lambda: FedAvg(**common),
         "fedprox": lambda: FedProx(**common, proximal_mu=s.proximal_mu),
@@ -65,7 +63,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg:
         ),
         "fedadam": lambda: FedAdam(**common, **adaptive),
         "fedyogi": lambda: FedYogi(**common, **adaptive),
-        "fedadagrad": lambda: FedAdagrad(**common, eta=s.server_lr, eta_l=cfg.train.lr, tau=s.tau),
+        "fedadagrad": lambda: FedAdagrad(**common, eta=s.eta, eta_l=cfg.train.lr, tau=s.tau),
         "fedmedian": lambda: FedMedian(**common),
         "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trim_beta),
         "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),

@@ -8,13 +8,28 @@ import numpy as np
 import torch
 
 from fedcore import partition, seeding
-from fedcore.config import DataConfig
+from fedcore.config import ConfigError, DataConfig
 from fedcore.datasets import Dataset, load_dataset
 from fedcore.tasks.base import ClientData, FederatedData
 
 
 def split_indices(cfg: DataConfig, ds: Dataset, rng: np.random.Generator) -> list[np.ndarray]:
-    """Client index sets over the training samples, by ``cfg.partition``."""
+    """Client index sets over the training samples, by ``cfg.partition``.
+
+    A split the data cannot support (more clients than samples, an unreachable minimum
+    size) is a configuration error, reported with the keys involved.
+    """
+    try:
+        return _split(cfg, ds, rng)
+    except ValueError as err:
+        raise ConfigError(
+            f"data.partition = {cfg.partition!r} cannot split {ds.name} "
+            f"({len(ds.y_train)} training samples) into data.num-clients = {cfg.num_clients}: "
+            f"{err}"
+        ) from None
+
+
+def _split(cfg: DataConfig, ds: Dataset, rng: np.random.Generator) -> list[np.ndarray]:
     n, k = len(ds.y_train), cfg.num_clients
     if cfg.partition == "iid":
         return partition.iid(n, k, rng)

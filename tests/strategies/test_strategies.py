@@ -140,9 +140,7 @@ def test_fedmedian_takes_the_coordinate_median(grid):
 
 
 def test_fedadam_moves_the_model_with_adaptive_steps(grid):
-    cfg = parse_config(
-        {"data": {"num-clients": 5}, "strategy": {"name": "fedadam", "server-lr": 0.1}}
-    )
+    cfg = parse_config({"data": {"num-clients": 5}, "strategy": {"name": "fedadam", "eta": 0.1}})
     strategy = build_strategy(cfg)
     msgs = _sent(strategy, grid)
     ones = {k: np.ones_like(v) for k, v in GLOBAL.items()}
@@ -154,3 +152,19 @@ def test_fedadam_moves_the_model_with_adaptive_steps(grid):
 
 def test_default_run_config_is_fedavg():
     assert type(build_strategy(RunConfig())).__name__ == "FedAvg"
+
+
+@pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
+def test_robust_strategies_drop_corrupt_updates_too(grid, name):
+    strategy = build_strategy(
+        parse_config({"data": {"num-clients": 5}, "strategy": {"name": name, "trim-beta": 0.0}})
+    )
+    msgs = _sent(strategy, grid)
+    rng = np.random.default_rng(4)
+    updates = [_update(rng) for _ in msgs]
+    updates[1]["w"][0, 0] = np.inf
+    agg, _ = strategy.aggregate_train(
+        1, [_reply(m, u, 1) for m, u in zip(msgs, updates, strict=True)]
+    )
+    assert np.all(np.isfinite(agg["w"].numpy()))
+    assert len(strategy.last_failures) == 1 and "NaN or infinity" in strategy.last_failures[0]
