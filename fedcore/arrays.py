@@ -46,12 +46,20 @@ def _parse(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
 
 
 def from_numpy(a: np.ndarray) -> Array:
-    """An ``Array`` holding ``a`` (what ``Array(a)`` gives, faster)."""
+    """An ``Array`` holding ``a`` (what ``Array(a)`` gives, faster).
+
+    Built with ``Array.__new__`` and its four public fields set directly: ``Array.__init__``
+    parses its arguments and marks the object dirty field by field, which cost as much as
+    copying the data. Flower is pinned; a test checks the result equals ``Array(a)``,
+    object id included.
+    """
     a = a if a.flags.c_contiguous else np.ascontiguousarray(a)  # keeps 0-d arrays 0-d
-    header = _header(np.lib.format.dtype_to_descr(a.dtype), tuple(a.shape))
-    return Array(
-        dtype=str(a.dtype), shape=tuple(a.shape), stype=SType.NUMPY, data=header + a.tobytes()
-    )
+    header = _header(np.lib.format.dtype_to_descr(a.dtype), a.shape)
+    array = Array.__new__(Array)
+    array.__dict__.update(
+        dtype=str(a.dtype), shape=a.shape, stype=SType.NUMPY, data=header + a.reshape(-1).data
+    )  # one copy, from the array
+    return array
 
 
 def to_numpy(array: Array) -> np.ndarray:

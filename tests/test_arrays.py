@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array
+from flwr.app import Array, ArrayRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -18,9 +18,17 @@ dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int32
 def test_payload_is_byte_identical_to_flower_and_round_trips(a):
     ours, flowers = from_numpy(a), Array(a)
     assert ours.data == flowers.data
-    assert (ours.dtype, ours.shape) == (flowers.dtype, flowers.shape)
+    assert (ours.dtype, ours.shape, ours.stype) == (flowers.dtype, flowers.shape, flowers.stype)
+    assert ours.object_id == flowers.object_id  # what Flower hashes and sends
     np.testing.assert_array_equal(to_numpy(flowers), a)
     np.testing.assert_array_equal(ours.numpy(), a)
+
+
+def test_record_survives_flowers_wire_format():
+    state = torch.nn.Linear(3, 2).state_dict()
+    ours, flowers = to_record(state), ArrayRecord(state)
+    assert ours.object_id == flowers.object_id
+    assert ours.deflate() == flowers.deflate()
 
 
 def test_fortran_ordered_payload_from_np_save_is_read_correctly():
