@@ -13,6 +13,7 @@ def plot_rounds(rounds: list[dict], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     xs = [r["round"] for r in rounds]
     written = []
@@ -26,6 +27,7 @@ def plot_rounds(rounds: list[dict], out: Path) -> list[Path]:
             worst = [(r.get("client-eval") or {}).get(f"{ACCURACY}-worst10") for r in rounds]
             if any(w is not None for w in worst):
                 ax.plot(xs, worst, linestyle="--", label="clients (worst 10%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -24,11 +24,11 @@ class RoundProgress:
     ) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(compact=True),
             TextColumn("{task.fields[latest]}"),
             console=console,
             disable=not enabled,
@@ -40,7 +40,7 @@ class RoundProgress:
         server = record.get("server-eval") or {}
         clients = record.get("client-eval") or {}
         if ACCURACY in server:
-            parts.append(f"acc {server[ACCURACY]:.4f} loss {server[LOSS]:.4f}")
+            parts.append(f"acc {server[ACCURACY]:.3f} loss {server[LOSS]:.3f}")
         if f"{ACCURACY}-worst10" in clients:
             parts.append(f"worst10% {clients[f'{ACCURACY}-worst10']:.3f}")
         if record.get("train-failures"):

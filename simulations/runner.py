@@ -30,7 +30,7 @@ def simulate(
     status is ``failed``, then re-raises.
     """
     run_dir = RunDirectory.create(root, cfg, cfg.engine.name, exact=out)
-    description = f"{cfg.task}/{cfg.data.dataset} {cfg.strategy.name}"
+    description = f"{cfg.data.dataset} {cfg.strategy.name}"
     with run_dir, RoundProgress(cfg.train.rounds, description, enabled=progress) as bar:
 
         def on_round(record: RoundRecord) -> None:
