@@ -13,12 +13,15 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
+from clients import privacy
 from fedcore import seeding
 from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
+    DP_EVENT,
+    EPSILON,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -26,6 +29,7 @@ from fedcore.keys import (
     SERVER_ROUND,
 )
 from fedcore.tasks import ClientData, Task, TrainParams, get_task
+from privacy.ledger import DpEvent
 
 
 class ClientInputError(ValueError):
@@ -76,10 +80,43 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
         weight_decay=cfg.train.weight_decay,
         proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
     )
-    rng = seeding.client_generator(cfg.seed, server_round, context.node_config[PARTITION_ID])
-    update = task.train_one_client(model, data, params, rng)
-    metrics = MetricRecord({NUM_EXAMPLES: update.num_examples, **update.metrics})
-    return Message(RecordDict({ARRAYS: to_record(update.state), METRICS: metrics}), reply_to=msg)
+    pid = context.node_config[PARTITION_ID]
+    rng = seeding.client_generator(cfg.seed, server_round, pid)
+    if cfg.privacy.dp == "off":
+        update = task.train_one_client(model, data, params, rng)
+        return _reply(msg, update, {})
+    return _train_private(msg, context, cfg, task, model, data, params, server_round, rng)
+
+
+def _train_private(msg, context, cfg, task, model, data, params, server_round, rng) -> Message:
+    """DP-SGD: check the budget, train, record the event in the node's ledger, report it."""
+    if task.train_one_client_dp is None:
+        raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
+    dp = privacy.dp_sgd_params(cfg, data.num_train)
+    event = DpEvent(
+        mechanism="dp-sgd",
+        noise_multiplier=dp.noise_multiplier,
+        sample_rate=dp.sample_rate,
+        steps=dp.steps(params.epochs),
+        clip_norm=dp.clip_norm,
+        sampling="poisson",
+        neighbouring="example",
+        round=server_round,
+        client=context.node_config[PARTITION_ID],
+    )
+    ledger = privacy.load_ledger(context)
+    privacy.check_budget(cfg, ledger, event)
+    update = task.train_one_client_dp(model, data, params, dp, rng)
+    ledger = ledger.record(event)
+    privacy.save_ledger(context, ledger)
+    extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
+    return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
+
+
+def _reply(msg: Message, update, records: dict, metrics: dict | None = None) -> Message:
+    record = MetricRecord({NUM_EXAMPLES: update.num_examples, **update.metrics, **(metrics or {})})
+    content = RecordDict({ARRAYS: to_record(update.state), METRICS: record, **records})
+    return Message(content, reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("config", help="print every setting with its default and meaning")
+    rep = sub.add_parser("report", help="write the privacy report of a run directory")
+    rep.add_argument("run_dir", type=Path)
     return parser
 
 
@@ -70,7 +72,28 @@ def _simulate(args: argparse.Namespace, console: Console) -> int:
         f"{result.summary['wall_seconds']:.1f} s"
         + (f", test accuracy {acc:.4f}" if acc is not None else "")
     )
+    if "privacy" in result.summary:
+        p = result.summary["privacy"]
+        console.print(
+            f"privacy: ({p['max_client_epsilon']:.3f}, {p['delta']:g})-DP per client "
+            f"(median {p['median_client_epsilon']:.3f}); report: "
+            f"{result.path / 'privacy_report.html'}"
+        )
     console.print(f"results: {result.path}")
+    return 0
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from privacy.report import write_report
+
+    if not (args.run_dir / "config.toml").is_file():
+        raise ConfigError(f"{args.run_dir} is not a run directory (no config.toml)")
+    report = write_report(args.run_dir)
+    g = report["guarantee"]
+    console.print(
+        f"({g['max_client_epsilon']:.3f}, {report['delta']:g})-DP per client; "
+        f"wrote {args.run_dir}/privacy_report.{{json,md,html}}"
+    )
     return 0
 
 
@@ -85,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, default, doc in describe():
                 print(f"{key:28} {default:14} {doc}")
             return 0
+        if args.command == "report":
+            return _report(args, console)
         return _simulate(args, console)
     except (ConfigError, DatasetError, FileExistsError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")

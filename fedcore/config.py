@@ -130,6 +130,30 @@ class FaultConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    dp: str = _opt(
+        "off",
+        choices=("off", "sample"),
+        doc="differential privacy: off, or sample-level DP-SGD on clients",
+    )
+    noise_multiplier: float = _opt(
+        0.0, ge=0, doc="DP-SGD noise / clip norm; 0: calibrate to target-epsilon"
+    )
+    clip_norm: float = _opt(0.0, ge=0, doc="per-example gradient clip norm (required with dp)")
+    target_epsilon: float = _opt(
+        0.0, ge=0, doc="calibrate the noise so the planned run spends this epsilon"
+    )
+    delta: float = _opt(1e-5, gt=0, le=0.1, doc="delta of the (epsilon, delta) guarantee")
+    sample_rate: float = _opt(
+        0.0, ge=0, le=1, doc="Poisson sampling rate per step; 0: batch-size / client size"
+    )
+    budget_epsilon: float = _opt(
+        0.0, ge=0, doc="a client declines a round that would take it past this (0: no limit)"
+    )
+    accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; the single typed source of truth."""
 
@@ -142,6 +166,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def _key(name: str) -> str:
@@ -280,11 +305,42 @@ def _check_combination(cfg: RunConfig) -> None:
             "train.target-accuracy needs evaluate.server = true (it reads the "
             "server's test accuracy)"
         )
+    _check_privacy(cfg.privacy)
     if cfg.data.partition == "natural" and cfg.data.dataset != "femnist":
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
             f"(femnist), not {cfg.data.dataset!r}"
         )
+
+
+def _check_privacy(p: PrivacyConfig) -> None:
+    """Privacy is never weakened silently: a DP run must say how much noise and clipping, and
+    DP settings in a run with ``dp = "off"`` are a mistake, not a no-op."""
+    if p.dp == "off":
+        set_keys = [
+            k
+            for k, v in (
+                ("noise-multiplier", p.noise_multiplier),
+                ("clip-norm", p.clip_norm),
+                ("target-epsilon", p.target_epsilon),
+            )
+            if v > 0
+        ]
+        if set_keys:
+            raise ConfigError(
+                f"privacy.{set_keys[0]} is set but privacy.dp = 'off'; set "
+                f"privacy.dp = 'sample' or remove the setting"
+            )
+        return
+    if p.clip_norm <= 0:
+        raise ConfigError(f"privacy.dp = {p.dp!r} needs privacy.clip-norm > 0")
+    if p.noise_multiplier <= 0 and p.target_epsilon <= 0:
+        raise ConfigError(
+            f"privacy.dp = {p.dp!r} needs noise: set privacy.noise-multiplier "
+            f"> 0 or privacy.target-epsilon > 0 (noise 0 would give no privacy)"
+        )
+    if p.noise_multiplier > 0 and p.target_epsilon > 0:
+        raise ConfigError("set privacy.noise-multiplier or privacy.target-epsilon, not both")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

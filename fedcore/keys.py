@@ -23,3 +23,8 @@ TRAIN_SECONDS = "train-seconds"
 # Node config (set by Flower's simulation engine and by SuperNodes' --node-config)
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
+
+# Privacy
+EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
+DP_EVENT = "dp-event"  # ConfigRecord in a reply: the DP mechanism this round applied
+LEDGER = "privacy-ledger"  # ConfigRecord in a node's Context.state: its events so far

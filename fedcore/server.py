@@ -10,7 +10,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from fedcore import seeding
 from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
-from fedcore.keys import ACCURACY
+from fedcore.keys import ACCURACY, DP_EVENT
 from fedcore.tasks import get_task
 from strategies import build_strategy
 
@@ -28,10 +28,12 @@ RoundRecord = dict[str, object]
 
 @dataclass
 class Traffic:
-    """Bytes of array payload sent to and received from clients."""
+    """What crossed the wire in a round: array payload bytes each way, and the DP events
+    that clients report having applied (the raw material of the privacy ledger)."""
 
     sent: int = 0
     received: int = 0
+    dp_events: list[dict] = field(default_factory=list)
 
     def count_sent(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
@@ -42,6 +44,9 @@ class Traffic:
         for reply in replies:  # a generator, so streaming aggregation stays streaming
             if not reply.has_error():
                 self.received += _payload_bytes(reply)
+                event = reply.content.config_records.get(DP_EVENT)
+                if event is not None:
+                    self.dp_events.append(dict(event))
             yield reply
 
 
@@ -106,6 +111,7 @@ def run_server(
                 "bytes-sent": traffic.sent,
                 "bytes-received": traffic.received,
                 "peak-memory-mb": peak_memory_mb(),
+                "privacy-events": traffic.dp_events,
             }
         )
         if on_round is not None:

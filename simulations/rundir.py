@@ -64,9 +64,15 @@ class RunDirectory:
         return run_dir
 
     def append_round(self, record: RoundRecord) -> None:
+        """Append the round to metrics.jsonl and its DP events to ledger.jsonl."""
+        record = dict(record)
+        events = record.pop("privacy-events", [])
         self.rounds.append(record)
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if events:
+            with open(self.path / "ledger.jsonl", "a") as f:
+                f.writelines(json.dumps(e) + "\n" for e in events)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
         last = self.rounds[-1] if self.rounds else {}

@@ -72,3 +72,5 @@ class Task:
     build_model: Callable[[RunConfig, FederatedData, torch.Generator], nn.Module]
     train_one_client: Callable[[nn.Module, ClientData, TrainParams, torch.Generator], ClientUpdate]
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
+    # sample-level DP-SGD; None where the task has no sound per-example mechanism
+    train_one_client_dp: Callable | None = None

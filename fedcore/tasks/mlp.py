@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from clients.dp_training import train_one_client_dp
 from clients.training import evaluate, train_one_client
 from fedcore.config import RunConfig
 from fedcore.tasks.base import FederatedData, Task
@@ -49,4 +50,5 @@ TASK = Task(
     build_model=_build,
     train_one_client=train_one_client,
     evaluate=evaluate,
+    train_one_client_dp=train_one_client_dp,
 )

@@ -1,0 +1,74 @@
+"""Client-side DP wiring: parameters, the node's own ledger, and the budget check.
+
+A node's ledger lives in its ``Context.state``, so it persists across rounds in simulation
+and across messages on a deployed SuperNode. Before training, a node whose next round would
+take it past ``privacy.budget-epsilon`` declines with the reason; after training it records
+the mechanism it applied and reports its epsilon.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from flwr.app import ConfigRecord, Context
+
+from clients.dp_training import DpSgdParams
+from fedcore.config import RunConfig
+from fedcore.keys import LEDGER
+from privacy.accounting import calibrate_noise, epsilon, would_exceed
+from privacy.ledger import DpEvent, PrivacyLedger
+
+
+class BudgetExhausted(RuntimeError):
+    """This round would take the client past its privacy budget; it declines to train."""
+
+
+@functools.lru_cache(maxsize=1024)  # calibration is a search over the accountant: once per client
+def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
+    """DP-SGD parameters for a client with ``num_examples`` local examples.
+
+    The sampling rate defaults to ``batch-size / n``. With a target epsilon, the noise is
+    calibrated once for the planned horizon: ``rounds * fraction`` expected participations of
+    ``local-epochs / q`` steps each.
+    """
+    p = cfg.privacy
+    q = p.sample_rate or min(1.0, cfg.train.batch_size / num_examples)
+    dp = DpSgdParams(noise_multiplier=p.noise_multiplier, clip_norm=p.clip_norm, sample_rate=q)
+    if p.noise_multiplier > 0:
+        return dp
+    planned = max(1, round(cfg.train.rounds * cfg.train.fraction)) * dp.steps(
+        cfg.train.local_epochs
+    )
+    z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
+    return DpSgdParams(noise_multiplier=z, clip_norm=p.clip_norm, sample_rate=q)
+
+
+def load_ledger(context: Context) -> PrivacyLedger:
+    record = context.state.config_records.get(LEDGER)
+    if record is None:
+        return PrivacyLedger()
+    return PrivacyLedger(tuple(DpEvent.from_dict(json.loads(e)) for e in record["events"]))
+
+
+def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
+    events = [json.dumps(e.to_dict()) for e in ledger.events]
+    context.state[LEDGER] = ConfigRecord({"events": events})
+
+
+def check_budget(cfg: RunConfig, ledger: PrivacyLedger, event: DpEvent) -> None:
+    """Raise :class:`BudgetExhausted` if recording ``event`` would exceed the budget."""
+    p = cfg.privacy
+    if p.budget_epsilon <= 0:
+        return
+    exceeds, eps = would_exceed(ledger, [event], p.budget_epsilon, p.delta, p.accountant)
+    if exceeds:
+        raise BudgetExhausted(
+            f"privacy budget exhausted: round {event.round} would take client {event.client} "
+            f"to epsilon {eps:.3f} > budget {p.budget_epsilon} (delta {p.delta}); declining"
+        )
+
+
+def spent(cfg: RunConfig, ledger: PrivacyLedger) -> float:
+    """The epsilon this ledger has spent, at the run's delta and accountant."""
+    return epsilon(ledger.events, cfg.privacy.delta, cfg.privacy.accountant)

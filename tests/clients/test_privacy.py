@@ -1,0 +1,96 @@
+"""Sample-level DP-SGD end to end: the ledger, the node state, the budget, the report."""
+
+import json
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from clients.privacy import dp_sgd_params
+from fedcore.config import ConfigError, parse_config
+from fedcore.keys import LEDGER
+from fedcore.server import run_server
+from fedcore.tasks import get_task
+from privacy.ledger import DpEvent, PrivacyLedger
+from simulations import runner
+from simulations.engines.inprocess import InProcessGrid
+
+DP = {
+    "data": {"num-clients": 3},
+    "model": {"hidden": [32]},
+    "train": {"rounds": 2, "local-epochs": 1},
+    "privacy": {"dp": "sample", "noise-multiplier": 1.1, "clip-norm": 1.0},
+}
+
+
+def _direct_epsilon(events, delta):
+    accountant = RDPAccountant()
+    for e in events:
+        for _ in range(e.steps):
+            accountant.step(noise_multiplier=e.noise_multiplier, sample_rate=e.sample_rate)
+    return accountant.get_epsilon(delta)
+
+
+def test_dp_run_writes_a_ledger_and_a_report_that_recompute(tmp_path):
+    result = runner.simulate(parse_config(DP), out=tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    ledger = PrivacyLedger.load(run / "ledger.jsonl")
+    assert len(ledger.events) == 3 * 2 and ledger.clients() == [0, 1, 2]
+    report = json.loads((run / "privacy_report.json").read_text())
+    for client in ledger.clients():
+        expected = _direct_epsilon(ledger.for_client(client).events, 1e-5)
+        assert report["clients"][str(client)]["epsilon"] == pytest.approx(expected, rel=1e-6)
+    assert report["guarantee"]["max_client_epsilon"] == pytest.approx(
+        max(c["epsilon"] for c in report["clients"].values())
+    )
+    assert result.summary["privacy"]["max_client_epsilon"] > 0
+    assert (run / "privacy_report.md").exists() and (run / "privacy_report.html").exists()
+
+
+def test_client_ledger_persists_in_the_node_state():
+    cfg = parse_config(DP)
+    with InProcessGrid(cfg) as grid:
+        run_server(grid, cfg)
+        for context in grid._contexts.values():
+            events = context.state[LEDGER]["events"]
+            assert [DpEvent.from_dict(json.loads(e)).round for e in events] == [1, 2]
+
+
+def test_client_past_its_budget_declines_and_the_run_goes_on():
+    base = {
+        **DP,
+        "data": {"num-clients": 3, "partition": "iid"},
+        "train": {"rounds": 3, "local-epochs": 1},
+    }
+    cfg = parse_config(base)
+    data = get_task("mlp").load_data(cfg)
+    dp = dp_sgd_params(cfg, data.clients[0].num_train)  # iid: every client the same size
+    event = DpEvent(
+        "dp-sgd", dp.noise_multiplier, dp.sample_rate, dp.steps(1), 1.0, "poisson", "example", 1, 0
+    )
+    one, two = _direct_epsilon([event], 1e-5), _direct_epsilon([event, event], 1e-5)
+    cfg = parse_config({**base, "privacy": {**DP["privacy"], "budget-epsilon": (one + two) / 2}})
+    rounds = []
+    with InProcessGrid(cfg) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    assert rounds[0]["train-failures"] == []
+    for later in rounds[1:]:
+        assert len(later["train-failures"]) == 3
+        assert all("privacy budget exhausted" in f for f in later["train-failures"])
+    assert len(rounds) == 3 and "server-eval" in rounds[-1]
+
+
+@pytest.mark.parametrize(
+    ("privacy", "names"),
+    [
+        ({"dp": "sample", "noise-multiplier": 1.0}, "clip-norm"),
+        ({"dp": "sample", "clip-norm": 1.0}, "noise"),
+        ({"dp": "off", "noise-multiplier": 1.0}, "privacy.dp"),
+        (
+            {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0, "target-epsilon": 2.0},
+            "not both",
+        ),
+    ],
+)
+def test_misconfigured_privacy_is_an_error_not_a_silent_no_op(privacy, names):
+    with pytest.raises(ConfigError, match=names):
+        parse_config({"privacy": privacy})

@@ -1,0 +1,159 @@
+"""Epsilon from a ledger against Opacus accountants stepped directly, and calibration."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+from privacy.accounting import calibrate_noise, epsilon, epsilon_curve, would_exceed
+from privacy.ledger import DpEvent, PrivacyLedger
+
+DELTA = 1e-5
+
+# Small noise multipliers push the best RDP order to the largest one; Opacus warns, and the
+# bound is still valid.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Optimal order is the largest alpha", "ignore::RuntimeWarning"
+)
+
+
+def sgd_event(z=1.0, q=0.01, steps=10, round=1, client=0, **changes):
+    fields = dict(
+        mechanism="dp-sgd",
+        noise_multiplier=z,
+        sample_rate=q,
+        steps=steps,
+        clip_norm=1.0,
+        sampling="poisson",
+        neighbouring="example",
+        round=round,
+        client=client,
+    )
+    return DpEvent(**(fields | changes))
+
+
+def stepped(accountant, *runs):
+    """Opacus' accountant stepped one DP-SGD step at a time, as its optimizer hook does."""
+    for z, q, steps in runs:
+        for _ in range(steps):
+            accountant.step(noise_multiplier=z, sample_rate=q)
+    return accountant.get_epsilon(DELTA)
+
+
+@settings(max_examples=10, deadline=None)
+@given(z=st.floats(0.5, 3.0), q=st.floats(0.001, 0.5), steps=st.integers(1, 50))
+def test_rdp_epsilon_equals_directly_stepped_opacus_accountant(z, q, steps):
+    got = epsilon([sgd_event(z, q, steps)], DELTA, "rdp")
+    assert got == pytest.approx(stepped(RDPAccountant(), (z, q, steps)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("z", "q", "steps"), [(1.0, 0.01, 50), (1.5, 0.1, 20), (3.0, 0.05, 10), (2.0, 1.0, 1)]
+)
+def test_prv_epsilon_equals_directly_stepped_opacus_accountant(z, q, steps):
+    got = epsilon([sgd_event(z, q, steps)], DELTA, "prv")
+    assert got == pytest.approx(stepped(PRVAccountant(), (z, q, steps)), rel=1e-3)
+
+
+def test_events_split_across_rounds_equal_one_event_with_all_steps():
+    split = [sgd_event(steps=10, round=1), sgd_event(steps=15, round=2)]
+    assert epsilon(split, DELTA) == pytest.approx(epsilon([sgd_event(steps=25)], DELTA), 1e-12)
+
+
+@pytest.mark.parametrize(("accountant", "direct"), [("rdp", RDPAccountant), ("prv", PRVAccountant)])
+def test_two_events_compose_like_the_accountant_stepped_with_both(accountant, direct):
+    first, second = sgd_event(1.0, 0.02, 20), sgd_event(1.5, 0.05, 30, round=2)
+    both = epsilon([first, second], DELTA, accountant)
+    assert both > epsilon([first], DELTA, accountant)
+    assert both > epsilon([second], DELTA, accountant)
+    expected = stepped(direct(), (1.0, 0.02, 20), (1.5, 0.05, 30))
+    assert both == pytest.approx(expected, rel=1e-6 if accountant == "rdp" else 1e-3)
+
+
+def test_full_batch_gaussian_release_is_the_plain_gaussian_mechanism():
+    release = sgd_event(2.0, 1.0, 1, mechanism="gaussian", sampling="none", neighbouring="client")
+    assert epsilon([release], DELTA) == pytest.approx(stepped(RDPAccountant(), (2.0, 1.0, 1)))
+
+
+@pytest.mark.parametrize(
+    ("target", "q", "steps", "accountant"),
+    [
+        (1.0, 0.01, 1000, "rdp"),
+        (8.0, 0.004, 6000, "rdp"),
+        (2.0, 0.1, 100, "rdp"),
+        (2.0, 0.1, 100, "prv"),
+    ],
+)
+def test_calibrated_noise_lands_within_one_percent_below_target(target, q, steps, accountant):
+    z = calibrate_noise(target, DELTA, q, steps, accountant)
+    got = epsilon([sgd_event(z, q, steps)], DELTA, accountant)
+    assert 0.99 * target <= got <= target
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("target_epsilon", (0.0, DELTA, 0.01, 100)),
+        ("delta", (1.0, 1.0, 0.01, 100)),
+        ("sample_rate", (1.0, DELTA, 0.0, 100)),
+        ("steps", (1.0, DELTA, 0.01, 0)),
+        ("accountant", (1.0, DELTA, 0.01, 100, "gdp")),
+    ],
+)
+def test_calibrate_noise_rejects_invalid_input_naming_it(name, args):
+    with pytest.raises(ValueError, match=name):
+        calibrate_noise(*args)
+
+
+def test_would_exceed_flags_the_round_that_crosses_the_budget_and_not_the_one_before():
+    rounds = [sgd_event(steps=20, round=r) for r in range(1, 11)]
+    eps = [epsilon(rounds[:r], DELTA) for r in range(1, 11)]
+    crossing = 5  # the budget sits between the epsilon after round 5 and after round 6
+    budget = (eps[crossing - 1] + eps[crossing]) / 2
+    before = PrivacyLedger(tuple(rounds[: crossing - 1]))
+    assert would_exceed(before, [rounds[crossing - 1]], budget, DELTA) == (False, eps[crossing - 1])
+    exceeds, after = would_exceed(
+        before.record(rounds[crossing - 1]), [rounds[crossing]], budget, DELTA
+    )
+    assert exceeds
+    assert after == eps[crossing]
+
+
+def test_epsilon_curve_is_cumulative_epsilon_per_round():
+    ledger = PrivacyLedger().record(*(sgd_event(steps=10, round=r) for r in (1, 2, 3)))
+    curve = epsilon_curve(ledger, DELTA)
+    assert list(curve) == [1, 2, 3]
+    assert curve[3] == epsilon(ledger.events, DELTA)
+    assert curve[1] < curve[2] < curve[3]
+
+
+def test_epsilon_curve_rejects_events_of_two_clients():
+    ledger = PrivacyLedger().record(sgd_event(client=0), sgd_event(client=1))
+    with pytest.raises(ValueError, match="one client"):
+        epsilon_curve(ledger, DELTA)
+
+
+def test_mixing_example_and_client_neighbouring_raises():
+    with pytest.raises(ValueError, match="neighbouring"):
+        epsilon([sgd_event(), sgd_event(neighbouring="client")], DELTA)
+
+
+def test_sampling_none_with_sample_rate_below_one_raises():
+    with pytest.raises(ValueError, match="sample_rate"):
+        epsilon([sgd_event(q=0.5, sampling="none")], DELTA)
+
+
+def test_fixed_size_sampling_is_not_implemented():
+    with pytest.raises(NotImplementedError, match="fixed-size"):
+        epsilon([sgd_event(sampling="fixed-size")], DELTA)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_empty_ledger_has_zero_epsilon(accountant):
+    assert epsilon(PrivacyLedger().events, DELTA, accountant) == 0.0
+
+
+@pytest.mark.parametrize("delta", [0.0, 1.0, -1e-5])
+def test_delta_outside_open_unit_interval_raises(delta):
+    with pytest.raises(ValueError, match="delta"):
+        epsilon([sgd_event()], delta)

@@ -1,0 +1,142 @@
+"""The privacy ledger: event validation, filtering and the JSON Lines round trip."""
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privacy.ledger import MECHANISMS, NEIGHBOURING, SAMPLINGS, DpEvent, PrivacyLedger
+
+
+def make_event(**changes):
+    fields = dict(
+        mechanism="dp-sgd",
+        noise_multiplier=1.1,
+        sample_rate=0.01,
+        steps=10,
+        clip_norm=1.0,
+        sampling="poisson",
+        neighbouring="example",
+        round=1,
+        client=0,
+    )
+    return DpEvent(**(fields | changes))
+
+
+events = st.builds(
+    DpEvent,
+    mechanism=st.sampled_from(MECHANISMS),
+    noise_multiplier=st.floats(1e-3, 1e3),
+    sample_rate=st.floats(1e-6, 1.0),
+    steps=st.integers(1, 10**6),
+    clip_norm=st.floats(1e-3, 1e3),
+    sampling=st.sampled_from(SAMPLINGS),
+    neighbouring=st.sampled_from(NEIGHBOURING),
+    round=st.integers(0, 10**4),
+    client=st.none() | st.integers(0, 10**4),
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mechanism", "laplace"),
+        ("noise_multiplier", 0.0),
+        ("noise_multiplier", float("inf")),
+        ("noise_multiplier", float("nan")),
+        ("sample_rate", 0.0),
+        ("sample_rate", 1.5),
+        ("steps", 0),
+        ("steps", 2.0),
+        ("clip_norm", -1.0),
+        ("sampling", "shuffle"),
+        ("neighbouring", "user"),
+        ("round", -1),
+        ("client", "3"),
+    ],
+)
+def test_invalid_event_field_raises_error_naming_it(field, value):
+    with pytest.raises(ValueError, match=field):
+        make_event(**{field: value})
+
+
+def test_choice_error_lists_allowed_values():
+    with pytest.raises(ValueError, match="dp-sgd"):
+        make_event(mechanism="laplace")
+
+
+def test_event_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        make_event().steps = 3
+
+
+def test_integer_noise_multiplier_is_stored_as_float():
+    assert isinstance(make_event(noise_multiplier=2).noise_multiplier, float)
+
+
+def test_from_dict_rejects_unknown_key():
+    with pytest.raises(ValueError, match="extra"):
+        DpEvent.from_dict(make_event().to_dict() | {"extra": 1})
+
+
+def test_from_dict_rejects_missing_key():
+    data = make_event().to_dict()
+    del data["steps"]
+    with pytest.raises(ValueError, match="steps"):
+        DpEvent.from_dict(data)
+
+
+def test_record_returns_new_ledger_and_leaves_old_unchanged():
+    empty = PrivacyLedger()
+    one = empty.record(make_event())
+    assert len(empty) == 0
+    assert one.events == (make_event(),)
+
+
+def test_record_rejects_non_events():
+    with pytest.raises(TypeError):
+        PrivacyLedger().record({"mechanism": "dp-sgd"})
+
+
+def test_for_client_keeps_only_that_clients_events():
+    ledger = PrivacyLedger().record(
+        make_event(client=0), make_event(client=1), make_event(client=None), make_event(client=0)
+    )
+    assert [e.client for e in ledger.for_client(0).events] == [0, 0]
+    assert [e.client for e in ledger.for_client(None).events] == [None]
+    assert ledger.clients() == [0, 1]
+
+
+def test_up_to_round_keeps_rounds_at_or_before_it_in_order():
+    ledger = PrivacyLedger().record(*(make_event(round=r, steps=r + 1) for r in (3, 1, 2, 5)))
+    assert [e.round for e in ledger.up_to_round(2).events] == [1, 2]
+    assert ledger.up_to_round(0).events == ()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(events, max_size=8))
+def test_jsonl_round_trips(event_list):
+    ledger = PrivacyLedger(tuple(event_list))
+    assert PrivacyLedger.from_jsonl(ledger.to_jsonl()) == ledger
+
+
+def test_save_and_load_round_trip(tmp_path):
+    ledger = PrivacyLedger().record(make_event(), make_event(client=None, round=2))
+    ledger.save(tmp_path / "ledger.jsonl")
+    assert PrivacyLedger.load(tmp_path / "ledger.jsonl") == ledger
+
+
+@pytest.mark.parametrize(
+    "bad_line", ["{not json", "[1, 2]", '{"mechanism": "dp-sgd"}', '{"steps": -1}']
+)
+def test_malformed_jsonl_line_names_its_line_number(bad_line):
+    good = PrivacyLedger().record(make_event()).to_jsonl()
+    with pytest.raises(ValueError, match="line 3"):
+        PrivacyLedger.from_jsonl(good + "\n" + bad_line + "\n")
+
+
+def test_invalid_event_values_in_jsonl_are_rejected():
+    line = PrivacyLedger().record(make_event()).to_jsonl().replace('"poisson"', '"shuffle"')
+    with pytest.raises(ValueError, match=r"line 1.*sampling"):
+        PrivacyLedger.from_jsonl(line)
