@@ -37,26 +37,46 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     return layers
 
 
-class ClippedGradients:
-    """Captures each linear layer's inputs and output gradients during one backward pass,
-    then writes the sum of per-example clipped gradients into ``.grad``.
+class _LinearTap(torch.autograd.Function):
+    """``F.linear`` whose backward hands the layer's input and output gradient to a
+    :class:`ClippedGradients` and skips the weight gradient, which ``write_clipped_sum``
+    computes once, already clipped (instead of autograd computing it and us again)."""
 
-    Use as a context manager around the forward/backward of a summed loss.
+    @staticmethod
+    def forward(ctx, a, weight, bias, tap, layer):
+        ctx.save_for_backward(a, weight)
+        ctx.tap, ctx.layer = tap, layer
+        return nn.functional.linear(a, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, weight = ctx.saved_tensors
+        ctx.tap._inputs[ctx.layer] = a
+        ctx.tap._grads[ctx.layer] = grad_out
+        grad_a = grad_out @ weight if ctx.needs_input_grad[0] else None
+        return grad_a, None, None, None, None
+
+
+class ClippedGradients:
+    """Routes each linear layer through :class:`_LinearTap` during one backward pass, then
+    writes the sum of per-example clipped gradients into ``.grad``.
+
+    Use as a context manager around the forward/backward of a summed loss; the layers get
+    their own ``forward`` back on exit.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = linear_layers(model)
         self._inputs: dict[nn.Linear, torch.Tensor] = {}
         self._grads: dict[nn.Linear, torch.Tensor] = {}
-        self._handles = []
         for layer in self.layers:
-            self._handles.append(layer.register_forward_hook(self._capture))
+            layer.forward = self._tapped(layer)
 
-    def _capture(self, layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        """Keep the layer's input and, through a hook on its output, the output's gradient."""
-        self._inputs[layer] = inputs[0].detach()
-        if output.requires_grad:
-            output.register_hook(lambda grad: self._grads.__setitem__(layer, grad.detach()))
+    def _tapped(self, layer: nn.Linear):
+        def forward(a: torch.Tensor) -> torch.Tensor:
+            return _LinearTap.apply(a, layer.weight, layer.bias, self, layer)
+
+        return forward
 
     def per_example_norms(self) -> torch.Tensor:
         """The L2 norm of each example's full gradient (all layers together), shape (B,)."""
@@ -89,9 +109,8 @@ class ClippedGradients:
         return factors
 
     def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)  # back to nn.Linear.forward
 
     def __enter__(self) -> ClippedGradients:
         return self
