@@ -274,7 +274,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn ``{"train.lr": 0.1}`` into ``{"train": {"lr": 0.1}}``, merging with nested tables."""
+    """Turn ``{"train.lr": 0.1}`` into ``{"train": {"lr": 0.1}}``."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         parts = key.split(".")
@@ -283,16 +283,13 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key} conflicts with the scalar setting {p}")
-        if isinstance(value, Mapping):
-            node.setdefault(parts[-1], {}).update(_nest(value))
-        else:
-            node[parts[-1]] = value
+        node[parts[-1]] = value
     return out
 
 
 def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`."""
-    merged = _nest({**_flatten(raw), **(overrides or {})})
+    merged = _nest({**_flatten(raw), **_flatten(overrides or {})})
     cfg = _build(RunConfig, merged, "")
     _check_combination(cfg)
     return cfg
