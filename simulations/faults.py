@@ -7,9 +7,11 @@ fails the same clients in the same rounds on every engine and every rerun.
 from __future__ import annotations
 
 from flwr.app import Context, Message, MessageType
+from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcore import seeding
+from fedcore.apps import make_client_app
 from fedcore.config import RunConfig
 from fedcore.keys import CONFIG, PARTITION_ID, SERVER_ROUND
 
@@ -42,3 +44,9 @@ def fault_mods(cfg: RunConfig) -> list[Mod]:
         return call_next(msg, context)
 
     return [crash_mod]
+
+
+def simulation_client_app(cfg: RunConfig) -> ClientApp:
+    """fedcore's ClientApp for ``cfg`` with the scenario's fault-injection mods: what both
+    simulation engines serve."""
+    return make_client_app(cfg, fault_mods(cfg))

@@ -21,11 +21,10 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedcore.apps import make_client_app
 from fedcore.config import RunConfig, to_run_config
 from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
 from fedcore.server import RoundRecord, run_server
-from simulations.faults import fault_mods
+from simulations.faults import simulation_client_app
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
@@ -48,11 +47,6 @@ def make_contexts(cfg: RunConfig, ids: Iterable[int]) -> dict[int, Context]:
         )
         for nid in ids
     }
-
-
-def simulation_client_app(cfg: RunConfig) -> ClientApp:
-    """fedcore's ClientApp for ``cfg`` with the scenario's fault-injection mods."""
-    return make_client_app(cfg, fault_mods(cfg))
 
 
 def deliver(app: ClientApp, msg: Message, context: Context) -> Message:

@@ -14,7 +14,7 @@ from flwr.simulation import run_simulation
 from fedcore.apps import make_server_app
 from fedcore.config import RunConfig
 from fedcore.server import RoundRecord
-from simulations.engines.inprocess import simulation_client_app
+from simulations.faults import simulation_client_app
 
 
 def run_ray(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
