@@ -219,15 +219,52 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_to_html(markdown: str) -> str:
+    """HTML for the Markdown subset :func:`to_markdown` writes: headings, tables, bullets and
+    paragraphs (all text escaped)."""
+    out, table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= {"-"}:
+                continue  # the header separator row
+            tag = "td" if table else "th"
+            if not table:
+                out.append("<table>")
+                table = True
+            out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            out.append("</table>")
+            table = False
+        if line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            out.append(f"<ul><li>{html.escape(line[2:])}</li></ul>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    if table:
+        out.append("</table>")
+    return "\n".join(out)
+
+
 def to_html(report: dict, markdown: str) -> str:
+    """A self-contained page: the Markdown report as HTML, with the plots embedded."""
     plot = _plot(report) if report["epsilon_bands"] else ""
-    body = html.escape(markdown)
-    img = f'<img alt="privacy plots" src="data:image/png;base64,{plot}">' if plot else ""
+    img = (
+        f'<img alt="privacy and utility plots" src="data:image/png;base64,{plot}">' if plot else ""
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:62em;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:2px 8px;text-align:right}img{max-width:100%}"
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Privacy report</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "pre{white-space:pre-wrap}</style></head><body>"
-        f"{img}<pre>{body}</pre></body></html>\n"
+        f"<style>{style}</style></head><body>{_markdown_to_html(markdown)}{img}"
+        "</body></html>\n"
     )
 
 
