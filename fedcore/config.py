@@ -78,6 +78,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     hidden: tuple[int, ...] = _opt([200, 200], doc="hidden layer widths of the MLP")
+    activation: str = _opt(
+        "relu",
+        choices=("relu", "tanh"),
+        doc="hidden activation (tanh often trains better under DP-SGD)",
+    )
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,17 @@ from fedcore.config import RunConfig
 from fedcore.tasks.base import FederatedData, Task
 from fedcore.tasks.classification import load_federated
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
 
 def mlp(
-    num_features: int, hidden: tuple[int, ...], num_classes: int, generator: torch.Generator
+    num_features: int,
+    hidden: tuple[int, ...],
+    num_classes: int,
+    generator: torch.Generator,
+    activation: str = "relu",
 ) -> nn.Sequential:
-    """``Linear -> ReLU`` blocks then a linear classifier, initialised from ``generator``.
+    """``Linear -> activation`` blocks then a linear classifier, from ``generator``.
 
     Same scheme as ``nn.Linear``'s default (uniform with bound 1/sqrt(fan_in)) but drawn from
     an explicit generator instead of torch's global RNG.
@@ -36,12 +42,14 @@ def mlp(
             layer.bias.uniform_(-bound, bound, generator=generator)
         layers.append(layer)
         if i < len(hidden):
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
 def _build(cfg: RunConfig, data: FederatedData, generator: torch.Generator) -> nn.Module:
-    return mlp(data.num_features, cfg.model.hidden, data.num_classes, generator)
+    return mlp(
+        data.num_features, cfg.model.hidden, data.num_classes, generator, cfg.model.activation
+    )
 
 
 TASK = Task(

@@ -62,3 +62,8 @@ def test_proximal_term_keeps_weights_closer_to_the_global_model():
         train_one_client(model, data, params, torch.Generator().manual_seed(1))
         distances.append(_distance(model, start).item())
     assert distances[1] < distances[0]
+
+
+def test_mlp_activation_is_configurable():
+    model = mlp(4, (3, 3), 2, torch.Generator().manual_seed(0), activation="tanh")
+    assert [type(m).__name__ for m in model] == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
