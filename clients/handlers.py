@@ -28,7 +28,7 @@ from fedcore.keys import (
     PROXIMAL_MU,
     SERVER_ROUND,
 )
-from fedcore.tasks import ClientData, Task, TrainParams, get_task
+from fedcore.tasks import ClientData, ClientUpdate, Task, TrainParams, get_task
 from privacy.ledger import DpEvent
 
 
@@ -88,7 +88,17 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     return _train_private(msg, context, cfg, task, model, data, params, server_round, rng)
 
 
-def _train_private(msg, context, cfg, task, model, data, params, server_round, rng) -> Message:
+def _train_private(
+    msg: Message,
+    context: Context,
+    cfg: RunConfig,
+    task: Task,
+    model: nn.Module,
+    data: ClientData,
+    params: TrainParams,
+    server_round: int,
+    rng: torch.Generator,
+) -> Message:
     """DP-SGD: check the budget, train, record the event in the node's ledger, report it."""
     if task.train_one_client_dp is None:
         raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
@@ -113,7 +123,9 @@ def _train_private(msg, context, cfg, task, model, data, params, server_round, r
     return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
 
-def _reply(msg: Message, update, records: dict, metrics: dict | None = None) -> Message:
+def _reply(
+    msg: Message, update: ClientUpdate, records: dict, metrics: dict | None = None
+) -> Message:
     record = MetricRecord({NUM_EXAMPLES: update.num_examples, **update.metrics, **(metrics or {})})
     content = RecordDict({ARRAYS: to_record(update.state), METRICS: record, **records})
     return Message(content, reply_to=msg)

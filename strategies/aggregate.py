@@ -10,6 +10,27 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+Template = Mapping[str, tuple[tuple[int, ...], np.dtype]]
+
+
+def check_update(
+    arrays: Mapping[str, np.ndarray], weight: float, template: Template | None = None
+) -> None:
+    """Raise ``ValueError`` naming the problem if an update is unusable: a negative or
+    non-finite weight, names or shapes that differ from ``template``, NaN or infinity."""
+    if not np.isfinite(weight) or weight < 0:
+        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    if template is None:
+        return
+    if set(arrays) != set(template):
+        missing, extra = sorted(set(template) - set(arrays)), sorted(set(arrays) - set(template))
+        raise ValueError(f"array names differ from the model: missing {missing}, extra {extra}")
+    for name, a in arrays.items():
+        if a.shape != template[name][0]:
+            raise ValueError(f"array {name!r} has shape {a.shape}, expected {template[name][0]}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"array {name!r} contains NaN or infinity")
+
 
 class WeightedMean:
     """Streaming weighted mean of same-shaped named arrays, summed in float64.
@@ -19,7 +40,7 @@ class WeightedMean:
             model that was sent); ``None`` takes the first update as the template.
     """
 
-    def __init__(self, template: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None = None):
+    def __init__(self, template: Template | None = None):
         self._template = dict(template) if template is not None else None
         self._sums: dict[str, np.ndarray] = {}
         self.total_weight = 0.0
@@ -27,24 +48,7 @@ class WeightedMean:
 
     def check(self, arrays: Mapping[str, np.ndarray], weight: float) -> None:
         """Raise ``ValueError`` naming the problem if ``arrays`` cannot join the mean."""
-        if not np.isfinite(weight) or weight < 0:
-            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-        template = self._template
-        if template is None:
-            return
-        if set(arrays) != set(template):
-            missing, extra = (
-                sorted(set(template) - set(arrays)),
-                sorted(set(arrays) - set(template)),
-            )
-            raise ValueError(f"array names differ from the model: missing {missing}, extra {extra}")
-        for name, a in arrays.items():
-            if a.shape != template[name][0]:
-                raise ValueError(
-                    f"array {name!r} has shape {a.shape}, expected {template[name][0]}"
-                )
-            if not np.isfinite(a).all():
-                raise ValueError(f"array {name!r} contains NaN or infinity")
+        check_update(arrays, weight, self._template)
 
     def add(self, arrays: Mapping[str, np.ndarray], weight: float) -> None:
         """Add one update with its weight (validated first; a bad update changes nothing)."""

@@ -28,7 +28,7 @@ from flwr.supercore import log
 from fedcore import seeding
 from fedcore.arrays import to_numpy_dict, to_record
 from fedcore.keys import ACCURACY, SERVER_ROUND
-from strategies.aggregate import MetricMean, WeightedMean, spread
+from strategies.aggregate import MetricMean, WeightedMean, check_update, spread
 
 _TRAIN, _EVALUATE = 0, 1
 
@@ -145,12 +145,11 @@ class FedAvg(flwr_strategy.FedAvg):
         """Flower's reply filter, used by the strategies that need every update (median,
         trimmed mean, Krum): here it also drops updates that are malformed, mis-shaped or
         not finite, so those strategies never aggregate a corrupt update either."""
-        checker = WeightedMean(self._template)
         kept = []
         for msg, record, _, weight in self._contents(replies, with_arrays=is_train):
             try:
                 if is_train:
-                    checker.check(to_numpy_dict(record), weight)
+                    check_update(to_numpy_dict(record), weight, self._template)
             except ValueError as err:
                 self._reject(msg, f"bad update: {err}")
                 continue
