@@ -36,6 +36,8 @@ STRATEGIES = (
     "fedtrimmedavg",
     "krum",
 )
+# Strategies whose server math needs each client's update, not only the (noised or masked) sum.
+NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 ENGINES = ("inprocess", "ray")
 TASKS = ("mlp",)
 
@@ -94,7 +96,13 @@ class TrainConfig:
     momentum: float = _opt(0.9, ge=0, le=1, doc="client SGD momentum")
     weight_decay: float = _opt(0.0, ge=0, doc="client L2 weight decay")
     fraction: float = _opt(1.0, gt=0, le=1, doc="fraction of clients sampled per round")
-    min_clients: int = _opt(1, ge=1, doc="minimum clients per round")
+    min_clients: int = _opt(1, ge=1, doc="minimum clients per round (fixed-size sampling)")
+    sampling: str = _opt(
+        "fixed-size",
+        choices=("fixed-size", "poisson"),
+        doc="client sampling: a fixed-size cohort without replacement, or each client "
+        "independently with probability fraction (Poisson, what DP amplification assumes)",
+    )
     target_accuracy: float = _opt(
         0.0, ge=0, le=1, doc="stop once the server test accuracy reaches this (0: never)"
     )
@@ -138,24 +146,43 @@ class FaultConfig:
 class PrivacyConfig:
     dp: str = _opt(
         "off",
-        choices=("off", "sample"),
-        doc="differential privacy: off, or sample-level DP-SGD on clients",
+        choices=("off", "sample", "client", "local"),
+        doc="differential privacy: off; sample (DP-SGD on clients, one example protected); "
+        "client (DP-FedAvg, one client protected, noise added by the server); local (each "
+        "client clips and noises its update before sending it)",
     )
     noise_multiplier: float = _opt(
-        0.0, ge=0, doc="DP-SGD noise / clip norm; 0: calibrate to target-epsilon"
+        0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"
     )
-    clip_norm: float = _opt(0.0, ge=0, doc="per-example gradient clip norm (required with dp)")
+    clip_norm: float = _opt(
+        0.0, ge=0, doc="clip norm (required with dp): per example (sample) or per update"
+    )
     target_epsilon: float = _opt(
         0.0, ge=0, doc="calibrate the noise so the planned run spends this epsilon"
     )
     delta: float = _opt(1e-5, gt=0, le=0.1, doc="delta of the (epsilon, delta) guarantee")
     sample_rate: float = _opt(
-        0.0, ge=0, le=1, doc="Poisson sampling rate per step; 0: batch-size / client size"
+        0.0, ge=0, le=1, doc="dp = sample: Poisson rate per step; 0: batch-size / client size"
     )
     budget_epsilon: float = _opt(
         0.0, ge=0, doc="a client declines a round that would take it past this (0: no limit)"
     )
     accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
+    clipping: str = _opt(
+        "server",
+        choices=("server", "client"),
+        doc="dp = client: where updates are clipped (client: Flower's clipping mods)",
+    )
+    adaptive: bool = _opt(
+        False, doc="dp = client: adapt the clip norm to a quantile (Andrew et al. 2021)"
+    )
+    target_quantile: float = _opt(
+        0.5, ge=0, le=1, doc="adaptive: fraction of updates left unclipped"
+    )
+    clip_lr: float = _opt(0.2, gt=0, doc="adaptive: geometric learning rate of the clip norm")
+    count_stddev: float = _opt(
+        0.0, ge=0, doc="adaptive: noise std of the unclipped count; 0: expected cohort / 20"
+    )
 
 
 @dataclass(frozen=True)
@@ -308,6 +335,21 @@ def _check_combination(cfg: RunConfig) -> None:
             "server's test accuracy)"
         )
     _check_privacy(cfg.privacy)
+    if cfg.privacy.dp == "client" and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+        raise ConfigError(
+            f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
+            f"{cfg.strategy.name!r} needs each client's update; use a FedAvg-family strategy"
+        )
+    if (
+        cfg.privacy.dp == "client"
+        and cfg.train.sampling == "fixed-size"
+        and cfg.privacy.accountant != "rdp"
+    ):
+        raise ConfigError(
+            "fixed-size client sampling is accounted with dp-accounting's RDP bound for "
+            "sampling without replacement; set privacy.accountant = 'rdp' or "
+            "train.sampling = 'poisson'"
+        )
     if cfg.data.partition == "natural" and cfg.data.dataset != "femnist":
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
@@ -331,9 +373,15 @@ def _check_privacy(p: PrivacyConfig) -> None:
         if set_keys:
             raise ConfigError(
                 f"privacy.{set_keys[0]} is set but privacy.dp = 'off'; set "
-                f"privacy.dp = 'sample' or remove the setting"
+                f"privacy.dp to 'sample', 'client' or 'local', or remove the setting"
             )
         return
+    if p.dp != "client" and (p.adaptive or p.clipping != "server"):
+        key = "adaptive" if p.adaptive else "clipping"
+        raise ConfigError(
+            f"privacy.{key} applies to client-level DP only; set privacy.dp = 'client' "
+            f"or remove it (privacy.dp is {p.dp!r})"
+        )
     if p.clip_norm <= 0:
         raise ConfigError(f"privacy.dp = {p.dp!r} needs privacy.clip-norm > 0")
     if p.noise_multiplier <= 0 and p.target_epsilon <= 0:

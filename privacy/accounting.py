@@ -1,13 +1,22 @@
 """Epsilon from a privacy ledger, and noise calibration for a target epsilon.
 
-Every event is a Poisson-subsampled Gaussian mechanism (a full-batch release is the special
-case of sample rate 1), composed with a fresh Opacus accountant:
+Every event is a subsampled Gaussian mechanism (a full release is the special case of sample
+rate 1), composed with a fresh accountant:
 
-- "rdp": Rényi DP of the subsampled Gaussian (Abadi et al. 2016, "Deep Learning with
-  Differential Privacy"; Mironov 2017, "Rényi Differential Privacy"; Mironov et al. 2019 for the
-  subsampled bound), converted to (epsilon, delta). A valid upper bound, a little loose.
-- "prv": numerical composition of privacy loss random variables (Gopi et al. 2021, "Numerical
-  Composition of Differential Privacy"); tighter, slower, and Opacus returns its upper bound.
+- Poisson sampling, or none, under add/remove-one neighbouring (DP-SGD steps, central
+  DP-FedAvg): Opacus' accountants.
+
+  - "rdp": Rényi DP of the subsampled Gaussian (Abadi et al. 2016; Mironov 2017; Mironov et
+    al. 2019), converted to (epsilon, delta). A valid upper bound, a little loose.
+  - "prv": numerical composition of privacy loss random variables (Gopi et al. 2021);
+    tighter, slower, and Opacus returns its upper bound.
+
+- Fixed-size sampling without replacement (a cohort of m of N clients): the RDP bound of Wang,
+  Balle and Kasiviswanathan 2019 from dp-accounting (Opacus has none). It holds under
+  replace-one neighbouring, where a clipped sum moves by up to twice the clip norm, so the
+  accounted noise multiplier is half the configured one.
+- Local DP ("local" neighbouring): the client's update may be replaced by any other, so the
+  sensitivity is also twice the clip norm and the noise multiplier is halved.
 
 These are pure functions of the events. For RDP, the per-step RDP curve of each distinct
 (sample rate, noise) pair is memoised: RDP composes by addition, so ``steps * curve`` is
@@ -24,11 +33,12 @@ from collections.abc import Iterable
 import numpy as np
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
 
 from privacy.ledger import DpEvent, PrivacyLedger
 
 ACCOUNTANTS = ("rdp", "prv")
+ORDERS = tuple(RDPAccountant.DEFAULT_ALPHAS)
+"""Rényi orders of every RDP computation here (Opacus' defaults, for either backend)."""
 
 
 def _check_accountant(accountant: str) -> None:
@@ -41,7 +51,37 @@ def _check_delta(delta: float) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
 
 
-def _history(events: Iterable[DpEvent]) -> list[tuple[float, float, int]]:
+def accounted_noise(event: DpEvent) -> float:
+    """The noise multiplier relative to the event's L2 sensitivity: under replace-one
+    neighbouring (fixed-size sampling, local DP) a clipped vector can move by 2 * clip_norm."""
+    replace_one = event.sampling == "fixed-size" or event.neighbouring == "local"
+    return event.noise_multiplier / 2 if replace_one else event.noise_multiplier
+
+
+def _checked(events: Iterable[DpEvent]) -> list[DpEvent]:
+    events = list(events)
+    for event in events:
+        if not isinstance(event, DpEvent):
+            raise TypeError(f"expected DpEvent, got {type(event).__name__}")
+        if event.sampling == "none" and event.sample_rate != 1.0:
+            raise ValueError(
+                f"an event with sampling='none' must have sample_rate=1.0, got {event.sample_rate}"
+            )
+    neighbouring = {e.neighbouring for e in events}
+    if len(neighbouring) > 1:
+        # An epsilon per example and one per client are different guarantees; adding them
+        # would report a number that protects neither.
+        raise ValueError(f"events mix neighbouring relations {sorted(neighbouring)}")
+    fixed = sum(e.sampling == "fixed-size" for e in events)
+    if 0 < fixed < len(events):
+        raise ValueError(
+            "events mix fixed-size sampling (replace-one neighbouring) with Poisson or no "
+            "sampling (add/remove-one); their epsilons are not on the same scale"
+        )
+    return events
+
+
+def _history(events: list[DpEvent]) -> list[tuple[float, float, int]]:
     """Opacus' accountant history, `[(noise_multiplier, sample_rate, steps), ...]`, for events.
 
     Consecutive events with the same (noise_multiplier, sample_rate) are merged, exactly as
@@ -49,68 +89,84 @@ def _history(events: Iterable[DpEvent]) -> list[tuple[float, float, int]]:
     accountant give the same number with either accountant.
     """
     history: list[tuple[float, float, int]] = []
-    neighbouring = set()
     for event in events:
-        if not isinstance(event, DpEvent):
-            raise TypeError(f"expected DpEvent, got {type(event).__name__}")
-        neighbouring.add(event.neighbouring)
-        if event.sampling == "fixed-size":
-            # Opacus' RDP and PRV accountants only analyse Poisson subsampling; sampling without
-            # replacement needs its own bound (e.g. dp_accounting's
-            # SampledWithoutReplacementDpEvent), which is not available here.
-            raise NotImplementedError(
-                "fixed-size sampling cannot be accounted with Opacus' RDP/PRV accountants, "
-                "which assume Poisson subsampling; use sampling='poisson' or 'none'"
-            )
-        if event.sampling == "none" and event.sample_rate != 1.0:
-            raise ValueError(
-                f"an event with sampling='none' must have sample_rate=1.0, got {event.sample_rate}"
-            )
-        if history and history[-1][:2] == (event.noise_multiplier, event.sample_rate):
-            z, q, steps = history.pop()
+        z = accounted_noise(event)
+        if history and history[-1][:2] == (z, event.sample_rate):
+            _, q, steps = history.pop()
             history.append((z, q, steps + event.steps))
         else:
-            history.append((event.noise_multiplier, event.sample_rate, event.steps))
-    if len(neighbouring) > 1:
-        # An epsilon per example and one per client are different guarantees; adding them
-        # would report a number that protects neither.
-        raise ValueError(f"events mix neighbouring relations {sorted(neighbouring)}")
+            history.append((z, event.sample_rate, event.steps))
     return history
 
 
 def epsilon(events: Iterable[DpEvent], delta: float, accountant: str = "rdp") -> float:
     """The epsilon of composing `events` at `delta` (0.0 for no events).
 
-    All events must share one `neighbouring` relation. Events of different clients compose
-    sequentially here, which is a valid but loose bound; pass one client's events (see
-    `PrivacyLedger.for_client`) for that client's epsilon.
+    All events must share one `neighbouring` relation, and fixed-size sampling cannot be mixed
+    with the others. Events of different clients compose sequentially here, which is a valid
+    but loose bound; pass one client's events (see `PrivacyLedger.for_client`) for that
+    client's epsilon.
     """
     _check_accountant(accountant)
     _check_delta(delta)
-    history = _history(events)
-    if not history:
+    events = _checked(events)
+    if not events:
         return 0.0
+    if events[0].sampling == "fixed-size":
+        if accountant != "rdp":
+            raise NotImplementedError(
+                "fixed-size sampling is accounted with dp-accounting's RDP bound only; "
+                "use accountant='rdp'"
+            )
+        total = sum(
+            e.steps * _wor_curve(e.population, _cohort(e), accounted_noise(e)) for e in events
+        )
+        return _rdp_to_epsilon(total, delta)
+    history = _history(events)
     if accountant == "rdp":
-        orders = RDPAccountant.DEFAULT_ALPHAS
-        total = sum(steps * _rdp_curve(q, z) for z, q, steps in history)
-        eps, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
-        return float(eps)
+        return _rdp_to_epsilon(sum(steps * _rdp_curve(q, z) for z, q, steps in history), delta)
     composed = create_accountant(mechanism=accountant)
     composed.history = history
     return float(composed.get_epsilon(delta=delta))
 
 
+def _cohort(event: DpEvent) -> int:
+    return round(event.sample_rate * event.population)
+
+
+def _rdp_to_epsilon(rdp: np.ndarray, delta: float) -> float:
+    eps, _ = rdp_analysis.get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
+    return float(eps)
+
+
 @functools.lru_cache(maxsize=4096)
 def _rdp_curve(sample_rate: float, noise_multiplier: float) -> np.ndarray:
-    """RDP of one step at Opacus' default orders (read-only: shared by the cache)."""
+    """RDP of one Poisson-subsampled Gaussian step at `ORDERS` (read-only: shared by the cache)."""
     curve = np.asarray(
         rdp_analysis.compute_rdp(
-            q=sample_rate,
-            noise_multiplier=noise_multiplier,
-            steps=1,
-            orders=RDPAccountant.DEFAULT_ALPHAS,
+            q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(ORDERS)
         )
     )
+    curve.setflags(write=False)
+    return curve
+
+
+@functools.lru_cache(maxsize=1024)
+def _wor_curve(population: int, cohort: int, noise_multiplier: float) -> np.ndarray:
+    """RDP of one Gaussian release on a cohort of `cohort` of `population` drawn without
+    replacement, from dp-accounting (replace-one neighbouring), at `ORDERS`."""
+    from dp_accounting import dp_event, privacy_accountant
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant(
+        orders=list(ORDERS), neighboring_relation=privacy_accountant.NeighboringRelation.REPLACE_ONE
+    )
+    accountant.compose(
+        dp_event.SampledWithoutReplacementDpEvent(
+            population, cohort, dp_event.GaussianDpEvent(noise_multiplier)
+        )
+    )
+    curve = np.asarray(accountant._rdp, dtype=float)  # the composed RDP at each order
     curve.setflags(write=False)
     return curve
 
@@ -135,12 +191,16 @@ def calibrate_noise(
     sample_rate: float,
     steps: int,
     accountant: str = "rdp",
+    sampling: str = "poisson",
+    neighbouring: str = "example",
+    population: int | None = None,
 ) -> float:
-    """The smallest noise multiplier whose epsilon after `steps` Poisson-subsampled Gaussian
-    steps at `sample_rate` is at most `target_epsilon`, and within 1% of it.
+    """The smallest noise multiplier (to 1%) whose epsilon after `steps` applications of the
+    described mechanism is at most `target_epsilon`, and within 1% of it.
 
-    A binary search over the accountant (Opacus' `get_noise_multiplier`), so the result carries
-    the accountant's own bound: calibrate and report with the same accountant.
+    A bisection over `epsilon` itself (the same search as Opacus' `get_noise_multiplier`), so
+    the result carries the accountant's own bound and every sampling scheme and neighbouring
+    relation that `epsilon` handles: calibrate and report with the same accountant.
     """
     _check_accountant(accountant)
     _check_delta(delta)
@@ -150,16 +210,39 @@ def calibrate_noise(
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    return float(
-        get_noise_multiplier(
-            target_epsilon=float(target_epsilon),
-            target_delta=delta,
-            sample_rate=float(sample_rate),
+
+    @functools.cache
+    def spent(z: float) -> float:
+        event = DpEvent(
+            mechanism="gaussian",
+            noise_multiplier=z,
+            sample_rate=sample_rate,
             steps=steps,
-            accountant=accountant,
-            epsilon_tolerance=0.01 * target_epsilon,
+            clip_norm=1.0,
+            sampling=sampling,
+            neighbouring=neighbouring,
+            round=0,
+            client=None,
+            population=population,
         )
-    )
+        return epsilon([event], delta, accountant)
+
+    low, high = 0.0, 10.0
+    while spent(high) > target_epsilon:
+        low, high = high, 2 * high
+        if high > 1e6:
+            raise ValueError(
+                f"no noise multiplier reaches epsilon {target_epsilon} at delta {delta}"
+            )
+    while True:  # invariant: spent(high) <= target
+        eps_high = spent(high)
+        if target_epsilon - eps_high <= 0.01 * target_epsilon:
+            return float(high)
+        middle = (low + high) / 2
+        if spent(middle) > target_epsilon:
+            low = middle
+        else:
+            high = middle
 
 
 def would_exceed(

@@ -27,8 +27,11 @@ SAMPLINGS = ("poisson", "fixed-size", "none")
 """How the protected units entering the mechanism were chosen: Poisson (each independently with
 probability `sample_rate`), a fixed-size subset without replacement, or all of them."""
 
-NEIGHBOURING = ("example", "client")
-"""What one unit of privacy protects: one training example, or one whole client."""
+NEIGHBOURING = ("example", "client", "local")
+"""What one unit of privacy protects. example: adding or removing one training example;
+client: adding or removing one whole client (central DP-FedAvg); local: replacing a client's
+whole data by any other (local DP against the server itself, so the L2 sensitivity of a clipped
+update is twice the clip norm)."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -66,6 +69,8 @@ class DpEvent:
         neighbouring: one of `NEIGHBOURING`.
         round: the federated round in which the mechanism ran; >= 0.
         client: the partition id of the client that ran it, or None for a server-side mechanism.
+        population: how many units the fixed-size sample was drawn from (the cohort size is
+            ``round(sample_rate * population)``); required for sampling="fixed-size" only.
     """
 
     mechanism: str
@@ -77,6 +82,7 @@ class DpEvent:
     neighbouring: str
     round: int
     client: int | None
+    population: int | None = None
 
     def __post_init__(self) -> None:
         _choice("mechanism", self.mechanism, MECHANISMS)
@@ -95,6 +101,17 @@ class DpEvent:
         _integer("round", self.round, 0)
         if self.client is not None:
             _integer("client", self.client, 0)
+        if (self.population is not None) != (self.sampling == "fixed-size"):
+            raise ValueError(
+                "DpEvent.population is required for, and only for, fixed-size sampling"
+            )
+        if self.population is not None:
+            _integer("population", self.population, 1)
+            size = self.sample_rate * self.population
+            if abs(size - round(size)) > 1e-6:
+                raise ValueError(
+                    f"DpEvent.sample_rate * population must be a whole cohort, got {size}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a JSON-ready dictionary, one key per field."""
@@ -106,7 +123,8 @@ class DpEvent:
         if not isinstance(data, dict):
             raise ValueError(f"a DpEvent must be a JSON object, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(data.keys() - fields), sorted(fields - data.keys())
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        unknown, missing = sorted(data.keys() - fields), sorted(required - data.keys())
         if unknown or missing:
             raise ValueError(f"DpEvent keys: unknown {unknown}, missing {missing}")
         return cls(**data)

@@ -40,10 +40,6 @@ class Krum(flwr_strategy.Krum, FedAvg):
     """Krum (Blanchard et al. 2017): the update closest to its neighbours."""
 
 
-# Strategies whose server math needs each client's update, not only the sum.
-NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
-
-
 def build_strategy(cfg: RunConfig) -> FedAvg:
     """The strategy named by ``cfg.strategy.name``; cohort sizes from ``train``/``evaluate``."""
     s = cfg.strategy

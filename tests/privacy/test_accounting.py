@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from privacy.accounting import calibrate_noise, epsilon, epsilon_curve, would_exceed
+from privacy.accounting import ORDERS, calibrate_noise, epsilon, epsilon_curve, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 
 DELTA = 1e-5
@@ -143,9 +143,68 @@ def test_sampling_none_with_sample_rate_below_one_raises():
         epsilon([sgd_event(q=0.5, sampling="none")], DELTA)
 
 
-def test_fixed_size_sampling_is_not_implemented():
+def client_event(z=1.0, q=0.1, steps=50, sampling="poisson", population=None, **changes):
+    """One server-side DP-FedAvg release per round protecting whole clients."""
+    fields = dict(mechanism="gaussian", neighbouring="client", client=None, round=1)
+    return sgd_event(z, q, steps, sampling=sampling, population=population, **(fields | changes))
+
+
+def flower_epsilon(sampling, z, sample_size, population, rounds, orders=None):
+    """Flower's own accountant (flwr.serverapp.RdpAccountant) for the same releases."""
+    from flwr.serverapp import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
+    )
+
+    method = SamplingMethod(sampling)
+    relation = (
+        NeighboringRelation.REPLACE_ONE
+        if method is SamplingMethod.WITHOUT_REPLACEMENT
+        else NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
+    accountant = RdpAccountant(PrivacyConfig(DELTA, population, relation, method), orders=orders)
+    accountant.compose(GaussianPrivacyEvent(z, sample_size, population), rounds)
+    return accountant.get_epsilon(DELTA)
+
+
+@pytest.mark.parametrize("z", [0.8, 1.1, 3.0])
+def test_client_level_without_sampling_equals_flowers_accountant(z):
+    """The case Flower's DP strategies account (no amplification): the same epsilon."""
+    ours = epsilon([client_event(z, q=1.0, sampling="none")], DELTA)
+    assert ours == pytest.approx(flower_epsilon("no-amplification", z, 100, 100, 50), rel=1e-9)
+
+
+def test_client_level_poisson_matches_flowers_accountant():
+    """Poisson client sampling: Opacus' and dp-accounting's RDP series agree to 0.1%."""
+    ours = epsilon([client_event(1.1, q=0.1)], DELTA)
+    assert ours == pytest.approx(flower_epsilon("poisson", 1.1, 10, 100, 50), rel=1e-3)
+    assert ours < 7  # the issue's anchor: about 6, against 50+ without amplification
+
+
+def test_fixed_size_sampling_uses_the_without_replacement_bound_at_twice_the_sensitivity():
+    """m of N without replacement is replace-one: dp-accounting's bound at noise z / 2."""
+    ours = epsilon([client_event(2.0, q=0.1, sampling="fixed-size", population=100)], DELTA)
+    flower = flower_epsilon("without-replacement", 1.0, 10, 100, 50, orders=ORDERS)
+    assert ours == pytest.approx(flower, rel=1e-9)
+
+
+def test_fixed_size_sampling_needs_rdp():
     with pytest.raises(NotImplementedError, match="fixed-size"):
-        epsilon([sgd_event(sampling="fixed-size")], DELTA)
+        epsilon([client_event(sampling="fixed-size", population=100)], DELTA, "prv")
+
+
+def test_fixed_size_and_poisson_events_do_not_mix():
+    with pytest.raises(ValueError, match="mix fixed-size"):
+        epsilon([client_event(sampling="fixed-size", population=100), client_event()], DELTA)
+
+
+def test_local_dp_is_a_gaussian_at_twice_the_sensitivity():
+    local = sgd_event(2.0, q=1.0, steps=5, sampling="none", neighbouring="local")
+    central = sgd_event(1.0, q=1.0, steps=5, sampling="none", neighbouring="client")
+    assert epsilon([local], DELTA) == pytest.approx(epsilon([central], DELTA), rel=1e-12)
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
@@ -157,3 +216,13 @@ def test_empty_ledger_has_zero_epsilon(accountant):
 def test_delta_outside_open_unit_interval_raises(delta):
     with pytest.raises(ValueError, match="delta"):
         epsilon([sgd_event()], delta)
+
+
+@pytest.mark.parametrize(
+    "sampling, neighbouring, q, population",
+    [("fixed-size", "client", 0.1, 100), ("none", "local", 1.0, None)],
+)
+def test_calibration_covers_fixed_size_and_local_dp(sampling, neighbouring, q, population):
+    z = calibrate_noise(2.0, DELTA, q, 30, "rdp", sampling, neighbouring, population)
+    event = client_event(z, q, 30, sampling, population, neighbouring=neighbouring)
+    assert 0.99 * 2.0 <= epsilon([event], DELTA) <= 2.0

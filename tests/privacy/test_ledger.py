@@ -24,18 +24,26 @@ def make_event(**changes):
     return DpEvent(**(fields | changes))
 
 
-events = st.builds(
-    DpEvent,
-    mechanism=st.sampled_from(MECHANISMS),
-    noise_multiplier=st.floats(1e-3, 1e3),
-    sample_rate=st.floats(1e-6, 1.0),
-    steps=st.integers(1, 10**6),
-    clip_norm=st.floats(1e-3, 1e3),
-    sampling=st.sampled_from(SAMPLINGS),
-    neighbouring=st.sampled_from(NEIGHBOURING),
-    round=st.integers(0, 10**4),
-    client=st.none() | st.integers(0, 10**4),
-)
+@st.composite
+def events(draw):
+    sampling = draw(st.sampled_from(SAMPLINGS))
+    population = draw(st.integers(1, 10**4)) if sampling == "fixed-size" else None
+    if population is None:
+        sample_rate = draw(st.floats(1e-6, 1.0))
+    else:  # a whole cohort of the population
+        sample_rate = draw(st.integers(1, population)) / population
+    return DpEvent(
+        mechanism=draw(st.sampled_from(MECHANISMS)),
+        noise_multiplier=draw(st.floats(1e-3, 1e3)),
+        sample_rate=sample_rate,
+        steps=draw(st.integers(1, 10**6)),
+        clip_norm=draw(st.floats(1e-3, 1e3)),
+        sampling=sampling,
+        neighbouring=draw(st.sampled_from(NEIGHBOURING)),
+        round=draw(st.integers(0, 10**4)),
+        client=draw(st.none() | st.integers(0, 10**4)),
+        population=population,
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,7 +123,7 @@ def test_up_to_round_keeps_rounds_at_or_before_it_in_order():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(events, max_size=8))
+@given(st.lists(events(), max_size=8))
 def test_jsonl_round_trips(event_list):
     ledger = PrivacyLedger(tuple(event_list))
     assert PrivacyLedger.from_jsonl(ledger.to_jsonl()) == ledger
@@ -140,3 +148,13 @@ def test_invalid_event_values_in_jsonl_are_rejected():
     line = PrivacyLedger().record(make_event()).to_jsonl().replace('"poisson"', '"shuffle"')
     with pytest.raises(ValueError, match=r"line 1.*sampling"):
         PrivacyLedger.from_jsonl(line)
+
+
+def test_fixed_size_sampling_needs_the_population():
+    with pytest.raises(ValueError, match="population"):
+        make_event(sampling="fixed-size")
+
+
+def test_population_must_hold_a_whole_cohort():
+    with pytest.raises(ValueError, match="whole cohort"):
+        make_event(sampling="fixed-size", sample_rate=0.015, population=100)
