@@ -8,6 +8,7 @@ into it, so the model is built once per worker, not once per client.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -27,9 +28,11 @@ from fedcore.keys import (
     PARTITION_ID,
     PROXIMAL_MU,
     SERVER_ROUND,
+    UPDATE_NORM,
 )
 from fedcore.tasks import ClientData, ClientUpdate, Task, TrainParams, get_task
 from privacy.ledger import DpEvent
+from privacy.mechanisms import privatize_update
 
 
 class ClientInputError(ValueError):
@@ -82,13 +85,15 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     )
     pid = context.node_config[PARTITION_ID]
     rng = seeding.client_generator(cfg.seed, server_round, pid)
-    if cfg.privacy.dp == "off":
-        update = task.train_one_client(model, data, params, rng)
-        return _reply(msg, update, {})
-    return _train_private(msg, context, cfg, task, model, data, params, server_round, rng)
+    if cfg.privacy.dp == "sample":
+        return _train_dp_sgd(msg, context, cfg, task, model, data, params, server_round, rng)
+    if cfg.privacy.dp == "local":
+        return _train_local_dp(msg, context, cfg, task, model, data, params, server_round, rng)
+    # "off", or "client": the server's DP strategy (or Flower's clipping mod) clips and noises
+    return _reply(msg, task.train_one_client(model, data, params, rng), {})
 
 
-def _train_private(
+def _train_dp_sgd(
     msg: Message,
     context: Context,
     cfg: RunConfig,
@@ -99,7 +104,7 @@ def _train_private(
     server_round: int,
     rng: torch.Generator,
 ) -> Message:
-    """DP-SGD: check the budget, train, record the event in the node's ledger, report it."""
+    """Sample-level DP-SGD: check the budget, train, record the event, report it."""
     if task.train_one_client_dp is None:
         raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
     dp = privacy.dp_sgd_params(cfg, data.num_train)
@@ -117,6 +122,62 @@ def _train_private(
     ledger = privacy.load_ledger(context)
     privacy.check_budget(cfg, ledger, event)
     update = task.train_one_client_dp(model, data, params, dp, rng)
+    return _reply_private(msg, context, cfg, update, ledger, event)
+
+
+def _train_local_dp(
+    msg: Message,
+    context: Context,
+    cfg: RunConfig,
+    task: Task,
+    model: nn.Module,
+    data: ClientData,
+    params: TrainParams,
+    server_round: int,
+    rng: torch.Generator,
+) -> Message:
+    """Local DP: train as usual, then clip the update and noise it before it leaves."""
+    pid = context.node_config[PARTITION_ID]
+    event = DpEvent(
+        mechanism="gaussian",
+        noise_multiplier=privacy.local_noise(cfg),
+        sample_rate=1.0,
+        steps=1,
+        clip_norm=cfg.privacy.clip_norm,
+        sampling="none",
+        neighbouring="local",
+        round=server_round,
+        client=pid,
+    )
+    ledger = privacy.load_ledger(context)
+    privacy.check_budget(cfg, ledger, event)
+    reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    update = task.train_one_client(model, data, params, rng)
+    noise_rng = seeding.numpy_rng(cfg.seed, seeding.DP_NOISE, server_round, pid)
+    released, norm = privatize_update(
+        {k: v.numpy() for k, v in update.state.items()},
+        {k: v.numpy() for k, v in reference.items()},
+        event.clip_norm,
+        event.noise_multiplier,
+        noise_rng,
+    )
+    update = replace(
+        update,
+        state={k: torch.from_numpy(v) for k, v in released.items()},
+        metrics={**update.metrics, UPDATE_NORM: norm},
+    )
+    return _reply_private(msg, context, cfg, update, ledger, event)
+
+
+def _reply_private(
+    msg: Message,
+    context: Context,
+    cfg: RunConfig,
+    update: ClientUpdate,
+    ledger: privacy.PrivacyLedger,
+    event: DpEvent,
+) -> Message:
+    """Record ``event`` in the node's ledger and reply with it and the epsilon spent."""
     ledger = ledger.record(event)
     privacy.save_ledger(context, ledger)
     extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}

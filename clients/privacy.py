@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 
 from flwr.app import ConfigRecord, Context
 
@@ -42,6 +43,19 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
     )
     z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
     return DpSgdParams(noise_multiplier=z, clip_norm=p.clip_norm, sample_rate=q)
+
+
+@functools.lru_cache(maxsize=64)
+def local_noise(cfg: RunConfig) -> float:
+    """Local DP's noise multiplier: configured, or calibrated so a client taking part in
+    ``rounds * fraction`` rounds (rounded up) spends ``privacy.target-epsilon``."""
+    p = cfg.privacy
+    if p.noise_multiplier > 0:
+        return p.noise_multiplier
+    participations = max(1, math.ceil(cfg.train.rounds * cfg.train.fraction))
+    return calibrate_noise(
+        p.target_epsilon, p.delta, 1.0, participations, p.accountant, "none", "local"
+    )
 
 
 def load_ledger(context: Context) -> PrivacyLedger:

@@ -17,6 +17,7 @@ from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
 from clients.handlers import handle_evaluate, handle_train
+from clients.mods import dp_clipping_mod
 from fedcore.config import RunConfig, parse_config
 from fedcore.server import RoundRecord, run_server
 
@@ -27,8 +28,9 @@ def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
 
 def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``),
-    with Flower client ``mods`` wrapped around both handlers."""
-    app = ClientApp(mods=list(mods))
+    with Flower client ``mods`` wrapped around both handlers. The DP clipping mod comes
+    first, so it is the last to touch the outgoing update."""
+    app = ClientApp(mods=[dp_clipping_mod(lambda context: _resolve(cfg, context)), *mods])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -15,6 +15,7 @@ MODEL_INIT = 2
 CLIENT_TRAIN = 3
 SAMPLING = 4
 FAULTS = 5
+DP_NOISE = 6
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

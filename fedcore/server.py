@@ -87,6 +87,9 @@ def run_server(
         )
         record["train-clients"] = len(messages)
         record["train-failures"] = list(strategy.last_failures)
+        traffic.dp_events.extend(getattr(strategy, "last_dp_events", []))  # server-side DP
+        if getattr(strategy, "stop_reason", None):
+            record["stopped"] = strategy.stop_reason
         if new_arrays is not None:
             arrays = new_arrays
         record["train"] = dict(train_metrics or {})
@@ -116,7 +119,7 @@ def run_server(
         )
         if on_round is not None:
             on_round(record)
-        if _reached(cfg, record):
+        if _reached(cfg, record) or "stopped" in record:
             break
     return arrays
 

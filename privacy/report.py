@@ -25,15 +25,43 @@ ASSUMPTIONS = {
         "example of one client. The guarantee covers each example's influence on everything "
         "that client sends; it does not bound what the whole client's data reveals."
     ),
-    "poisson": (
-        "Each DP-SGD step samples every local example independently (Poisson sampling), as "
-        "the accountant assumes; the noise multiplier is fixed before training."
+    "client": (
+        "Client-level DP (DP-FedAvg): neighbouring datasets differ by adding or removing one "
+        "whole client. The server clips each update (or checks the clients clipped it), adds "
+        "Gaussian noise to the sum and divides by the expected cohort size; the guarantee "
+        "covers every model the server releases, against anyone who sees them. The server "
+        "itself is trusted with the individual updates."
     ),
+    "local": (
+        "Local DP: each client clips its update and adds Gaussian noise before it leaves the "
+        "client, so not even the server sees an un-noised update. Neighbouring: any two "
+        "datasets of one client (the clipped update can move by twice the clip norm)."
+    ),
+    "poisson": (
+        "Poisson sampling: every unit (an example in DP-SGD, a client in DP-FedAvg) takes part "
+        "in a step independently with the recorded probability, as the accountant assumes."
+    ),
+    "fixed-size": (
+        "Fixed-size sampling: each round's cohort of m of N clients is drawn uniformly without "
+        "replacement. Its bound (Wang, Balle and Kasiviswanathan 2019) holds under replace-one "
+        "neighbouring, so the sensitivity is twice the clip norm and the accounted noise "
+        "multiplier is half the recorded one."
+    ),
+    "none": "No sampling amplification: the mechanism saw every unit each time it ran.",
     "not-covered": (
         "Not covered: client participation is not hidden (the server knows who took part), "
         "evaluation metrics sent in the clear, and anything outside the recorded mechanisms."
     ),
 }
+
+
+def _assumptions(ledger: PrivacyLedger) -> dict[str, str]:
+    present = {e.neighbouring for e in ledger.events} | {e.sampling for e in ledger.events}
+    return {k: v for k, v in ASSUMPTIONS.items() if k in present or k == "not-covered"}
+
+
+EVERY_CLIENT = "all"
+"""The report's key for server-side (client-level) mechanisms, which protect every client."""
 
 
 def build_report(run_dir: Path) -> dict[str, Any]:
@@ -46,11 +74,14 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     budget = float(privacy.get("budget-epsilon", 0.0))
     ledger_path = run_dir / "ledger.jsonl"
     ledger = PrivacyLedger.load(ledger_path) if ledger_path.exists() else PrivacyLedger()
+    parties = {str(c): ledger.for_client(c) for c in ledger.clients()}
+    if ledger.for_client(None).events:
+        parties[EVERY_CLIENT] = ledger.for_client(None)
     clients = {}
-    for client in ledger.clients():
-        curve = epsilon_curve(ledger.for_client(client), delta, accountant)
+    for name, events in parties.items():
+        curve = epsilon_curve(events, delta, accountant)
         spent = max(curve.values()) if curve else 0.0
-        clients[str(client)] = {
+        clients[name] = {
             "epsilon_by_round": {str(r): e for r, e in curve.items()},
             "epsilon": spent,
             "rounds_participated": len(curve),
@@ -90,6 +121,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
             "median_client_epsilon": statistics.median([c["epsilon"] for c in clients.values()])
             if clients
             else 0.0,
+            "client_level_epsilon": clients.get(EVERY_CLIENT, {}).get("epsilon"),
         },
         "mechanisms": [
             dict(
@@ -111,7 +143,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "clients": clients,
         "epsilon_bands": bands,
         "utility": utility,
-        "assumptions": ASSUMPTIONS,
+        "assumptions": _assumptions(ledger),
         "events": len(ledger.events),
     }
 
@@ -169,6 +201,11 @@ def _plot(report: dict) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _client_order(item: tuple[str, dict]) -> tuple[int, str]:
+    name = item[0]
+    return (1, name) if name == EVERY_CLIENT else (0, name.zfill(12))
+
+
 def to_markdown(report: dict) -> str:
     g = report["guarantee"]
     lines = [
@@ -196,7 +233,8 @@ def to_markdown(report: dict) -> str:
         "| client | epsilon | rounds | budget | remaining | status |",
         "|---|---|---|---|---|---|",
     ]
-    for cid, c in sorted(report["clients"].items(), key=lambda kv: int(kv[0])):
+    for cid, c in sorted(report["clients"].items(), key=_client_order):
+        cid = "every client (server-side DP)" if cid == EVERY_CLIENT else cid
         status = "exhausted" if c["exhausted"] else "ok"
         budget = "-" if c["budget"] is None else f"{c['budget']:g}"
         remaining = "-" if c["remaining"] is None else f"{c['remaining']:.3f}"

@@ -64,6 +64,10 @@ class WeightedMean:
         self.total_weight += weight
         self.count += 1
 
+    def sums(self) -> dict[str, np.ndarray]:
+        """The float64 weighted sums so far (read-only views)."""
+        return {name: s.view() for name, s in self._sums.items()}
+
     def result(self) -> dict[str, np.ndarray]:
         """The weighted mean, in each array's original dtype."""
         if self.count == 0 or self.total_weight <= 0:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
 
+import numpy as np
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -43,25 +44,39 @@ class FedAvg(flwr_strategy.FedAvg):
         seed: run seed; the cohort of round ``r`` is drawn from a generator keyed by
             (seed, r), so a run is reproducible without touching Python's global RNG.
         wait_seconds: how long to wait for ``min_available_nodes`` to connect.
+        sampling: ``"fixed-size"`` (a cohort of ``max(fraction * n, min_train_nodes)``
+            without replacement) or ``"poisson"`` (each node independently with probability
+            ``fraction``, the sampling that DP amplification analyses).
+        dp_cohort_size: set for client-level DP (DP-FedAvg, McMahan et al. 2018): every reply
+            weighs 1 and the model moves by the *sum* of updates divided by this expected
+            cohort size, not by the number of replies. One client then moves the model by at
+            most clip / dp_cohort_size however many clients reply or drop out, which is the
+            sensitivity the DP noise is calibrated to.
     """
 
     seed: int = 0
     wait_seconds: float = 300.0
+    sampling: str = "fixed-size"
+    dp_cohort_size: float | None = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._template: dict | None = None
+        self._current: dict[str, np.ndarray] | None = None
         self.last_failures: list[str] = []
 
     # -- sampling -------------------------------------------------------------------------
     def sample_cohort(
         self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int
     ) -> list[int]:
-        """Node ids for this round: ``max(fraction * available, minimum)``, without replacement."""
+        """Node ids for this round: ``max(fraction * available, minimum)`` without
+        replacement, or with ``sampling = "poisson"`` each node with probability ``fraction``
+        (the minimum does not apply: it would break the Poisson analysis)."""
         deadline = time.monotonic() + self.wait_seconds
+        poisson = self.sampling == "poisson" and purpose == _TRAIN
         while True:
             nodes = sorted(grid.get_node_ids())
-            size = max(int(len(nodes) * fraction), minimum)
+            size = 0 if poisson else max(int(len(nodes) * fraction), minimum)
             if len(nodes) >= max(size, self.min_available_nodes):
                 break
             if time.monotonic() > deadline:
@@ -77,7 +92,10 @@ class FedAvg(flwr_strategy.FedAvg):
             )
             time.sleep(1.0)
         rng = seeding.numpy_rng(self.seed, seeding.SAMPLING, server_round, purpose)
-        chosen = rng.choice(len(nodes), size=min(size, len(nodes)), replace=False)
+        if poisson:
+            chosen = np.flatnonzero(rng.random(len(nodes)) < fraction)
+        else:
+            chosen = rng.choice(len(nodes), size=min(size, len(nodes)), replace=False)
         return [nodes[i] for i in sorted(chosen)]
 
     def _messages(
@@ -98,6 +116,7 @@ class FedAvg(flwr_strategy.FedAvg):
         if self.fraction_train == 0.0:
             return []
         self._template = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+        self._current = to_numpy_dict(arrays)
         nodes = self.sample_cohort(
             grid, self.fraction_train, self.min_train_nodes, server_round, _TRAIN
         )
@@ -166,6 +185,8 @@ class FedAvg(flwr_strategy.FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays_mean, metrics_mean = WeightedMean(self._template), MetricMean()
         for msg, record, metrics, weight in self._contents(replies, with_arrays=True):
+            if self.dp_cohort_size is not None:
+                weight = 1.0
             try:
                 scalars = MetricMean.scalars(metrics, self.weighted_by_key)
                 arrays_mean.add(to_numpy_dict(record), weight)
@@ -174,9 +195,26 @@ class FedAvg(flwr_strategy.FedAvg):
                 continue
             metrics_mean.add(scalars, weight)
         self._log_failures("aggregate_train")
+        if self.dp_cohort_size is not None:
+            return self._fixed_denominator(arrays_mean), MetricRecord(metrics_mean.result())
         if arrays_mean.count == 0 or arrays_mean.total_weight <= 0:
             return None, None
         return to_record(arrays_mean.result()), MetricRecord(metrics_mean.result())
+
+    def _fixed_denominator(self, arrays_mean: WeightedMean) -> ArrayRecord:
+        """``current + sum_i (w_i - current) / dp_cohort_size``; with no replies, the current
+        model itself (a zero sum), so the DP wrapper still releases the noised round."""
+        k, sums = arrays_mean.count, arrays_mean.sums()
+        if k == 0:
+            return to_record(self._current)
+        return to_record(
+            {
+                name: (c + (sums[name] - k * c.astype(np.float64)) / self.dp_cohort_size).astype(
+                    c.dtype
+                )
+                for name, c in self._current.items()
+            }
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

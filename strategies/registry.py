@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flwr.serverapp import strategy as flwr_strategy
+from flwr.serverapp.strategy import Strategy
 
 from fedcore.config import RunConfig
 from strategies.fedavg import FedAvg
@@ -40,8 +41,9 @@ class Krum(flwr_strategy.Krum, FedAvg):
     """Krum (Blanchard et al. 2017): the update closest to its neighbours."""
 
 
-def build_strategy(cfg: RunConfig) -> FedAvg:
-    """The strategy named by ``cfg.strategy.name``; cohort sizes from ``train``/``evaluate``."""
+def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
+    """The strategy named by ``cfg.strategy.name``; cohort sizes from ``train``/``evaluate``;
+    wrapped in Flower's DP strategy for client-level DP (``privacy.dp = "client"``)."""
     s = cfg.strategy
     common = dict(
         fraction_train=cfg.train.fraction,
@@ -66,4 +68,9 @@ def build_strategy(cfg: RunConfig) -> FedAvg:
     }
     strategy = builders[s.name]()
     strategy.seed = cfg.seed
+    strategy.sampling = cfg.train.sampling
+    if cfg.privacy.dp == "client":
+        from strategies.dp import wrap_with_dp
+
+        return wrap_with_dp(cfg, strategy)
     return strategy

@@ -1,0 +1,255 @@
+"""Client-level DP (DP-FedAvg) through Flower's DP wrapper strategies, exact and accounted.
+
+Flower's four wrappers (clipping on the server or on the clients with Flower's clipping mods;
+a fixed or an adaptive clip norm) clip the updates and noise their average. fedcore
+subclasses them and changes what a privacy guarantee depends on:
+
+- Noise comes from a generator keyed by (seed, round), not numpy's global RNG.
+- A round is noised with the clip norm its updates were clipped to. Flower's adaptive
+  wrappers update the norm first and noise with the new one, which under-noises whenever
+  the norm shrinks.
+- A reply with an error is dropped (and listed in ``last_failures``) instead of discarding
+  the round. The wrapped FedAvg divides the sum by the expected cohort size (its
+  ``dp_cohort_size``), so a missing client costs signal, not privacy.
+- With client-side clipping, an update longer than the clip norm is rejected: a client
+  without the clipping mod would otherwise void the guarantee unnoticed.
+- Every release is recorded as a :class:`~privacy.ledger.DpEvent` with the sampling that
+  actually ran (``last_dp_events``), and the adaptive count's noise is folded into the
+  event's effective noise multiplier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from logging import WARNING
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
+from flwr.supercore import log
+
+from fedcore import seeding
+from fedcore.arrays import to_numpy_dict, to_record
+from fedcore.config import ConfigError, RunConfig
+from privacy.accounting import calibrate_noise, would_exceed
+from privacy.ledger import DpEvent, PrivacyLedger
+from privacy.mechanisms import adaptive_update_noise, add_gaussian, update_norm
+from strategies.fedavg import FedAvg
+
+# Relative slack for float32 rounding when checking that clients clipped their updates.
+_CLIP_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """What one round of DP-FedAvg releases, fixed before training.
+
+    Attributes:
+        noise_multiplier: effective noise / clip norm of a round (the update noise and, with
+            adaptive clipping, the count noise together): what the ledger records.
+        sampling: "poisson", "fixed-size" or "none" (every client, every round).
+        sample_rate: the Poisson probability, or cohort / population; 1.0 with "none".
+        population: the number of clients the cohort is drawn from.
+        cohort_size: the expected number of clients per round (the averaging denominator).
+        seed: run seed; the noise of round r comes from a generator keyed by (seed, r).
+    """
+
+    noise_multiplier: float
+    sampling: str
+    sample_rate: float
+    population: int
+    cohort_size: float
+    seed: int
+
+    def event(self, server_round: int, clip_norm: float) -> DpEvent:
+        return DpEvent(
+            mechanism="gaussian",
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=1,
+            clip_norm=clip_norm,
+            sampling=self.sampling,
+            neighbouring="client",
+            round=server_round,
+            client=None,
+            population=self.population if self.sampling == "fixed-size" else None,
+        )
+
+
+def dp_plan(cfg: RunConfig) -> DpPlan:
+    """The plan for ``cfg``: cohort from ``train.fraction``/``train.sampling``, noise from
+    ``privacy.noise-multiplier`` or calibrated so ``train.rounds`` rounds spend
+    ``privacy.target-epsilon``."""
+    n, fraction, p = cfg.data.num_clients, cfg.train.fraction, cfg.privacy
+    if cfg.train.sampling == "poisson":
+        sampling, cohort = ("none" if fraction == 1 else "poisson"), n * fraction
+        rate = fraction
+    else:
+        cohort = min(n, max(int(n * fraction), cfg.train.min_clients))
+        sampling, rate = ("none" if cohort == n else "fixed-size"), cohort / n
+    rate = 1.0 if sampling == "none" else rate
+    z = p.noise_multiplier or calibrate_noise(
+        p.target_epsilon,
+        p.delta,
+        rate,
+        cfg.train.rounds,
+        p.accountant,
+        sampling,
+        "client",
+        n if sampling == "fixed-size" else None,
+    )
+    return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed)
+
+
+class _Accounted:
+    """What fedcore adds to each of Flower's DP wrappers (listed first in the bases)."""
+
+    plan: DpPlan
+    budget: tuple[float, float, str] | None = None  # (epsilon, delta, accountant)
+
+    def _start(self, plan: DpPlan, budget: tuple[float, float, str] | None) -> None:
+        self.plan, self.budget = plan, budget
+        self.ledger = PrivacyLedger()
+        self.last_dp_events: list[dict] = []
+        self.stop_reason: str | None = None
+        self._dropped: list[str] = []
+        self._round, self._round_clip = 0, self.clipping_norm
+
+    @property
+    def last_failures(self) -> list[str]:
+        return self._dropped + self.strategy.last_failures
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.budget is not None:
+            limit, delta, accountant = self.budget
+            event = self.plan.event(server_round, self.clipping_norm)
+            exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
+            if exceeds:
+                self.stop_reason = (
+                    f"privacy budget exhausted: round {server_round} would take every client "
+                    f"to epsilon {eps:.3f} > budget {limit} (delta {delta}); stopping"
+                )
+                return []
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self._round, self._round_clip = server_round, self.clipping_norm
+        self.last_dp_events = []
+        if self.stop_reason is not None:
+            return None, None
+        arrays, metrics = super().aggregate_train(server_round, self._usable(replies))
+        if arrays is not None:
+            event = self.plan.event(server_round, self._round_clip)
+            self.ledger = self.ledger.record(event)
+            self.last_dp_events = [event.to_dict()]
+        return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        self._dropped = []
+        return super().aggregate_evaluate(server_round, replies)
+
+    def _usable(self, replies: Iterable[Message]) -> list[Message]:
+        """The replies without errors, and with client-side clipping, only updates within
+        the clip norm (checked against the model sent)."""
+        self._dropped, kept = [], []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self._dropped.append(f"node {node}: {msg.error.reason}")
+                continue
+            if self._clipped_by_clients and not self._within_clip(msg):
+                self._dropped.append(
+                    f"node {node}: update is longer than the clip norm {self._round_clip:.4g}; "
+                    f"is Flower's clipping mod installed on that client?"
+                )
+                continue
+            kept.append(msg)
+        for reason in self._dropped:
+            log(WARNING, "aggregate_train: rejected reply from %s", reason)
+        return kept
+
+    _clipped_by_clients = False
+
+    def _within_clip(self, msg: Message) -> bool:
+        records = list(msg.content.array_records.values())
+        if len(records) != 1:
+            return True  # malformed: the wrapped strategy rejects it with the reason
+        try:
+            norm = update_norm(to_numpy_dict(records[0]), self.strategy._current)
+        except (KeyError, ValueError):
+            return True  # mis-shaped: likewise
+        return norm <= self._round_clip * (1 + _CLIP_TOLERANCE)
+
+    def _add_noise_to_aggregated_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        std = self.noise_multiplier * self._round_clip / self.num_sampled_clients
+        rng = seeding.numpy_rng(self.plan.seed, seeding.DP_NOISE, self._round, 0)
+        return to_record(add_gaussian(to_numpy_dict(arrays), std, rng))
+
+    def _noisy_fraction(self, count: int, total: int) -> float:
+        rng = seeding.numpy_rng(self.plan.seed, seeding.DP_NOISE, self._round, 1)
+        return (count + float(rng.normal(0.0, self.clipped_count_stddev))) / max(total, 1)
+
+
+class ServerSideFixedClipping(_Accounted, flwr_strategy.DifferentialPrivacyServerSideFixedClipping):
+    """Central DP-FedAvg: the server clips each update to a fixed norm and noises the sum."""
+
+
+class ClientSideFixedClipping(_Accounted, flwr_strategy.DifferentialPrivacyClientSideFixedClipping):
+    """Central DP-FedAvg with clipping on the clients (Flower's ``fixedclipping_mod``)."""
+
+    _clipped_by_clients = True
+
+
+class ServerSideAdaptiveClipping(
+    _Accounted, flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping
+):
+    """Central DP-FedAvg whose clip norm tracks a quantile of the update norms."""
+
+
+class ClientSideAdaptiveClipping(
+    _Accounted, flwr_strategy.DifferentialPrivacyClientSideAdaptiveClipping
+):
+    """Adaptive clipping on the clients (Flower's ``adaptiveclipping_mod``)."""
+
+    _clipped_by_clients = True
+
+
+def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:
+    """``inner`` wrapped in the Flower DP strategy ``cfg.privacy`` asks for."""
+    p = cfg.privacy
+    plan = dp_plan(cfg)
+    inner.dp_cohort_size = plan.cohort_size
+    budget = (p.budget_epsilon, p.delta, p.accountant) if p.budget_epsilon > 0 else None
+    if not p.adaptive:
+        cls = ServerSideFixedClipping if p.clipping == "server" else ClientSideFixedClipping
+        strategy = cls(inner, plan.noise_multiplier, p.clip_norm, plan.cohort_size)
+    else:
+        count_std = p.count_stddev or plan.cohort_size / 20
+        try:
+            update_noise = adaptive_update_noise(plan.noise_multiplier, count_std)
+        except ValueError as err:
+            raise ConfigError(
+                f"privacy.adaptive: {err}; raise privacy.count-stddev (now {count_std:g}) or "
+                f"the cohort size, or lower the noise"
+            ) from None
+        cls = ServerSideAdaptiveClipping if p.clipping == "server" else ClientSideAdaptiveClipping
+        strategy = cls(
+            inner,
+            noise_multiplier=plan.noise_multiplier,
+            num_sampled_clients=plan.cohort_size,
+            initial_clipping_norm=p.clip_norm,
+            target_clipped_quantile=p.target_quantile,
+            clip_norm_lr=p.clip_lr,
+            clipped_count_stddev=count_std,
+        )
+        # Flower derives the update noise for centred count bits; its mods send {0, 1} bits.
+        strategy.noise_multiplier = update_noise
+    strategy._start(plan, budget)
+    return strategy

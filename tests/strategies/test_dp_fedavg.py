@@ -1,0 +1,208 @@
+"""Client-level DP (DP-FedAvg) through Flower's DP wrappers: plan, ledger, report, checks."""
+
+import json
+
+import pytest
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from clients.handlers import handle_evaluate, handle_train
+from fedcore.config import ConfigError, parse_config
+from fedcore.server import run_server
+from privacy.accounting import epsilon
+from privacy.ledger import PrivacyLedger
+from simulations import runner
+from simulations.engines.inprocess import InProcessGrid
+from strategies.dp import dp_plan
+
+# Tiny noise in the mechanics tests pushes the best RDP order to an end of the range.
+pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the")
+
+DELTA = 1e-5
+BASE = {
+    "data": {"num-clients": 20, "partition": "iid", "local-test-fraction": 0.0},
+    "model": {"hidden": [32]},
+    "train": {"rounds": 4, "local-epochs": 5, "fraction": 0.5, "batch-size": 32, "lr": 0.1},
+    "evaluate": {"fraction": 0.0},
+}
+
+
+def dp_config(train=None, **privacy):
+    settings = {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 0.5} | privacy
+    return parse_config(BASE | {"train": BASE["train"] | (train or {}), "privacy": settings})
+
+
+def simulate(cfg, path):
+    result = runner.simulate(cfg, out=path, progress=False)
+    return result.summary, PrivacyLedger.load(path / "ledger.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("train", "sampling", "rate", "cohort"),
+    [
+        ({}, "fixed-size", 0.5, 10),
+        ({"sampling": "poisson", "fraction": 0.3}, "poisson", 0.3, 6),
+        ({"fraction": 1.0}, "none", 1.0, 20),
+    ],
+)
+def test_plan_matches_the_sampling_that_runs(train, sampling, rate, cohort):
+    plan = dp_plan(dp_config(train))
+    assert (plan.sampling, plan.sample_rate, plan.cohort_size) == (sampling, rate, cohort)
+
+
+@pytest.mark.parametrize("sampling", ["fixed-size", "poisson"])
+def test_calibrated_plan_spends_the_target_over_the_run(sampling):
+    cfg = dp_config(
+        {"sampling": sampling, "rounds": 30}, **{"noise-multiplier": 0.0}, **{"target-epsilon": 3.0}
+    )
+    plan = dp_plan(cfg)
+    events = [plan.event(r, 1.0) for r in range(1, 31)]
+    assert 0.99 * 3.0 <= epsilon(events, DELTA) <= 3.0
+
+
+def test_central_dp_run_records_one_server_event_per_round_and_reports_it(tmp_path):
+    # little noise: 10 clients a round cannot hide one client in a useful model; this test is
+    # about the mechanics (the benchmark runs 100 clients at a meaningful epsilon)
+    cfg = dp_config(**{"noise-multiplier": 0.02, "clip-norm": 5.0})
+    summary, ledger = simulate(cfg, tmp_path / "run")
+    assert [e.round for e in ledger.events] == [1, 2, 3, 4]
+    assert all(e.client is None and e.neighbouring == "client" for e in ledger.events)
+    assert {(e.sampling, e.sample_rate, e.population) for e in ledger.events} == {
+        ("fixed-size", 0.5, 20)
+    }
+    report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
+    assert report["guarantee"]["client_level_epsilon"] == pytest.approx(
+        epsilon(ledger.events, DELTA)
+    )
+    assert summary["privacy"]["max_client_epsilon"] == report["guarantee"]["client_level_epsilon"]
+    assert summary["final_metrics"]["server-eval/accuracy"] > 0.5
+
+
+def test_without_sampling_our_epsilon_equals_flowers_accountant(tmp_path):
+    from flwr.serverapp import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
+    )
+
+    _, ledger = simulate(dp_config({"fraction": 1.0}), tmp_path / "run")
+    flower = RdpAccountant(
+        PrivacyConfig(
+            DELTA, 20, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION
+        )
+    )
+    flower.compose(GaussianPrivacyEvent(0.5, 20, 20), count=4)
+    assert epsilon(ledger.events, DELTA) == pytest.approx(flower.get_epsilon(DELTA), rel=1e-9)
+
+
+def test_client_side_clipping_gives_the_same_model_as_server_side(tmp_path):
+    server, _ = simulate(dp_config(), tmp_path / "server")
+    client, _ = simulate(dp_config(clipping="client"), tmp_path / "client")
+    key = "server-eval/accuracy"
+    assert client["final_metrics"][key] == pytest.approx(server["final_metrics"][key], abs=1e-6)
+
+
+def test_unclipped_updates_are_rejected_when_clients_should_clip():
+    cfg = dp_config({"rounds": 1}, clipping="client", **{"clip-norm": 1e-4})
+    app = ClientApp()  # no clipping mod: the clients send raw updates
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, context, cfg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(msg, context, cfg)
+
+    rounds = []
+    with InProcessGrid(cfg, client_app=app) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    failures = rounds[0]["train-failures"]
+    assert len(failures) == 10 and all("clipping mod" in f for f in failures)
+
+
+def test_adaptive_clipping_noises_each_round_with_the_norm_it_clipped_to(tmp_path):
+    cfg = dp_config({"rounds": 3}, adaptive=True, **{"count-stddev": 2.0})
+    _, ledger = simulate(cfg, tmp_path / "run")
+    clips = [e.clip_norm for e in ledger.events]
+    assert clips[0] == 1.0 and len(set(clips)) == 3  # the norm adapts between rounds
+    # the recorded noise is the effective one: update noise and count noise together
+    assert {e.noise_multiplier for e in ledger.events} == {0.5}
+
+
+def test_client_level_budget_stops_the_run_before_it_is_exceeded(tmp_path):
+    one = epsilon([dp_plan(dp_config()).event(1, 1.0)], DELTA)
+    two = epsilon([dp_plan(dp_config()).event(r, 1.0) for r in (1, 2)], DELTA)
+    cfg = dp_config(**{"budget-epsilon": (one + two) / 2})
+    _, ledger = simulate(cfg, tmp_path / "run")
+    assert len(ledger) == 1 and epsilon(ledger.events, DELTA) <= cfg.privacy.budget_epsilon
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert "privacy budget exhausted" in rounds[-1]["stopped"] and len(rounds) == 2
+
+
+def test_poisson_client_sampling_varies_the_cohort_reproducibly(tmp_path):
+    cfg = dp_config({"sampling": "poisson", "rounds": 6})
+    sizes = []
+    for _ in range(2):
+        rounds = []
+        with InProcessGrid(cfg) as grid:
+            run_server(grid, cfg, on_round=rounds.append)
+        sizes.append([r["train-clients"] for r in rounds])
+    assert sizes[0] == sizes[1] and len(set(sizes[0])) > 1
+
+
+def test_local_dp_is_recorded_per_client(tmp_path):
+    cfg = parse_config(
+        BASE | {"privacy": {"dp": "local", "clip-norm": 1.0, "noise-multiplier": 0.01}}
+    )
+    summary, ledger = simulate(cfg, tmp_path / "run")
+    assert ledger.events and all(e.neighbouring == "local" for e in ledger.events)
+    assert len(ledger.clients()) > 10  # fixed-size cohorts of 10 of 20 over 4 rounds
+    report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
+    for client in ledger.clients():
+        assert report["clients"][str(client)]["epsilon"] == pytest.approx(
+            epsilon(ledger.for_client(client).events, DELTA)
+        )
+    assert summary["final_metrics"]["server-eval/accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"strategy": {"name": "krum"}}, "needs each client's update"),
+        (
+            {
+                "privacy": {
+                    "dp": "sample",
+                    "clip-norm": 1.0,
+                    "noise-multiplier": 1.0,
+                    "adaptive": True,
+                }
+            },
+            "client-level",
+        ),
+        (
+            {
+                "train": {"sampling": "fixed-size", "fraction": 0.5},
+                "privacy": {"accountant": "prv"},
+            },
+            "fixed-size",
+        ),
+    ],
+)
+def test_client_level_misconfiguration_is_refused(settings, message):
+    raw = {"privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0}}
+    for key, value in settings.items():
+        raw[key] = raw.get(key, {}) | value
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_adaptive_clipping_with_too_little_count_noise_is_refused():
+    cfg = dp_config(adaptive=True, **{"noise-multiplier": 1.0})  # default count std 10/20
+    from strategies import build_strategy
+
+    with pytest.raises(ConfigError, match="count-stddev"):
+        build_strategy(cfg)
