@@ -4,7 +4,8 @@ Each step samples every local example independently with probability ``q`` (Pois
 sampling, what the accountant assumes), clips each example's gradient to ``clip_norm``,
 adds Gaussian noise of standard deviation ``noise_multiplier * clip_norm`` to the sum and
 divides by the expected batch size ``q * n``. The per-example clipping runs in one backward
-pass (:mod:`privacy.clipping`).
+pass (:mod:`privacy.clipping`) for linear models, through Opacus' per-sample gradients for
+others.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 
 from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.tasks.base import ClientData, ClientUpdate, TrainParams
-from privacy.clipping import ClippedGradients
+from privacy.clipping import clipped_gradients
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def train_one_client_dp(
     expected_batch = dp.sample_rate * n
     std = dp.noise_multiplier * dp.clip_norm
     total_loss, steps = 0.0, dp.steps(params.epochs)
-    with ClippedGradients(model) as clipper:
+    with clipped_gradients(model) as clipper:
         for _ in range(steps):
             idx = (torch.rand(n, generator=rng) < dp.sample_rate).nonzero().squeeze(1)
             optimizer.zero_grad(set_to_none=True)

@@ -7,7 +7,10 @@ of Li et al. 2022), and the clipped sum is one matrix product, ``(c * G)^T A`` w
 ``c_i = min(1, C / ||grad_i||)`` (Bu et al. 2022). Cost: about one extra matmul per layer on
 top of an ordinary backward pass, against one gradient per example for Opacus' default hooks.
 
-Only models whose trainable layers are ``nn.Linear`` take this path; anything else raises
+Only models whose trainable layers are ``nn.Linear`` take this path. Any other model falls
+back to Opacus' per-sample gradients (:class:`OpacusClippedGradients`: hooks for the layers
+Opacus knows, functorch for the rest), which are exact but materialise one gradient per
+example; :func:`clipped_gradients` picks the path. A model neither can handle raises
 :class:`UnsupportedLayerError` rather than training without a guarantee.
 """
 
@@ -117,3 +120,54 @@ class ClippedGradients:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class OpacusClippedGradients:
+    """The same interface as :class:`ClippedGradients` for any model Opacus supports: its
+    ``GradSampleModule`` hooks give each example's gradient, which is clipped and summed here."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from opacus import GradSampleModule
+
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        try:
+            self._module = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+        except NotImplementedError as err:
+            raise UnsupportedLayerError(f"no per-example gradients for this model: {err}") from None
+
+    def per_example_norms(self) -> torch.Tensor:
+        """The L2 norm of each example's full gradient, shape (B,)."""
+        missing = [i for i, p in enumerate(self.params) if getattr(p, "grad_sample", None) is None]
+        if missing:
+            raise UnsupportedLayerError(
+                f"Opacus computed no per-example gradient for {len(missing)} trainable "
+                f"parameter(s); they would be trained without clipping"
+            )
+        sq = sum(p.grad_sample.flatten(1).pow(2).sum(dim=1) for p in self.params)
+        return sq.sqrt()
+
+    def write_clipped_sum(self, clip_norm: float) -> torch.Tensor:
+        """Set each parameter's ``.grad`` to the sum of its clipped per-example gradients."""
+        factors = (clip_norm / (self.per_example_norms() + 1e-12)).clamp(max=1.0)
+        for p in self.params:
+            p.grad = torch.einsum("b,b...->...", factors, p.grad_sample)
+            p.grad_sample = None
+        return factors
+
+    def close(self) -> None:
+        self._module._close()
+
+    def __enter__(self) -> OpacusClippedGradients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def clipped_gradients(model: nn.Module) -> ClippedGradients | OpacusClippedGradients:
+    """The fastest exact per-example clipping for ``model``: the one-pass path when every
+    trainable layer is ``nn.Linear``, Opacus' per-sample gradients otherwise."""
+    try:
+        return ClippedGradients(model)
+    except UnsupportedLayerError:
+        return OpacusClippedGradients(model)

@@ -8,7 +8,12 @@ from opacus import GradSampleModule
 from torch import nn
 from torch.nn import functional as F
 
-from privacy.clipping import ClippedGradients, UnsupportedLayerError
+from privacy.clipping import (
+    ClippedGradients,
+    OpacusClippedGradients,
+    UnsupportedLayerError,
+    clipped_gradients,
+)
 
 
 def _mlp(d, h, k, seed):
@@ -94,3 +99,34 @@ def test_layers_get_their_own_forward_back_on_close():
     with ClippedGradients(model):
         assert "forward" in model[0].__dict__
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def _convnet(seed):
+    torch.manual_seed(seed)  # test-local: model weights only
+    return nn.Sequential(
+        nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.LayerNorm(8), nn.Linear(8, 3)
+    )
+
+
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 8), clip=st.floats(0.01, 10.0), seed=st.integers(0, 1000))
+def test_opacus_fallback_clipped_sum_equals_brute_force(b, clip, seed):
+    model = _convnet(seed)
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(b, 1, 6, generator=g) * 3, torch.randint(0, 3, (b,), generator=g)
+    expected, expected_norms = _brute_force(model, x, y, clip)
+    model.zero_grad(set_to_none=True)
+    with clipped_gradients(model) as clipper:
+        assert isinstance(clipper, OpacusClippedGradients)
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        torch.testing.assert_close(
+            clipper.per_example_norms(), expected_norms, rtol=1e-4, atol=1e-5
+        )
+        clipper.write_clipped_sum(clip)
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_models_take_the_one_pass_path():
+    with clipped_gradients(_mlp(3, 3, 2, 0)) as clipper:
+        assert isinstance(clipper, ClippedGradients)
