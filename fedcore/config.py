@@ -165,7 +165,10 @@ class PrivacyConfig:
         0.0, ge=0, le=1, doc="dp = sample: Poisson rate per step; 0: batch-size / client size"
     )
     budget_epsilon: float = _opt(
-        0.0, ge=0, doc="a client declines a round that would take it past this (0: no limit)"
+        0.0,
+        ge=0,
+        doc="a round that would take a client past this is declined by the client (sample, "
+        "local) or ends the run (client); 0: no limit",
     )
     accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
     clipping: str = _opt(
@@ -484,13 +487,22 @@ def describe() -> list[tuple[str, str, str]]:
                 walk(hint, prefix + _key(f.name) + ".")
             else:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                choices = f.metadata.get("choices")
+                doc = f.metadata["doc"] + (f" (one of: {', '.join(choices)})" if choices else "")
                 rows.append(
                     (
                         prefix + _key(f.name),
                         _toml_value(list(default) if isinstance(default, tuple) else default),
-                        f.metadata["doc"],
+                        doc,
                     )
                 )
 
     walk(RunConfig, "")
     return rows
+
+
+def reference_table() -> str:
+    """The configuration reference as a Markdown table (the README's, kept in step by a test)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{default}` | {doc} |" for key, default, doc in describe()]
+    return "\n".join(lines)

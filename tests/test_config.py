@@ -375,3 +375,12 @@ def test_natural_partition_needs_a_dataset_with_natural_clients():
 def test_target_accuracy_needs_server_evaluation():
     message = _error({"train.target-accuracy": 0.9, "evaluate.server": False})
     assert "train.target-accuracy" in message
+
+
+def test_readme_configuration_reference_is_current():
+    from pathlib import Path
+
+    from fedcore.config import reference_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert reference_table() in readme, "regenerate the README table with reference_table()"
