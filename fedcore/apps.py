@@ -20,6 +20,7 @@ from clients.handlers import handle_evaluate, handle_train
 from clients.mods import dp_clipping_mod
 from fedcore.config import RunConfig, parse_config
 from fedcore.server import RoundRecord, run_server
+from privacy.secagg.mod import secagg_mod
 
 
 def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
@@ -28,9 +29,13 @@ def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
 
 def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``),
-    with Flower client ``mods`` wrapped around both handlers. The DP clipping mod comes
-    first, so it is the last to touch the outgoing update."""
-    app = ClientApp(mods=[dp_clipping_mod(lambda context: _resolve(cfg, context)), *mods])
+    with Flower client ``mods`` wrapped around both handlers. Inside them come the secure
+    aggregation mod (masking is the last thing done to an update) and the DP clipping mod."""
+
+    def resolve(context: Context) -> RunConfig:
+        return _resolve(cfg, context)
+
+    app = ClientApp(mods=[*mods, secagg_mod(resolve), dp_clipping_mod(resolve)])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -140,6 +140,33 @@ class FaultConfig:
     client_failure_rate: float = _opt(
         0.0, ge=0, le=1, doc="simulation only: chance that a sampled client crashes in a round"
     )
+    crash_stage: str = _opt(
+        "train",
+        choices=("train", "share-keys", "masked-input", "unmask"),
+        doc="the message at which a failing client crashes (stages after train: secure "
+        "aggregation only)",
+    )
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    mode: str = _opt(
+        "off",
+        choices=("off", "full", "sparse"),
+        doc="secure aggregation: off; full (every pair of clients masks, Bonawitz et al. "
+        "2017); sparse (SecAgg+: O(log n) neighbours each, Bell et al. 2020)",
+    )
+    threshold: float = _opt(
+        0.5, gt=0, le=0.95, doc="a client's secrets need more than this fraction of its peers"
+    )
+    degree: int = _opt(0, ge=0, doc="sparse: neighbours per client; 0: 2 ceil(log2 n) + 2")
+    bound: float = _opt(1.0, gt=0, doc="each update coordinate is clipped to [-bound, bound]")
+    frac_bits: int = _opt(20, ge=1, le=40, doc="fixed-point fraction bits of the encoding")
+    max_weight: float = _opt(
+        10000.0,
+        gt=0,
+        doc="public bound on a client's weight (num-examples); clients send weight / max-weight",
+    )
 
 
 @dataclass(frozen=True)
@@ -201,6 +228,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
@@ -338,6 +366,7 @@ def _check_combination(cfg: RunConfig) -> None:
             "server's test accuracy)"
         )
     _check_privacy(cfg.privacy)
+    _check_secagg(cfg)
     if cfg.privacy.dp == "client" and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         raise ConfigError(
             f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
@@ -357,6 +386,34 @@ def _check_combination(cfg: RunConfig) -> None:
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
             f"(femnist), not {cfg.data.dataset!r}"
+        )
+
+
+def _check_secagg(cfg: RunConfig) -> None:
+    """Secure aggregation hides each update, so nothing may need to look inside one."""
+    if cfg.secagg.mode == "off":
+        if cfg.faults.crash_stage != "train":
+            raise ConfigError(
+                f"faults.crash-stage = {cfg.faults.crash_stage!r} needs secure aggregation "
+                f"(secagg.mode = 'full' or 'sparse')"
+            )
+        return
+    from privacy.secagg.quantize import OverflowConfigError, fixed_point
+
+    try:  # the largest cohort is every client
+        fixed_point(cfg.data.num_clients, max(cfg.secagg.bound, 1.0), cfg.secagg.frac_bits)
+    except OverflowConfigError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+        raise ConfigError(
+            f"strategy {cfg.strategy.name!r} needs each client's update, which secure "
+            f"aggregation hides; use a FedAvg-family strategy or secagg.mode = 'off'"
+        )
+    p = cfg.privacy
+    if p.dp == "client" and (p.clipping != "client" or p.adaptive):
+        raise ConfigError(
+            "client-level DP with secure aggregation needs privacy.clipping = 'client' and a "
+            "fixed clip norm (the server cannot clip, or count clipped updates, inside the sum)"
         )
 
 

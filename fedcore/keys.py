@@ -29,3 +29,11 @@ NUM_PARTITIONS = "num-partitions"
 EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
 DP_EVENT = "dp-event"  # ConfigRecord in a reply: the DP mechanism this round applied
 LEDGER = "privacy-ledger"  # ConfigRecord in a node's Context.state: its events so far
+
+# Secure aggregation (server <-> client, in the CONFIG record and the SECAGG record)
+SECAGG = "secagg"  # ConfigRecord: a stage's payload, both ways
+SECAGG_STAGE = "secagg-stage"  # CONFIG entry: "train", "share-keys", "masked-input", "unmask"
+SECAGG_BITS = "secagg-bits"  # CONFIG entry of the train stage: the modulus 2^k of the round
+SECAGG_STATE = "secagg-state"  # ConfigRecord in Context.state: the client's protocol state
+SECAGG_INPUT = "secagg-input"  # ArrayRecord in Context.state: the encoded update
+MASKED = "masked"  # Array in the masked-input reply

@@ -16,6 +16,7 @@ CLIENT_TRAIN = 3
 SAMPLING = 4
 FAULTS = 5
 DP_NOISE = 6
+SECAGG = 7
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

@@ -21,6 +21,7 @@ from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
 from fedcore.keys import ACCURACY, DP_EVENT
 from fedcore.tasks import get_task
+from privacy.secagg.aggregator import SecureAggregator
 from strategies import build_strategy
 
 RoundRecord = dict[str, object]
@@ -51,7 +52,15 @@ class Traffic:
 
 
 def _payload_bytes(msg: Message) -> int:
-    return sum(len(a.data) for rec in msg.content.array_records.values() for a in rec.values())
+    """Bytes of arrays and of byte strings (keys, ciphertexts) in a message's records."""
+    total = sum(len(a.data) for rec in msg.content.array_records.values() for a in rec.values())
+    for rec in msg.content.config_records.values():
+        for value in rec.values():
+            if isinstance(value, bytes):
+                total += len(value)
+            elif isinstance(value, list) and value and isinstance(value[0], bytes):
+                total += sum(len(v) for v in value)
+    return total
 
 
 def peak_memory_mb() -> float:
@@ -73,6 +82,7 @@ def run_server(
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
     arrays = to_record(model.state_dict())
     strategy = build_strategy(cfg)
+    secure = SecureAggregator(cfg) if cfg.secagg.mode != "off" else None
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()
@@ -81,10 +91,14 @@ def run_server(
         messages = traffic.count_sent(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
         )
-        replies = grid.send_and_receive(messages, timeout=timeout)
-        new_arrays, train_metrics = strategy.aggregate_train(
-            server_round, traffic.count_received(replies)
-        )
+        if secure is None:
+            replies = traffic.count_received(grid.send_and_receive(messages, timeout=timeout))
+        else:  # every stage's replies pass through traffic; the strategy sees the sum
+            replies = secure.send_and_receive(
+                grid, messages, arrays, server_round, traffic.count_received, timeout
+            )
+            record["secagg-seconds"] = dict(secure.last_stage_seconds)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         record["train-clients"] = len(messages)
         record["train-failures"] = list(strategy.last_failures)
         traffic.dp_events.extend(getattr(strategy, "last_dp_events", []))  # server-side DP

@@ -13,7 +13,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedcore import seeding
 from fedcore.apps import make_client_app
 from fedcore.config import RunConfig
-from fedcore.keys import CONFIG, PARTITION_ID, SERVER_ROUND
+from fedcore.keys import CONFIG, PARTITION_ID, SECAGG_STAGE, SERVER_ROUND
 
 
 class InjectedFault(RuntimeError):
@@ -36,8 +36,10 @@ def fault_mods(cfg: RunConfig) -> list[Mod]:
         return []
 
     def crash_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type == MessageType.TRAIN:
-            server_round = int(msg.content[CONFIG].get(SERVER_ROUND, 0))
+        config = msg.content.config_records.get(CONFIG)
+        stage = config.get(SECAGG_STAGE, "train") if config is not None else None
+        if msg.metadata.message_type == MessageType.TRAIN and stage == cfg.faults.crash_stage:
+            server_round = int(config.get(SERVER_ROUND, 0))
             pid = int(context.node_config[PARTITION_ID])
             if client_fails(cfg, server_round, pid):
                 raise InjectedFault(f"client {pid} crashed in round {server_round} (injected)")

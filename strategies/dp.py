@@ -35,6 +35,7 @@ from fedcore.config import ConfigError, RunConfig
 from privacy.accounting import calibrate_noise, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.mechanisms import adaptive_update_noise, add_gaussian, update_norm
+from privacy.secagg.aggregator import SECURE_SUM
 from strategies.fedavg import FedAvg
 
 # Relative slack for float32 rounding when checking that clients clipped their updates.
@@ -178,6 +179,8 @@ class _Accounted:
     _clipped_by_clients = False
 
     def _within_clip(self, msg: Message) -> bool:
+        if SECURE_SUM in next(iter(msg.content.metric_records.values()), {}):
+            return True  # a securely aggregated sum: each client's mod clipped before masking
         records = list(msg.content.array_records.values())
         if len(records) != 1:
             return True  # malformed: the wrapped strategy rejects it with the reason

@@ -1,0 +1,232 @@
+"""The server side of secure aggregation over Flower: the round's message exchanges.
+
+:class:`SecureAggregator` replaces the ``grid.send_and_receive`` of a training round. It runs
+the four stages of :mod:`privacy.secagg.protocol` over the Grid and hands the strategy, in
+place of the individual replies, one reply holding the unmasked aggregate (the global model
+moved by the weighted mean of the cohort's updates, or for client-level DP by their sum, which
+the DP strategy's fixed-denominator mean divides) plus an error reply for each client that
+dropped out. Any strategy whose aggregation is a weighted mean therefore works unchanged; one
+that needs individual updates is refused by the configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from logging import WARNING
+
+import numpy as np
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedcore.arrays import to_numpy, to_record
+from fedcore.config import RunConfig
+from fedcore.keys import (
+    ARRAYS,
+    CONFIG,
+    MASKED,
+    METRICS,
+    NUM_EXAMPLES,
+    SECAGG,
+    SECAGG_BITS,
+    SECAGG_STAGE,
+    SERVER_ROUND,
+)
+from privacy.secagg import graph, shamir
+from privacy.secagg.protocol import PublicKeys, SecAggAbort, SecAggServer
+from privacy.secagg.quantize import decode, fixed_point
+
+Observe = Callable[[Iterable[Message]], Iterator[Message]]
+SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
+_ABORTED = 0  # Flower error code for the replies of an aborted round
+
+
+class SecureAggregator:
+    """Runs secure aggregation rounds for ``cfg`` (``cfg.secagg.mode`` is not "off")."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.last_stage_seconds: dict[str, float] = {}
+
+    def send_and_receive(
+        self,
+        grid: Grid,
+        messages: list[Message],
+        arrays: ArrayRecord,
+        server_round: int,
+        observe: Observe = iter,
+        timeout: float | None = None,
+    ) -> list[Message]:
+        """The training round of ``messages`` under secure aggregation; ``arrays`` is the
+        model they carry, ``observe`` sees every reply of every stage (traffic, DP events)."""
+        s = self.cfg.secagg
+        self.last_stage_seconds = {}
+        if not messages:
+            return []
+        fp = fixed_point(len(messages), max(s.bound, 1.0), s.frac_bits)
+        for m in messages:
+            m.content[CONFIG][SECAGG_STAGE] = "train"
+            m.content[CONFIG][SECAGG_BITS] = fp.bits
+        by_node = {m.metadata.dst_node_id: m for m in messages}
+        failures: dict[int, str] = {}
+
+        def exchange(stage: str, payloads: dict[int, ConfigRecord | None]) -> dict[int, Message]:
+            start = time.perf_counter()
+            if stage == "train":
+                out = list(payloads.values())
+            else:
+                out = [
+                    self._stage_message(node, server_round, stage, p)
+                    for node, p in payloads.items()
+                ]
+            replies = {}
+            for reply in observe(grid.send_and_receive(out, timeout=timeout)):
+                node = reply.metadata.src_node_id
+                if reply.has_error():
+                    failures[node] = f"{stage}: {reply.error.reason}"
+                else:
+                    replies[node] = reply
+            for node in payloads:
+                if node not in replies and node not in failures:
+                    failures[node] = f"{stage}: no reply"
+            self.last_stage_seconds[stage] = time.perf_counter() - start
+            return replies
+
+        trained = exchange("train", by_node)
+        nodes = sorted(trained)
+        ids = {node: i + 1 for i, node in enumerate(nodes)}  # protocol ids: 1..n
+        node_of = {i: node for node, i in ids.items()}
+        degree = None if s.mode == "full" else (s.degree or graph.default_degree(len(nodes)))
+        server = SecAggServer(
+            server_round, fp, s.threshold, degree, seed=self.cfg.seed, min_clients=2
+        )
+        try:
+            keys = {ids[n]: _public_keys(trained[n]) for n in nodes}
+            neighbours = server.collect_keys(keys)
+            roster = _roster_record(keys)
+            shared = exchange(
+                "share-keys",
+                {
+                    node_of[i]: ConfigRecord({**roster, "me": i, "neighbours": neighbours[i]})
+                    for i in keys
+                },
+            )
+            sent = {ids[n]: _ciphertexts(r) for n, r in shared.items()}
+            inbox = server.route_shares(sent)
+            masked = exchange(
+                "masked-input",
+                {
+                    node_of[i]: ConfigRecord(
+                        {"from": sorted(box), "ciphertexts": [box[u] for u in sorted(box)]}
+                    )
+                    for i, box in inbox.items()
+                },
+            )
+            survivors = server.collect_masked(
+                {ids[n]: np.array(to_numpy(r.content[SECAGG][MASKED])) for n, r in masked.items()}
+            )
+            revealed = exchange(
+                "unmask",
+                {node_of[i]: ConfigRecord({"survivors": sorted(survivors)}) for i in survivors},
+            )
+            total = decode(server.unmask({ids[n]: _shares(r) for n, r in revealed.items()}), fp)
+        except (SecAggAbort, KeyError, ValueError) as err:
+            reason = f"secure aggregation aborted in round {server_round}: {err}"
+            log(WARNING, "%s", reason)
+            return [_error_reply(m, reason) for m in messages]
+        in_sum = [node_of[i] for i in sorted(server.u3)]
+        replies = [self._aggregate(by_node[in_sum[0]], arrays, total, [trained[n] for n in in_sum])]
+        replies += [
+            _error_reply(by_node[n], f"dropped out at {why}") for n, why in failures.items()
+        ]
+        return replies
+
+    def _stage_message(
+        self, node: int, server_round: int, stage: str, payload: ConfigRecord
+    ) -> Message:
+        config = ConfigRecord({SERVER_ROUND: server_round, SECAGG_STAGE: stage})
+        return Message(
+            RecordDict({CONFIG: config, SECAGG: payload}),
+            dst_node_id=node,
+            message_type=MessageType.TRAIN,
+        )
+
+    def _aggregate(
+        self, template: Message, arrays: ArrayRecord, total: np.ndarray, replies: list[Message]
+    ) -> Message:
+        """One reply standing for the cohort: the model after the unmasked aggregate."""
+        weight_share = total[-1]
+        if weight_share <= 0:
+            raise SecAggAbort("the unmasked total weight is not positive")
+        dp = self.cfg.privacy.dp == "client"
+        step = total[:-1] if dp else total[:-1] / weight_share  # DP: the sum; else: the mean
+        new, offset = {}, 0
+        for name, array in arrays.items():
+            current = to_numpy(array)
+            size = current.size
+            new[name] = (current + step[offset : offset + size].reshape(current.shape)).astype(
+                current.dtype
+            )
+            offset += size
+        metrics = _mean_metrics(replies)
+        metrics[NUM_EXAMPLES] = sum(float(r.content[METRICS][NUM_EXAMPLES]) for r in replies)
+        metrics[SECURE_SUM] = len(replies)
+        content = RecordDict({ARRAYS: to_record(new), METRICS: MetricRecord(metrics)})
+        return Message(content, reply_to=template)
+
+
+def _public_keys(reply: Message) -> PublicKeys:
+    record = reply.content[SECAGG]
+    return PublicKeys(record["channel"], record["mask"], record["seed-hash"])
+
+
+def _roster_record(keys: dict[int, PublicKeys]) -> dict:
+    ids = sorted(keys)
+    return {
+        "roster-ids": ids,
+        "roster-channel": [keys[i].channel for i in ids],
+        "roster-mask": [keys[i].mask for i in ids],
+        "roster-seed-hash": [keys[i].seed_hash for i in ids],
+    }
+
+
+def _ciphertexts(reply: Message) -> dict[int, bytes]:
+    record = reply.content[SECAGG]
+    return dict(
+        zip([int(v) for v in record.get("to", [])], record.get("ciphertexts", []), strict=True)
+    )
+
+
+def _shares(reply: Message) -> dict[int, tuple[str, np.ndarray]]:
+    record = reply.content[SECAGG]
+    return {
+        int(o): (k, shamir.from_bytes(b))
+        for o, k, b in zip(record["owners"], record["kinds"], record["shares"], strict=True)
+    }
+
+
+def _mean_metrics(replies: list[Message]) -> dict[str, float]:
+    """The num-examples-weighted mean of the scalar training metrics (sent in the clear)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for r in replies:
+        metrics = r.content[METRICS]
+        w = float(metrics[NUM_EXAMPLES])
+        for k, v in metrics.items():
+            if k != NUM_EXAMPLES and isinstance(v, int | float) and not isinstance(v, bool):
+                sums[k] = sums.get(k, 0.0) + w * float(v)
+                weights[k] = weights.get(k, 0.0) + w
+    return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+
+def _error_reply(msg: Message, reason: str) -> Message:
+    return Message(Error(code=_ABORTED, reason=reason), reply_to=msg)

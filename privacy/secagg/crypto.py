@@ -1,0 +1,106 @@
+"""The cryptographic primitives of secure aggregation, all from ``cryptography``.
+
+- Key agreement: X25519, the shared secret run through HKDF-SHA256 with a label, so the
+  share-encryption key and the mask seed of a pair are independent.
+- Masks: the AES-256-CTR keystream of a 32-byte seed, read as integers mod 2^k. Each round
+  uses fresh keys, so a zero nonce never repeats under one key.
+- Share transport: AES-256-GCM, with the round and the (sender, receiver) pair as associated
+  data, so a ciphertext moved to another pair or round fails to decrypt.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+_RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+_NONCE = bytes(16)
+
+
+class TamperedError(ValueError):
+    """A ciphertext or share failed authentication: it was altered or misrouted."""
+
+
+def new_private_key() -> X25519PrivateKey:
+    """A fresh X25519 private key."""
+    return X25519PrivateKey.generate()
+
+
+def private_bytes(private: X25519PrivateKey) -> bytes:
+    """The raw 32 bytes of a private key (what is secret-shared)."""
+    return private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def load_private(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def public_key(private: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of a private key."""
+    return private.public_key().public_bytes(*_RAW)
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes, label: bytes) -> bytes:
+    """A 32-byte key both ends derive alike: HKDF-SHA256 of the X25519 shared secret."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as err:
+        raise TamperedError(f"invalid public key: {err}") from None
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label).derive(shared)
+
+
+class MaskExpander:
+    """Expands 32-byte seeds into masks of ``length`` integers mod 2^k: the AES-256-CTR
+    keystream (the encryption of zeros) written straight into one reused buffer."""
+
+    def __init__(self, length: int, dtype: type[np.unsignedinteger]) -> None:
+        size = length * np.dtype(dtype).itemsize
+        self._zeros = bytes(size)
+        self._out = bytearray(size + 15)  # update_into needs a block of slack
+        self._view = np.frombuffer(self._out, dtype=dtype, count=length)
+        self._view.flags.writeable = False
+
+    def __call__(self, seed: bytes) -> np.ndarray:
+        """The mask of ``seed``; a read-only view, overwritten by the next call."""
+        Cipher(algorithms.AES(seed), modes.CTR(_NONCE)).encryptor().update_into(
+            self._zeros, self._out
+        )
+        return self._view
+
+
+def expand_mask(seed: bytes, length: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    """``length`` integers mod 2^k from the AES-256-CTR keystream of ``seed`` (a copy)."""
+    return MaskExpander(length, dtype)(seed).copy()
+
+
+def digest(data: bytes) -> bytes:
+    """SHA-256 of ``data``: a commitment to a secret."""
+    h = hashes.Hash(hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """AES-256-GCM: a random 12-byte nonce followed by the ciphertext and tag."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def decrypt(key: bytes, blob: bytes, associated: bytes) -> bytes:
+    """The plaintext of :func:`encrypt`'s output; :class:`TamperedError` if it was altered."""
+    if len(blob) < 12 + 16:
+        raise TamperedError("ciphertext too short")
+    try:
+        return AESGCM(key).decrypt(blob[:12], blob[12:], associated)
+    except InvalidTag:
+        raise TamperedError("ciphertext failed authentication") from None

@@ -1,0 +1,191 @@
+"""The client side of secure aggregation over Flower: one mod around the ClientApp.
+
+The server runs four message exchanges per round, all of type ``train`` with the stage in the
+config record (``secagg-stage``):
+
+- ``train``: the mod lets the ClientApp train, then keeps the update ``w - w_global``
+  (clipped to ``secagg.bound``, times ``weight / secagg.max-weight``, with that weight as
+  one more entry) encoded in fixed point in the node's ``Context.state``, and replies with the
+  training metrics and its public keys instead of the model.
+- ``share-keys``, ``masked-input``, ``unmask``: the mod answers from the protocol state in
+  ``Context.state`` without calling the ClientApp.
+
+A plain training message while secure aggregation is on is refused: the client never sends
+an unmasked update because a server forgot to ask for masking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from fedcore import seeding
+from fedcore.arrays import from_numpy, to_numpy
+from fedcore.config import RunConfig
+from fedcore.keys import (
+    ARRAYS,
+    CONFIG,
+    DP_EVENT,
+    MASKED,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    SECAGG,
+    SECAGG_BITS,
+    SECAGG_INPUT,
+    SECAGG_STAGE,
+    SECAGG_STATE,
+    SERVER_ROUND,
+)
+from privacy.secagg import shamir
+from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
+from privacy.secagg.quantize import FixedPoint, encode
+
+
+class SecAggClientError(ValueError):
+    """A secure-aggregation message this client cannot or must not answer."""
+
+
+def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
+    """``trained - received`` as one float64 vector, in the order of the received model."""
+    if list(received.keys()) != list(trained.keys()):
+        raise SecAggClientError("the trained model's arrays differ from the received ones")
+    return np.concatenate(
+        [
+            (to_numpy(trained[k]).astype(np.float64) - to_numpy(received[k])).ravel()
+            for k in received
+        ]
+    )
+
+
+def weighted_input(update: np.ndarray, weight: float, cfg: RunConfig) -> np.ndarray:
+    """What a client masks: ``(w / W) * clip(update)`` followed by ``w / W``. Client-level DP
+    weighs every client 1, as its sensitivity analysis assumes."""
+    s = cfg.secagg
+    if cfg.privacy.dp == "client":
+        share = 1.0
+    else:
+        if weight > s.max_weight:
+            raise SecAggClientError(
+                f"client weight {weight:g} exceeds secagg.max-weight {s.max_weight:g}"
+            )
+        share = weight / s.max_weight
+    clipped = np.clip(update, -s.bound, s.bound)
+    return np.concatenate([share * clipped, [share]])
+
+
+def fixed_point_of(cfg: RunConfig, bits: int) -> FixedPoint:
+    """The round's encoding: the server picks the modulus for the cohort it sampled."""
+    if bits not in (32, 64):
+        raise SecAggClientError(f"modulus of 2^{bits} is not supported")
+    # the weight entry (<= 1) must fit the clipping range too
+    return FixedPoint(max(cfg.secagg.bound, 1.0), cfg.secagg.frac_bits, bits)
+
+
+def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
+    """The client mod of secure aggregation, for the run config ``resolve`` returns."""
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        cfg = resolve(context)
+        if cfg.secagg.mode == "off" or msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        config = msg.content.config_records.get(CONFIG, ConfigRecord())
+        stage = config.get(SECAGG_STAGE)
+        if stage == "train":
+            return _train(msg, context, call_next, cfg, config)
+        if stage not in ("share-keys", "masked-input", "unmask"):
+            raise SecAggClientError(
+                "secure aggregation is on but the message asks for no secure-aggregation "
+                f"stage ({SECAGG_STAGE}={stage!r}); refusing to send an unmasked update"
+            )
+        record = context.state.config_records.get(SECAGG_STATE)
+        if record is None or int(record["round"]) != int(config.get(SERVER_ROUND, -1)):
+            raise SecAggClientError(f"stage {stage!r} without a training stage this round")
+        client = client_from_state(record)
+        payload = msg.content.config_records.get(SECAGG, ConfigRecord())
+        if stage == "share-keys":
+            reply = _share_keys(client, payload)
+        elif stage == "masked-input":
+            reply = _masked_input(client, payload, context)
+        else:
+            reply = _unmask(client, payload)
+        context.state[SECAGG_STATE] = ConfigRecord(client_state(client))
+        return Message(reply, reply_to=msg)
+
+    return mod
+
+
+def _train(
+    msg: Message, context: Context, call_next: ClientAppCallable, cfg: RunConfig, config
+) -> Message:
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    received, trained = msg.content[ARRAYS], reply.content[ARRAYS]
+    metrics = reply.content[METRICS]
+    server_round = int(config[SERVER_ROUND])
+    fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
+    x = weighted_input(flatten_update(received, trained), float(metrics[NUM_EXAMPLES]), cfg)
+    pid = int(context.node_config[PARTITION_ID])
+    rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
+    client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
+    context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})
+    context.state[SECAGG_STATE] = ConfigRecord(client_state(client))
+    keys = client.advertise()
+    content = RecordDict(
+        {
+            METRICS: metrics,
+            SECAGG: ConfigRecord(
+                {"channel": keys.channel, "mask": keys.mask, "seed-hash": keys.seed_hash}
+            ),
+        }
+    )
+    if DP_EVENT in reply.content.config_records:
+        content[DP_EVENT] = reply.content[DP_EVENT]
+    return Message(content, reply_to=msg)
+
+
+def _share_keys(client: SecAggClient, payload: ConfigRecord) -> RecordDict:
+    roster = {
+        int(i): PublicKeys(c, s, h)
+        for i, c, s, h in zip(
+            payload["roster-ids"],
+            payload["roster-channel"],
+            payload["roster-mask"],
+            payload["roster-seed-hash"],
+            strict=True,
+        )
+    }
+    out = client.share_keys(roster, [int(v) for v in payload["neighbours"]], int(payload["me"]))
+    receivers = sorted(out)
+    return RecordDict(
+        {SECAGG: ConfigRecord({"to": receivers, "ciphertexts": [out[v] for v in receivers]})}
+    )
+
+
+def _masked_input(client: SecAggClient, payload: ConfigRecord, context: Context) -> RecordDict:
+    senders = [int(u) for u in payload.get("from", [])]
+    inbox = dict(zip(senders, payload.get("ciphertexts", []), strict=True))
+    x = np.array(to_numpy(context.state[SECAGG_INPUT]["x"]))
+    y = client.masked_input(x, inbox)
+    del context.state[SECAGG_INPUT]  # nothing of the plain update outlives the round
+    return RecordDict({SECAGG: ArrayRecord({MASKED: Array(y)})})
+
+
+def _unmask(client: SecAggClient, payload: ConfigRecord) -> RecordDict:
+    shares = client.unmask({int(u) for u in payload["survivors"]})
+    owners = sorted(shares)
+    return RecordDict(
+        {
+            SECAGG: ConfigRecord(
+                {
+                    "owners": owners,
+                    "kinds": [shares[o][0] for o in owners],
+                    "shares": [shamir.to_bytes(shares[o][1]) for o in owners],
+                }
+            )
+        }
+    )

@@ -1,0 +1,361 @@
+"""The secure aggregation protocol as two state machines, free of any transport.
+
+Bonawitz et al. 2017 ("Practical Secure Aggregation for Privacy-Preserving Machine Learning"),
+honest-but-curious variant, with an optional sparse graph (SecAgg+, Bell et al. 2020):
+
+1. ``advertise``: each client makes two X25519 key pairs, ``c`` (share encryption) and ``s``
+   (pairwise masks), and sends the public halves. The server fixes the roster ``U1`` and the
+   neighbour graph.
+2. ``share_keys``: each client Shamir-shares its mask key ``s_sk`` and a fresh self-mask seed
+   ``b`` among its neighbours and itself (t of them reconstruct), encrypts each neighbour's
+   pair of shares under the pair's ``c`` key, and the server relays the ciphertexts. ``U2``:
+   the clients whose shares went out.
+3. ``masked_input``: each client sends ``y = x + PRG(b) + sum_v +-PRG(s_uv) mod 2^k`` over its
+   neighbours in ``U2``. ``U3``: the clients whose ``y`` arrived.
+4. ``unmask``: each survivor reveals, for each neighbour, the share of ``b`` if that neighbour
+   is in ``U3`` and the share of ``s_sk`` if it dropped after step 2, never both for one peer.
+   The server removes the self masks of ``U3`` and the pair masks of the dropped, and is left
+   with ``sum(x)`` over ``U3``.
+
+Fewer than a client's threshold of shares anywhere aborts the round with
+:class:`SecAggAbort`: no sum is better than a wrong one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privacy.secagg import crypto, graph, shamir
+from privacy.secagg.quantize import FixedPoint
+
+_SHARE = struct.Struct(
+    f">II{shamir.SHARE_BYTES}s{shamir.SHARE_BYTES}s"
+)  # sender, receiver, share of s_sk, share of b
+_MASK, _CHANNEL = b"fedcore secagg mask", b"fedcore secagg channel"
+
+
+class SecAggAbort(RuntimeError):
+    """The round cannot be completed safely (too few clients or shares); nothing is released."""
+
+
+class ProtocolViolation(ValueError):
+    """A request a client must refuse (it would reveal more than the protocol allows)."""
+
+
+@dataclass(frozen=True)
+class PublicKeys:
+    """What a client advertises: two public keys and a commitment to its self-mask seed,
+    against which the server checks every reconstructed secret."""
+
+    channel: bytes  # c_pk: share encryption
+    mask: bytes  # s_pk: pairwise masks
+    seed_hash: bytes  # SHA-256 of the self-mask seed b
+
+
+def threshold(group_size: int, fraction: float) -> int:
+    """Shares needed among ``group_size`` holders: more than ``fraction`` of them."""
+    return min(group_size, int(fraction * group_size) + 1)
+
+
+def _associated(round_id: int, sender: int, receiver: int) -> bytes:
+    return struct.pack(">QII", round_id, sender, receiver)
+
+
+def _point(roster: list[int], cid: int) -> int:
+    """The Shamir x-coordinate of a client: its position in the sorted roster, plus one."""
+    return roster.index(cid) + 1
+
+
+def _apply_pair_mask(
+    y: np.ndarray, expand: crypto.MaskExpander, seed: bytes, own: int, peer: int, sign: int = 1
+) -> None:
+    """Apply in place the pair mask as ``own`` does (added by the smaller id of the pair,
+    subtracted by the other), or undo it with ``sign = -1``."""
+    if (own < peer) == (sign > 0):
+        y += expand(seed)
+    else:
+        y -= expand(seed)
+
+
+@dataclass
+class SecAggClient:
+    """One client's side of one round."""
+
+    cid: int
+    round_id: int
+    fp: FixedPoint
+    threshold_fraction: float
+    _c_sk: crypto.X25519PrivateKey = field(default_factory=crypto.new_private_key, repr=False)
+    _s_sk: crypto.X25519PrivateKey = field(default_factory=crypto.new_private_key, repr=False)
+    _b: bytes = field(default_factory=lambda: os.urandom(shamir.SECRET_BYTES), repr=False)
+    _roster: dict[int, PublicKeys] = field(default_factory=dict, repr=False)
+    _neighbours: list[int] = field(default_factory=list)
+    _received: dict[int, tuple[shamir.Share, shamir.Share]] = field(
+        default_factory=dict, repr=False
+    )
+    _u2: set[int] = field(default_factory=set)
+    _channels: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _unmasked: bool = False
+
+    def _channel(self, peer: int) -> bytes:
+        """The pair's share-encryption key (computed once per peer)."""
+        if peer not in self._channels:
+            self._channels[peer] = crypto.agree(self._c_sk, self._roster[peer].channel, _CHANNEL)
+        return self._channels[peer]
+
+    def advertise(self) -> PublicKeys:
+        return PublicKeys(
+            crypto.public_key(self._c_sk), crypto.public_key(self._s_sk), crypto.digest(self._b)
+        )
+
+    def share_keys(
+        self, roster: Mapping[int, PublicKeys], neighbours: list[int], cid: int | None = None
+    ) -> dict[int, bytes]:
+        """Encrypted shares of ``s_sk`` and ``b`` for each neighbour, keyed by receiver
+        (``cid``: this client's id in the roster, if the server assigns it only now)."""
+        if cid is not None:
+            self.cid = cid
+        if roster.get(self.cid) != self.advertise():
+            raise ProtocolViolation("the roster does not hold this client's keys under its id")
+        if not set(neighbours) <= set(roster) - {self.cid}:
+            raise ProtocolViolation("the roster must hold this client and its neighbours")
+        self._roster, self._neighbours = dict(roster), sorted(neighbours)
+        order = sorted(roster)
+        holders = sorted([*self._neighbours, self.cid])
+        t = threshold(len(holders), self.threshold_fraction)
+        xs = [_point(order, v) for v in holders]
+        s_shares = shamir.share(crypto.private_bytes(self._s_sk), t, xs)
+        b_shares = shamir.share(self._b, t, xs)
+        me = _point(order, self.cid)
+        self._received[self.cid] = (s_shares[me], b_shares[me])
+        out = {}
+        for v in self._neighbours:
+            x = _point(order, v)
+            plain = _SHARE.pack(
+                self.cid, v, shamir.to_bytes(s_shares[x]), shamir.to_bytes(b_shares[x])
+            )
+            out[v] = crypto.encrypt(
+                self._channel(v), plain, _associated(self.round_id, self.cid, v)
+            )
+        return out
+
+    def masked_input(self, x: np.ndarray, ciphertexts: Mapping[int, bytes]) -> np.ndarray:
+        """``x`` (already encoded mod 2^k) plus the self mask and the pair masks with every
+        neighbour whose shares arrived (``U2``); the shares are decrypted and kept."""
+        if x.dtype != self.fp.dtype:
+            raise ValueError(f"input must be encoded as {np.dtype(self.fp.dtype)}, got {x.dtype}")
+        for u, blob in ciphertexts.items():
+            if u not in self._neighbours:
+                raise ProtocolViolation(f"client {u} is not a neighbour of client {self.cid}")
+            plain = crypto.decrypt(self._channel(u), blob, _associated(self.round_id, u, self.cid))
+            sender, receiver, s_share, b_share = _SHARE.unpack(plain)
+            if (sender, receiver) != (u, self.cid):
+                raise crypto.TamperedError(f"share addressed {sender}->{receiver}, not {u}->me")
+            self._received[u] = (shamir.from_bytes(s_share), shamir.from_bytes(b_share))
+        self._u2 = set(ciphertexts) | {self.cid}
+        expand = crypto.MaskExpander(len(x), self.fp.dtype)
+        y = x + expand(self._b)
+        for v in sorted(self._u2 - {self.cid}):
+            seed = crypto.agree(self._s_sk, self._roster[v].mask, _MASK)
+            _apply_pair_mask(y, expand, seed, self.cid, v)
+        return y
+
+    def unmask(self, survivors: set[int]) -> dict[int, tuple[str, shamir.Share]]:
+        """For each peer in ``U2`` (self included): ``("b", share)`` if it survived, else
+        ``("s", share)``. Refused if asked twice, or if a survivor never shared its keys."""
+        if self._unmasked:
+            raise ProtocolViolation("shares were already revealed for this round")
+        if not survivors <= set(self._roster):
+            raise ProtocolViolation("survivors outside the roster")
+        holders = [*self._neighbours, self.cid]
+        t = threshold(len(holders), self.threshold_fraction)
+        if len(survivors & set(holders)) < t:
+            # Bonawitz et al.: with fewer survivors than the threshold, revealing shares of
+            # the dropped could let the server unmask a survivor; refuse instead.
+            raise ProtocolViolation(f"only {len(survivors & set(holders))} of {t} needed survive")
+        self._unmasked = True
+        out = {}
+        for v in sorted(self._u2):
+            s_share, b_share = self._received[v]
+            out[v] = ("b", b_share) if v in survivors else ("s", s_share)
+        return out
+
+
+@dataclass
+class SecAggServer:
+    """The server's side of one round: routes messages and unmasks the sum.
+
+    Args:
+        fp: the round's fixed-point encoding (the modulus bounds the cohort size).
+        threshold_fraction: a client's secrets need more than this fraction of its holders.
+        degree: neighbours per client (SecAgg+), or None for the complete graph.
+        seed: the public seed of the neighbour graph.
+        min_clients: abort whenever fewer clients than this remain.
+    """
+
+    round_id: int
+    fp: FixedPoint
+    threshold_fraction: float
+    degree: int | None
+    seed: int
+    min_clients: int = 2
+    roster: dict[int, PublicKeys] = field(default_factory=dict)
+    graph: dict[int, list[int]] = field(default_factory=dict)
+    u2: set[int] = field(default_factory=set)
+    _sum: np.ndarray | None = None
+    u3: set[int] = field(default_factory=set)
+
+    def _need(self, have: int, stage: str) -> None:
+        if have < self.min_clients:
+            raise SecAggAbort(f"{stage}: {have} clients left, at least {self.min_clients} needed")
+
+    def collect_keys(self, keys: Mapping[int, PublicKeys]) -> dict[int, list[int]]:
+        """Fix ``U1`` and the neighbour graph; returns each client's neighbours."""
+        self._need(len(keys), "advertise keys")
+        self.roster = dict(keys)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.round_id]))
+        self.graph = graph.neighbours(list(keys), self.degree, rng)
+        return self.graph
+
+    def route_shares(self, sent: Mapping[int, Mapping[int, bytes]]) -> dict[int, dict[int, bytes]]:
+        """Fix ``U2``; each receiver's ciphertexts, keyed by sender."""
+        self._need(len(sent), "share keys")
+        self.u2 = set(sent)
+        inbox: dict[int, dict[int, bytes]] = {v: {} for v in self.u2}
+        for u, blobs in sent.items():
+            for v, blob in blobs.items():
+                if v in inbox:
+                    inbox[v][u] = blob
+        return inbox
+
+    def collect_masked(self, masked: Mapping[int, np.ndarray]) -> set[int]:
+        """Fix ``U3`` and add the masked inputs; returns ``U3`` for the unmasking request."""
+        self._need(len(masked), "masked input")
+        if not set(masked) <= self.u2:
+            raise SecAggAbort("masked input from a client that did not share its keys")
+        total = None
+        for y in masked.values():
+            y = np.asarray(y)
+            if y.dtype != self.fp.dtype or (total is not None and y.shape != total.shape):
+                raise SecAggAbort(f"masked input of dtype {y.dtype} / shape {y.shape} rejected")
+            total = y.copy() if total is None else total + y
+        self._sum, self.u3 = total, set(masked)
+        return self.u3
+
+    def _reconstruct(self, owner: int, kind: str, got: dict[int, shamir.Share], t: int) -> bytes:
+        """The secret, checked against what its owner advertised: a tampered or wrong share
+        aborts the round instead of unmasking garbage."""
+        try:
+            secret = shamir.reconstruct(got, t)
+        except ValueError:
+            secret = None
+        keys = self.roster[owner]
+        ok = secret is not None and (
+            crypto.digest(secret) == keys.seed_hash
+            if kind == "b"
+            else crypto.public_key(crypto.load_private(secret)) == keys.mask
+        )
+        if not ok:
+            raise SecAggAbort(f"client {owner}: the shares do not match its commitment")
+        return secret
+
+    def unmask(self, revealed: Mapping[int, Mapping[int, tuple[str, shamir.Share]]]) -> np.ndarray:
+        """The sum of the inputs of ``U3`` (still encoded mod 2^k)."""
+        self._need(len(revealed), "unmasking")
+        order = sorted(self.roster)
+        shares: dict[tuple[str, int], dict[int, shamir.Share]] = {}
+        for holder, given in revealed.items():
+            for owner, (kind, value) in given.items():
+                expected = "b" if owner in self.u3 else "s"
+                if kind != expected:
+                    raise SecAggAbort(f"client {holder} revealed a {kind}-share of {owner}")
+                shares.setdefault((kind, owner), {})[_point(order, holder)] = value
+        total = self._sum.copy()
+        expand = crypto.MaskExpander(len(total), self.fp.dtype)
+        for u in sorted(self.u2):
+            holders = len(self.graph[u]) + 1
+            t = threshold(holders, self.threshold_fraction)
+            kind = "b" if u in self.u3 else "s"
+            got = shares.get((kind, u), {})
+            if len(got) < t:
+                raise SecAggAbort(
+                    f"client {u}: {len(got)} of {t} needed shares arrived; cannot unmask"
+                )
+            secret = self._reconstruct(u, kind, got, t)
+            if kind == "b":
+                total -= expand(secret)
+                continue
+            mask_key = crypto.load_private(secret)
+            for v in self.graph[u]:  # u dropped after sharing: remove v's mask with u
+                if v in self.u3:
+                    seed = crypto.agree(mask_key, self.roster[v].mask, _MASK)
+                    _apply_pair_mask(total, expand, seed, v, u, sign=-1)
+        return total
+
+
+def client_state(client: SecAggClient) -> dict:
+    """A client's state as plain values (ints, floats, bytes and lists of them), for a
+    Flower ``ConfigRecord`` in the node's ``Context.state``: a deployed ClientApp may run
+    each message in a fresh process."""
+    ids = sorted(client._roster)
+    received = sorted(client._received)
+    return {
+        "cid": client.cid,
+        "round": client.round_id,
+        "bound": client.fp.bound,
+        "frac-bits": client.fp.frac_bits,
+        "bits": client.fp.bits,
+        "threshold": client.threshold_fraction,
+        "c-sk": crypto.private_bytes(client._c_sk),
+        "s-sk": crypto.private_bytes(client._s_sk),
+        "b": client._b,
+        "roster-ids": ids,
+        "roster-c": [client._roster[i].channel for i in ids],
+        "roster-s": [client._roster[i].mask for i in ids],
+        "roster-h": [client._roster[i].seed_hash for i in ids],
+        "neighbours": list(client._neighbours),
+        "received-ids": received,
+        "received-s": [shamir.to_bytes(client._received[i][0]) for i in received],
+        "received-b": [shamir.to_bytes(client._received[i][1]) for i in received],
+        "u2": sorted(client._u2),
+        "unmasked": client._unmasked,
+    }
+
+
+def client_from_state(state: Mapping) -> SecAggClient:
+    """The client :func:`client_state` saved."""
+    fp = FixedPoint(float(state["bound"]), int(state["frac-bits"]), int(state["bits"]))
+    client = SecAggClient(
+        int(state["cid"]),
+        int(state["round"]),
+        fp,
+        float(state["threshold"]),
+        _c_sk=crypto.load_private(state["c-sk"]),
+        _s_sk=crypto.load_private(state["s-sk"]),
+        _b=bytes(state["b"]),
+    )
+    client._roster = {
+        i: PublicKeys(c, s, h)
+        for i, c, s, h in zip(
+            state["roster-ids"],
+            state["roster-c"],
+            state["roster-s"],
+            state["roster-h"],
+            strict=True,
+        )
+    }
+    client._neighbours = list(state["neighbours"])
+    client._received = {
+        i: (shamir.from_bytes(s), shamir.from_bytes(b))
+        for i, s, b in zip(
+            state["received-ids"], state["received-s"], state["received-b"], strict=True
+        )
+    }
+    client._u2 = set(state["u2"])
+    client._unmasked = bool(state["unmasked"])
+    return client

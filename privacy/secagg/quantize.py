@@ -1,0 +1,83 @@
+"""Fixed-point encoding of updates in Z_{2^k}, and the modulus that cannot overflow.
+
+An update coordinate ``x`` clipped to ``[-bound, bound]`` becomes the integer
+``floor(x * 2^f + u)`` with ``u ~ U[0, 1)`` (unbiased stochastic rounding: its expectation is
+``x * 2^f``), stored modulo ``2^k`` in two's complement, so numpy's unsigned wrap-around is the
+modular arithmetic. The sum over ``n`` clients stays within ``n * (bound * 2^f + 1)`` in
+absolute value, which must be below ``2^(k-1)`` for the sum to decode; :func:`modulus_bits`
+picks the smallest ``k`` in {32, 64} for which it is, and refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DTYPES = {32: np.uint32, 64: np.uint64}
+_SIGNED = {32: np.int32, 64: np.int64}
+
+
+class OverflowConfigError(ValueError):
+    """The configured cohort, bound and precision could overflow every available modulus."""
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """The encoding shared by all clients and the server of one round.
+
+    Attributes:
+        bound: every coordinate is clipped to ``[-bound, bound]`` before encoding.
+        frac_bits: ``f``, the fixed-point fraction bits (resolution ``2^-f``).
+        bits: ``k``, the modulus is ``2^k``.
+    """
+
+    bound: float
+    frac_bits: int
+    bits: int
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]:
+        return DTYPES[self.bits]
+
+    @property
+    def scale(self) -> float:
+        return float(2**self.frac_bits)
+
+    def error_bound(self, clients: int) -> float:
+        """The largest possible |decoded sum - true sum| per coordinate for ``clients``
+        clipped inputs: each rounding moves a value by less than one unit ``2^-f``."""
+        return clients / self.scale
+
+
+def modulus_bits(clients: int, bound: float, frac_bits: int) -> int:
+    """The smallest of 32 and 64 bits whose modulus holds the sum of ``clients`` encoded
+    values; :class:`OverflowConfigError` with the arithmetic if neither does."""
+    if clients < 1 or not bound > 0 or frac_bits < 0:
+        raise ValueError("clients >= 1, bound > 0 and frac_bits >= 0 are required")
+    largest = clients * (math.ceil(bound * 2**frac_bits) + 1)
+    for bits in (32, 64):
+        if largest < 2 ** (bits - 1):
+            return bits
+    raise OverflowConfigError(
+        f"secure aggregation could overflow: {clients} clients x (bound {bound:g} x 2^"
+        f"{frac_bits} + 1) = {largest:.3g} >= 2^63; lower secagg.frac-bits or secagg.bound"
+    )
+
+
+def fixed_point(clients: int, bound: float, frac_bits: int) -> FixedPoint:
+    """The encoding for a cohort of at most ``clients``."""
+    return FixedPoint(bound, frac_bits, modulus_bits(clients, bound, frac_bits))
+
+
+def encode(x: np.ndarray, fp: FixedPoint, rng: np.random.Generator) -> np.ndarray:
+    """Clip ``x`` to the bound and round it stochastically to fixed point mod ``2^k``."""
+    scaled = np.clip(np.asarray(x, np.float64), -fp.bound, fp.bound) * fp.scale
+    rounded = np.floor(scaled + rng.random(scaled.shape))
+    return rounded.astype(_SIGNED[fp.bits]).view(fp.dtype)
+
+
+def decode(total: np.ndarray, fp: FixedPoint) -> np.ndarray:
+    """The real-valued sum from a sum of encodings mod ``2^k`` (two's complement)."""
+    return np.asarray(total, fp.dtype).view(_SIGNED[fp.bits]).astype(np.float64) / fp.scale

@@ -1,0 +1,127 @@
+"""Secure aggregation over Flower: same model as plain FedAvg, dropouts, aborts, refusals."""
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+from fedcore.arrays import to_record
+from fedcore.config import ConfigError, parse_config
+from fedcore.keys import ARRAYS, CONFIG, SERVER_ROUND
+from simulations.engines.inprocess import InProcessGrid, run_inprocess
+
+SMALL = {
+    "data": {"num-clients": 6},
+    "train": {"rounds": 3, "local-epochs": 1},
+    "model": {"hidden": [16]},
+}
+
+
+def run(settings, engine=run_inprocess):
+    rounds = []
+    arrays = engine(parse_config(SMALL | settings), rounds.append)
+    return {k: v.numpy() for k, v in arrays.items()}, rounds
+
+
+@pytest.mark.parametrize("mode", ["full", "sparse"])
+def test_secure_aggregation_gives_the_plain_fedavg_model(mode):
+    plain, plain_rounds = run({})
+    secure, secure_rounds = run({"secagg": {"mode": mode, "degree": 2}})
+    for k in plain:  # 6 clients, resolution 2^-20, weights num-examples / 10^4
+        np.testing.assert_allclose(secure[k], plain[k], atol=5e-4)
+    acc = [r["server-eval"]["accuracy"] for r in (plain_rounds[-1], secure_rounds[-1])]
+    assert acc[0] == pytest.approx(acc[1], abs=0.02)
+    assert set(secure_rounds[-1]["secagg-seconds"]) == {
+        "train",
+        "share-keys",
+        "masked-input",
+        "unmask",
+    }
+
+
+@pytest.mark.parametrize("stage", ["train", "share-keys", "masked-input", "unmask"])
+def test_dropouts_at_every_stage_are_recovered(stage):
+    """A client that drops before sending its masked input is left out of the sum (as if it
+    had failed to train); one that drops while unmasking is still in it: its mask is
+    removed with the others' shares. Either way the model is plain FedAvg's over those."""
+    faults = {"client-failure-rate": 0.2, "crash-stage": stage}
+    more = {"data": {"num-clients": 10}}
+    secure, rounds = run({"secagg": {"mode": "full"}, "faults": faults} | more)
+    failures = [f for r in rounds for f in r["train-failures"]]
+    assert failures and all(f"dropped out at {stage}" in f for f in failures)
+    in_sum = stage == "unmask"
+    plain, _ = run(more if in_sum else {"faults": {"client-failure-rate": 0.2}} | more)
+    for k in plain:
+        np.testing.assert_allclose(secure[k], plain[k], atol=5e-4)
+
+
+def test_too_many_dropouts_abort_the_round_and_keep_the_model():
+    cfg = {
+        "secagg": {"mode": "full"},
+        "faults": {"client-failure-rate": 0.9, "crash-stage": "unmask"},
+    }
+    before, _ = run(
+        {"train": {"rounds": 0 + 1, "local-epochs": 1}, "faults": {"client-failure-rate": 1.0}}
+    )
+    after, rounds = run(cfg | {"train": {"rounds": 1, "local-epochs": 1}})
+    reasons = rounds[0]["train-failures"]
+    assert reasons and all("secure aggregation aborted" in r for r in reasons)
+    for k in before:  # no round happened in either: the initial model
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+def test_client_refuses_a_plain_training_message_under_secure_aggregation():
+    cfg = parse_config(SMALL | {"secagg": {"mode": "full"}})
+    with InProcessGrid(cfg) as grid:
+        from fedcore.server import get_task  # the model the run would send
+
+        task = get_task(cfg.task)
+        model = task.build_model(cfg, task.load_data(cfg), __import__("torch").Generator())
+        node = sorted(grid.get_node_ids())[0]
+        msg = Message(
+            RecordDict(
+                {ARRAYS: to_record(model.state_dict()), CONFIG: ConfigRecord({SERVER_ROUND: 1})}
+            ),
+            dst_node_id=node,
+            message_type=MessageType.TRAIN,
+        )
+        (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error() and "refusing to send an unmasked update" in reply.error.reason
+
+
+def test_client_level_dp_composes_with_secure_aggregation():
+    privacy = {"dp": "client", "clipping": "client", "clip-norm": 1.0, "noise-multiplier": 0.01}
+    _, rounds = run({"secagg": {"mode": "full"}, "privacy": privacy})
+    assert all(len(r["privacy-events"]) == 1 for r in rounds)
+    assert rounds[-1]["train-failures"] == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"strategy": {"name": "krum"}}, "needs each client's update"),
+        (
+            {"privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0}},
+            "clipping = 'client'",
+        ),
+        ({"secagg": {"mode": "full", "bound": 1e6, "frac-bits": 40}}, "could overflow"),
+        (
+            {"secagg": {"mode": "off"}, "faults": {"crash-stage": "unmask"}},
+            "needs secure aggregation",
+        ),
+    ],
+)
+def test_secure_aggregation_misconfiguration_is_refused(settings, message):
+    raw = {"secagg": {"mode": "full"}} | settings
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_ray_engine_runs_secure_aggregation():
+    from simulations.engines.ray_engine import run_ray
+
+    plain, _ = run({"train": {"rounds": 1, "local-epochs": 1}})
+    secure, _ = run(
+        {"train": {"rounds": 1, "local-epochs": 1}, "secagg": {"mode": "full"}}, run_ray
+    )
+    for k in plain:
+        np.testing.assert_allclose(secure[k], plain[k], atol=5e-4)
