@@ -42,8 +42,13 @@ def train_one_client_dp(
     params: TrainParams,
     dp: DpSgdParams,
     rng: torch.Generator,
+    noise_rng: torch.Generator | None = None,
 ) -> ClientUpdate:
-    """DP-SGD on the client's data for ``dp.steps(params.epochs)`` steps, from ``model``."""
+    """DP-SGD on the client's data for ``dp.steps(params.epochs)`` steps, from ``model``.
+
+    ``rng`` draws the Poisson batches, ``noise_rng`` (default: ``rng``) the Gaussian noise;
+    the ClientApp passes a noise generator the server cannot reproduce."""
+    noise_rng = rng if noise_rng is None else noise_rng
     start = time.perf_counter()
     model.train()
     optimizer = torch.optim.SGD(
@@ -65,7 +70,7 @@ def train_one_client_dp(
             for p in model.parameters():
                 if p.grad is None:  # an empty Poisson batch still releases pure noise
                     p.grad = torch.zeros_like(p)
-                p.grad.add_(torch.randn(p.shape, generator=rng), alpha=std)
+                p.grad.add_(torch.randn(p.shape, generator=noise_rng), alpha=std)
                 p.grad.div_(expected_batch)
             optimizer.step()
     metrics = {TRAIN_LOSS: total_loss / steps, TRAIN_SECONDS: time.perf_counter() - start}

@@ -121,7 +121,9 @@ def _train_dp_sgd(
     )
     ledger = privacy.load_ledger(context)
     privacy.check_budget(cfg, ledger, event)
-    update = task.train_one_client_dp(model, data, params, dp, rng)
+    pid = context.node_config[PARTITION_ID]
+    noise = seeding.noise_generator(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
+    update = task.train_one_client_dp(model, data, params, dp, rng, noise)
     return _reply_private(msg, context, cfg, update, ledger, event)
 
 
@@ -153,7 +155,7 @@ def _train_local_dp(
     privacy.check_budget(cfg, ledger, event)
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
-    noise_rng = seeding.numpy_rng(cfg.seed, seeding.DP_NOISE, server_round, pid)
+    noise_rng = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
     released, norm = privatize_update(
         {k: v.numpy() for k, v in update.state.items()},
         {k: v.numpy() for k, v in reference.items()},

@@ -173,10 +173,11 @@ class SecAggConfig:
 class PrivacyConfig:
     dp: str = _opt(
         "off",
-        choices=("off", "sample", "client", "local"),
+        choices=("off", "sample", "client", "local", "distributed"),
         doc="differential privacy: off; sample (DP-SGD on clients, one example protected); "
         "client (DP-FedAvg, one client protected, noise added by the server); local (each "
-        "client clips and noises its update before sending it)",
+        "client clips and noises its update before sending it); distributed (client-level, "
+        "each client adds its share of the noise under secure aggregation)",
     )
     noise_multiplier: float = _opt(
         0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"
@@ -212,6 +213,11 @@ class PrivacyConfig:
     clip_lr: float = _opt(0.2, gt=0, doc="adaptive: geometric learning rate of the clip norm")
     count_stddev: float = _opt(
         0.0, ge=0, doc="adaptive: noise std of the unclipped count; 0: expected cohort / 20"
+    )
+    seeded_noise: bool = _opt(
+        False,
+        doc="draw DP noise from the run seed (reproducible, but anyone who knows the seed can "
+        "remove the noise: for experiments only); default: the OS CSPRNG",
     )
 
 
@@ -367,13 +373,21 @@ def _check_combination(cfg: RunConfig) -> None:
         )
     _check_privacy(cfg.privacy)
     _check_secagg(cfg)
-    if cfg.privacy.dp == "client" and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+    if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":
+        raise ConfigError(
+            "privacy.dp = 'distributed' needs secure aggregation (secagg.mode = 'full' or "
+            "'sparse'): each client's share of the noise is too small to protect it alone"
+        )
+    if (
+        cfg.privacy.dp in ("client", "distributed")
+        and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES
+    ):
         raise ConfigError(
             f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
             f"{cfg.strategy.name!r} needs each client's update; use a FedAvg-family strategy"
         )
     if (
-        cfg.privacy.dp == "client"
+        cfg.privacy.dp in ("client", "distributed")
         and cfg.train.sampling == "fixed-size"
         and cfg.privacy.accountant != "rdp"
     ):
@@ -410,6 +424,8 @@ def _check_secagg(cfg: RunConfig) -> None:
             f"aggregation hides; use a FedAvg-family strategy or secagg.mode = 'off'"
         )
     p = cfg.privacy
+    if p.dp == "distributed" and p.adaptive:
+        raise ConfigError("privacy.dp = 'distributed' supports a fixed clip norm only")
     if p.dp == "client" and (p.clipping != "client" or p.adaptive):
         raise ConfigError(
             "client-level DP with secure aggregation needs privacy.clipping = 'client' and a "
@@ -436,7 +452,7 @@ def _check_privacy(p: PrivacyConfig) -> None:
                 f"privacy.dp to 'sample', 'client' or 'local', or remove the setting"
             )
         return
-    if p.dp != "client" and (p.adaptive or p.clipping != "server"):
+    if p.dp not in ("client", "distributed") and (p.adaptive or p.clipping != "server"):
         key = "adaptive" if p.adaptive else "clipping"
         raise ConfigError(
             f"privacy.{key} applies to client-level DP only; set privacy.dp = 'client' "

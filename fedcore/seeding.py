@@ -2,10 +2,13 @@
 
 Each use of randomness has its own stream. A client's generator depends only on the run seed,
 the round and the client's partition id, so one worker or many, in-process or on Ray, draw the
-same numbers for the same client.
+same numbers for the same client. The one exception is DP noise, which comes from the
+operating system's CSPRNG unless a run asks for seeded noise (:func:`noise_rng`).
 """
 
 from __future__ import annotations
+
+import secrets
 
 import numpy as np
 import torch
@@ -28,6 +31,21 @@ def torch_generator(seed: int, stream: int, *keys: int) -> torch.Generator:
     """A CPU torch generator seeded from the same derivation as :func:`numpy_rng`."""
     state = np.random.SeedSequence([seed, stream, *keys]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def noise_rng(seeded: bool, seed: int, *keys: int) -> np.random.Generator:
+    """The generator of DP noise. From the OS CSPRNG unless ``seeded``: noise that anyone who
+    knows the run seed can regenerate can also be subtracted, which voids the guarantee."""
+    if seeded:
+        return numpy_rng(seed, DP_NOISE, *keys)
+    return np.random.default_rng(secrets.randbits(128))
+
+
+def noise_generator(seeded: bool, seed: int, *keys: int) -> torch.Generator:
+    """The torch counterpart of :func:`noise_rng` (for DP-SGD's per-step noise)."""
+    if seeded:
+        return torch_generator(seed, DP_NOISE, *keys)
+    return torch.Generator().manual_seed(secrets.randbits(63))
 
 
 def client_generator(seed: int, server_round: int, partition_id: int) -> torch.Generator:

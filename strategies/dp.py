@@ -4,7 +4,8 @@ Flower's four wrappers (clipping on the server or on the clients with Flower's c
 a fixed or an adaptive clip norm) clip the updates and noise their average. fedcore
 subclasses them and changes what a privacy guarantee depends on:
 
-- Noise comes from a generator keyed by (seed, round), not numpy's global RNG.
+- Noise comes from the OS CSPRNG (or, for experiments, a generator keyed by the run seed and
+  round), not numpy's global RNG.
 - A round is noised with the clip norm its updates were clipped to. Flower's adaptive
   wrappers update the norm first and noise with the new one, which under-noises whenever
   the norm shrinks.
@@ -21,7 +22,6 @@ subclasses them and changes what a privacy guarantee depends on:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from logging import WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -32,75 +32,15 @@ from flwr.supercore import log
 from fedcore import seeding
 from fedcore.arrays import to_numpy_dict, to_record
 from fedcore.config import ConfigError, RunConfig
-from privacy.accounting import calibrate_noise, would_exceed
-from privacy.ledger import DpEvent, PrivacyLedger
+from privacy.accounting import would_exceed
+from privacy.ledger import PrivacyLedger
 from privacy.mechanisms import adaptive_update_noise, add_gaussian, update_norm
+from privacy.plan import DpPlan, dp_plan
 from privacy.secagg.aggregator import SECURE_SUM
 from strategies.fedavg import FedAvg
 
 # Relative slack for float32 rounding when checking that clients clipped their updates.
 _CLIP_TOLERANCE = 1e-4
-
-
-@dataclass(frozen=True)
-class DpPlan:
-    """What one round of DP-FedAvg releases, fixed before training.
-
-    Attributes:
-        noise_multiplier: effective noise / clip norm of a round (the update noise and, with
-            adaptive clipping, the count noise together): what the ledger records.
-        sampling: "poisson", "fixed-size" or "none" (every client, every round).
-        sample_rate: the Poisson probability, or cohort / population; 1.0 with "none".
-        population: the number of clients the cohort is drawn from.
-        cohort_size: the expected number of clients per round (the averaging denominator).
-        seed: run seed; the noise of round r comes from a generator keyed by (seed, r).
-    """
-
-    noise_multiplier: float
-    sampling: str
-    sample_rate: float
-    population: int
-    cohort_size: float
-    seed: int
-
-    def event(self, server_round: int, clip_norm: float) -> DpEvent:
-        return DpEvent(
-            mechanism="gaussian",
-            noise_multiplier=self.noise_multiplier,
-            sample_rate=self.sample_rate,
-            steps=1,
-            clip_norm=clip_norm,
-            sampling=self.sampling,
-            neighbouring="client",
-            round=server_round,
-            client=None,
-            population=self.population if self.sampling == "fixed-size" else None,
-        )
-
-
-def dp_plan(cfg: RunConfig) -> DpPlan:
-    """The plan for ``cfg``: cohort from ``train.fraction``/``train.sampling``, noise from
-    ``privacy.noise-multiplier`` or calibrated so ``train.rounds`` rounds spend
-    ``privacy.target-epsilon``."""
-    n, fraction, p = cfg.data.num_clients, cfg.train.fraction, cfg.privacy
-    if cfg.train.sampling == "poisson":
-        sampling, cohort = ("none" if fraction == 1 else "poisson"), n * fraction
-        rate = fraction
-    else:
-        cohort = min(n, max(int(n * fraction), cfg.train.min_clients))
-        sampling, rate = ("none" if cohort == n else "fixed-size"), cohort / n
-    rate = 1.0 if sampling == "none" else rate
-    z = p.noise_multiplier or calibrate_noise(
-        p.target_epsilon,
-        p.delta,
-        rate,
-        cfg.train.rounds,
-        p.accountant,
-        sampling,
-        "client",
-        n if sampling == "fixed-size" else None,
-    )
-    return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed)
 
 
 class _Accounted:
@@ -115,6 +55,7 @@ class _Accounted:
         self.last_dp_events: list[dict] = []
         self.stop_reason: str | None = None
         self._dropped: list[str] = []
+        self._in_sum: int | None = None  # clients in a securely aggregated sum
         self._round, self._round_clip = 0, self.clipping_norm
 
     @property
@@ -144,11 +85,16 @@ class _Accounted:
         if self.stop_reason is not None:
             return None, None
         arrays, metrics = super().aggregate_train(server_round, self._usable(replies))
-        if arrays is not None:
-            event = self.plan.event(server_round, self._round_clip)
+        noise = self._released_noise()
+        if arrays is not None and noise > 0:
+            event = self.plan.event(server_round, self._round_clip, noise)
             self.ledger = self.ledger.record(event)
             self.last_dp_events = [event.to_dict()]
         return arrays, metrics
+
+    def _released_noise(self) -> float:
+        """The noise multiplier of this round's release (the server adds the planned one)."""
+        return self.plan.noise_multiplier
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -159,9 +105,13 @@ class _Accounted:
     def _usable(self, replies: Iterable[Message]) -> list[Message]:
         """The replies without errors, and with client-side clipping, only updates within
         the clip norm (checked against the model sent)."""
-        self._dropped, kept = [], []
+        self._dropped, kept, self._in_sum = [], [], None
         for msg in replies:
             node = msg.metadata.src_node_id
+            if not msg.has_error():
+                metrics = next(iter(msg.content.metric_records.values()), {})
+                if SECURE_SUM in metrics:
+                    self._in_sum = int(metrics[SECURE_SUM])
             if msg.has_error():
                 self._dropped.append(f"node {node}: {msg.error.reason}")
                 continue
@@ -192,11 +142,11 @@ class _Accounted:
 
     def _add_noise_to_aggregated_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         std = self.noise_multiplier * self._round_clip / self.num_sampled_clients
-        rng = seeding.numpy_rng(self.plan.seed, seeding.DP_NOISE, self._round, 0)
+        rng = seeding.noise_rng(self.plan.seeded_noise, self.plan.seed, self._round, 0)
         return to_record(add_gaussian(to_numpy_dict(arrays), std, rng))
 
     def _noisy_fraction(self, count: int, total: int) -> float:
-        rng = seeding.numpy_rng(self.plan.seed, seeding.DP_NOISE, self._round, 1)
+        rng = seeding.noise_rng(self.plan.seeded_noise, self.plan.seed, self._round, 1)
         return (count + float(rng.normal(0.0, self.clipped_count_stddev))) / max(total, 1)
 
 
@@ -224,13 +174,36 @@ class ClientSideAdaptiveClipping(
     _clipped_by_clients = True
 
 
+class DistributedNoise(ClientSideFixedClipping):
+    """Distributed DP under secure aggregation: each client clips (Flower's
+    ``fixedclipping_mod``) and adds ``z * clip / sqrt(m)`` of noise before masking, so the
+    sum of the k clients that made it carries ``z * sqrt(k / m) * clip``; the server adds
+    nothing and records that realised noise."""
+
+    def _add_noise_to_aggregated_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        return arrays
+
+    def _released_noise(self) -> float:
+        if self._in_sum is None:
+            raise RuntimeError("distributed DP without a securely aggregated sum")
+        return self.plan.noise_multiplier * (self._in_sum / self.plan.cohort_size) ** 0.5
+
+
 def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:
     """``inner`` wrapped in the Flower DP strategy ``cfg.privacy`` asks for."""
     p = cfg.privacy
     plan = dp_plan(cfg)
     inner.dp_cohort_size = plan.cohort_size
     budget = (p.budget_epsilon, p.delta, p.accountant) if p.budget_epsilon > 0 else None
-    if not p.adaptive:
+    if p.dp == "distributed":
+        needed = p.clip_norm + 8 * plan.client_noise_std(p.clip_norm)
+        if cfg.secagg.bound < needed:
+            raise ConfigError(
+                f"secagg.bound = {cfg.secagg.bound:g} would cut the clients' noise: distributed "
+                f"DP needs at least clip-norm + 8 x the client noise std = {needed:.3g}"
+            )
+        strategy = DistributedNoise(inner, plan.noise_multiplier, p.clip_norm, plan.cohort_size)
+    elif not p.adaptive:
         cls = ServerSideFixedClipping if p.clipping == "server" else ClientSideFixedClipping
         strategy = cls(inner, plan.noise_multiplier, p.clip_norm, plan.cohort_size)
     else:

@@ -69,7 +69,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
     strategy = builders[s.name]()
     strategy.seed = cfg.seed
     strategy.sampling = cfg.train.sampling
-    if cfg.privacy.dp == "client":
+    if cfg.privacy.dp in ("client", "distributed"):
         from strategies.dp import wrap_with_dp
 
         return wrap_with_dp(cfg, strategy)

@@ -167,7 +167,7 @@ class SecureAggregator:
         weight_share = total[-1]
         if weight_share <= 0:
             raise SecAggAbort("the unmasked total weight is not positive")
-        dp = self.cfg.privacy.dp == "client"
+        dp = self.cfg.privacy.dp in ("client", "distributed")
         step = total[:-1] if dp else total[:-1] / weight_share  # DP: the sum; else: the mean
         new, offset = {}, 0
         for name, array in arrays.items():

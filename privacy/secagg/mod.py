@@ -40,6 +40,7 @@ from fedcore.keys import (
     SECAGG_STATE,
     SERVER_ROUND,
 )
+from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode
@@ -65,7 +66,7 @@ def weighted_input(update: np.ndarray, weight: float, cfg: RunConfig) -> np.ndar
     """What a client masks: ``(w / W) * clip(update)`` followed by ``w / W``. Client-level DP
     weighs every client 1, as its sensitivity analysis assumes."""
     s = cfg.secagg
-    if cfg.privacy.dp == "client":
+    if cfg.privacy.dp in ("client", "distributed"):
         share = 1.0
     else:
         if weight > s.max_weight:
@@ -128,8 +129,13 @@ def _train(
     metrics = reply.content[METRICS]
     server_round = int(config[SERVER_ROUND])
     fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
-    x = weighted_input(flatten_update(received, trained), float(metrics[NUM_EXAMPLES]), cfg)
     pid = int(context.node_config[PARTITION_ID])
+    update = flatten_update(received, trained)
+    if cfg.privacy.dp == "distributed":  # this client's share of the round's noise
+        std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
+        noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
+        update = update + noise.normal(0.0, std, update.shape)
+    x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg)
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})

@@ -98,8 +98,9 @@ def test_without_sampling_our_epsilon_equals_flowers_accountant(tmp_path):
 
 
 def test_client_side_clipping_gives_the_same_model_as_server_side(tmp_path):
-    server, _ = simulate(dp_config(), tmp_path / "server")
-    client, _ = simulate(dp_config(clipping="client"), tmp_path / "client")
+    seeded = {"seeded-noise": True}
+    server, _ = simulate(dp_config(**seeded), tmp_path / "server")
+    client, _ = simulate(dp_config(clipping="client", **seeded), tmp_path / "client")
     key = "server-eval/accuracy"
     assert client["final_metrics"][key] == pytest.approx(server["final_metrics"][key], abs=1e-6)
 
@@ -206,3 +207,16 @@ def test_adaptive_clipping_with_too_little_count_noise_is_refused():
 
     with pytest.raises(ConfigError, match="count-stddev"):
         build_strategy(cfg)
+
+
+def test_dp_noise_cannot_be_regenerated_from_the_run_seed(tmp_path):
+    """By default the noise comes from the OS CSPRNG: the same seed gives other noise (anyone
+    who could regenerate it from the published seed could subtract it); seeded noise is an
+    explicit, reproducible opt-in for experiments."""
+    key = "server-eval/loss"
+    runs = {}
+    for name, seeded in [("a", False), ("b", False), ("c", True), ("d", True)]:
+        summary, _ = simulate(dp_config({"rounds": 1}, **{"seeded-noise": seeded}), tmp_path / name)
+        runs[name] = summary["final_metrics"][key]
+    assert runs["a"] != runs["b"]
+    assert runs["c"] == runs["d"]

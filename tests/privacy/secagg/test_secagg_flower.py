@@ -95,6 +95,18 @@ def test_client_level_dp_composes_with_secure_aggregation():
     assert rounds[-1]["train-failures"] == []
 
 
+def test_distributed_dp_records_the_noise_the_surviving_clients_added():
+    privacy = {"dp": "distributed", "clip-norm": 1.0, "noise-multiplier": 0.5}
+    settings = {"secagg": {"mode": "full", "bound": 8.0}, "privacy": privacy}
+    faults = {"client-failure-rate": 0.3}
+    _, rounds = run(settings | {"faults": faults, "data": {"num-clients": 10}})
+    for r in rounds:
+        (event,) = r["privacy-events"]
+        in_sum = r["train-clients"] - len(r["train-failures"])
+        assert event["noise_multiplier"] == pytest.approx(0.5 * (in_sum / 10) ** 0.5)
+        assert event["client"] is None and event["neighbouring"] == "client"
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -125,3 +137,12 @@ def test_ray_engine_runs_secure_aggregation():
     )
     for k in plain:
         np.testing.assert_allclose(secure[k], plain[k], atol=5e-4)
+
+
+def test_distributed_dp_refuses_a_bound_that_would_cut_the_noise():
+    from strategies import build_strategy
+
+    privacy = {"dp": "distributed", "clip-norm": 1.0, "noise-multiplier": 1.0}
+    cfg = parse_config(SMALL | {"secagg": {"mode": "full", "bound": 1.0}, "privacy": privacy})
+    with pytest.raises(ConfigError, match="would cut the clients' noise"):
+        build_strategy(cfg)

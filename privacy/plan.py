@@ -1,0 +1,82 @@
+"""The plan of client-level DP-FedAvg: what each round releases, fixed before training.
+
+Shared by the server's DP strategy (which noises, or for distributed DP only accounts) and the
+clients (which, for distributed DP, each add their share of the noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedcore.config import RunConfig
+from privacy.accounting import calibrate_noise
+from privacy.ledger import DpEvent
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """What one round of DP-FedAvg releases, fixed before training.
+
+    Attributes:
+        noise_multiplier: effective noise / clip norm of a round (the update noise and, with
+            adaptive clipping, the count noise together): what the ledger records.
+        sampling: "poisson", "fixed-size" or "none" (every client, every round).
+        sample_rate: the Poisson probability, or cohort / population; 1.0 with "none".
+        population: the number of clients the cohort is drawn from.
+        cohort_size: the expected number of clients per round (the averaging denominator).
+        seed: run seed.
+        seeded_noise: draw the noise from the seed (reproducible, for experiments only).
+    """
+
+    noise_multiplier: float
+    sampling: str
+    sample_rate: float
+    population: int
+    cohort_size: float
+    seed: int
+    seeded_noise: bool = False
+
+    def client_noise_std(self, clip_norm: float) -> float:
+        """Distributed DP: each client's share of the noise, so that the sum over the
+        expected cohort carries ``noise_multiplier * clip_norm``."""
+        return self.noise_multiplier * clip_norm / self.cohort_size**0.5
+
+    def event(self, server_round: int, clip_norm: float, noise: float | None = None) -> DpEvent:
+        """The round's release (``noise``: the realised noise multiplier, if not planned)."""
+        return DpEvent(
+            mechanism="gaussian",
+            noise_multiplier=self.noise_multiplier if noise is None else noise,
+            sample_rate=self.sample_rate,
+            steps=1,
+            clip_norm=clip_norm,
+            sampling=self.sampling,
+            neighbouring="client",
+            round=server_round,
+            client=None,
+            population=self.population if self.sampling == "fixed-size" else None,
+        )
+
+
+def dp_plan(cfg: RunConfig) -> DpPlan:
+    """The plan for ``cfg``: cohort from ``train.fraction``/``train.sampling``, noise from
+    ``privacy.noise-multiplier`` or calibrated so ``train.rounds`` rounds spend
+    ``privacy.target-epsilon``."""
+    n, fraction, p = cfg.data.num_clients, cfg.train.fraction, cfg.privacy
+    if cfg.train.sampling == "poisson":
+        sampling, cohort = ("none" if fraction == 1 else "poisson"), n * fraction
+        rate = fraction
+    else:
+        cohort = min(n, max(int(n * fraction), cfg.train.min_clients))
+        sampling, rate = ("none" if cohort == n else "fixed-size"), cohort / n
+    rate = 1.0 if sampling == "none" else rate
+    z = p.noise_multiplier or calibrate_noise(
+        p.target_epsilon,
+        p.delta,
+        rate,
+        cfg.train.rounds,
+        p.accountant,
+        sampling,
+        "client",
+        n if sampling == "fixed-size" else None,
+    )
+    return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise)
