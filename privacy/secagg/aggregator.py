@@ -112,11 +112,16 @@ class SecureAggregator:
         try:
             keys = {ids[n]: _public_keys(trained[n]) for n in nodes}
             neighbours = server.collect_keys(keys)
-            roster = _roster_record(keys)
             shared = exchange(
                 "share-keys",
-                {
-                    node_of[i]: ConfigRecord({**roster, "me": i, "neighbours": neighbours[i]})
+                {  # each client gets the keys of its neighbours only (SecAgg+: O(log n))
+                    node_of[i]: ConfigRecord(
+                        {
+                            **_roster_record({j: keys[j] for j in [i, *neighbours[i]]}),
+                            "me": i,
+                            "neighbours": neighbours[i],
+                        }
+                    )
                     for i in keys
                 },
             )

@@ -66,11 +66,6 @@ def _associated(round_id: int, sender: int, receiver: int) -> bytes:
     return struct.pack(">QII", round_id, sender, receiver)
 
 
-def _point(roster: list[int], cid: int) -> int:
-    """The Shamir x-coordinate of a client: its position in the sorted roster, plus one."""
-    return roster.index(cid) + 1
-
-
 def _apply_pair_mask(
     y: np.ndarray, expand: crypto.MaskExpander, seed: bytes, own: int, peer: int, sign: int = 1
 ) -> None:
@@ -125,19 +120,16 @@ class SecAggClient:
         if not set(neighbours) <= set(roster) - {self.cid}:
             raise ProtocolViolation("the roster must hold this client and its neighbours")
         self._roster, self._neighbours = dict(roster), sorted(neighbours)
-        order = sorted(roster)
         holders = sorted([*self._neighbours, self.cid])
         t = threshold(len(holders), self.threshold_fraction)
-        xs = [_point(order, v) for v in holders]
+        xs = holders  # client ids are the Shamir x-coordinates (ids are 1..n, never 0)
         s_shares = shamir.share(crypto.private_bytes(self._s_sk), t, xs)
         b_shares = shamir.share(self._b, t, xs)
-        me = _point(order, self.cid)
-        self._received[self.cid] = (s_shares[me], b_shares[me])
+        self._received[self.cid] = (s_shares[self.cid], b_shares[self.cid])
         out = {}
         for v in self._neighbours:
-            x = _point(order, v)
             plain = _SHARE.pack(
-                self.cid, v, shamir.to_bytes(s_shares[x]), shamir.to_bytes(b_shares[x])
+                self.cid, v, shamir.to_bytes(s_shares[v]), shamir.to_bytes(b_shares[v])
             )
             out[v] = crypto.encrypt(
                 self._channel(v), plain, _associated(self.round_id, self.cid, v)
@@ -170,8 +162,6 @@ class SecAggClient:
         ``("s", share)``. Refused if asked twice, or if a survivor never shared its keys."""
         if self._unmasked:
             raise ProtocolViolation("shares were already revealed for this round")
-        if not survivors <= set(self._roster):
-            raise ProtocolViolation("survivors outside the roster")
         holders = [*self._neighbours, self.cid]
         t = threshold(len(holders), self.threshold_fraction)
         if len(survivors & set(holders)) < t:
@@ -267,14 +257,13 @@ class SecAggServer:
     def unmask(self, revealed: Mapping[int, Mapping[int, tuple[str, shamir.Share]]]) -> np.ndarray:
         """The sum of the inputs of ``U3`` (still encoded mod 2^k)."""
         self._need(len(revealed), "unmasking")
-        order = sorted(self.roster)
         shares: dict[tuple[str, int], dict[int, shamir.Share]] = {}
         for holder, given in revealed.items():
             for owner, (kind, value) in given.items():
                 expected = "b" if owner in self.u3 else "s"
                 if kind != expected:
                     raise SecAggAbort(f"client {holder} revealed a {kind}-share of {owner}")
-                shares.setdefault((kind, owner), {})[_point(order, holder)] = value
+                shares.setdefault((kind, owner), {})[holder] = value
         total = self._sum.copy()
         expand = crypto.MaskExpander(len(total), self.fp.dtype)
         for u in sorted(self.u2):
@@ -298,12 +287,17 @@ class SecAggServer:
         return total
 
 
+_KEYS = struct.Struct("32s32s32s")  # channel, mask, seed hash
+
+
 def client_state(client: SecAggClient) -> dict:
-    """A client's state as plain values (ints, floats, bytes and lists of them), for a
-    Flower ``ConfigRecord`` in the node's ``Context.state``: a deployed ClientApp may run
-    each message in a fresh process."""
+    """A client's state as plain values (ints, floats, bytes and lists of ints), for a Flower
+    ``ConfigRecord`` in the node's ``Context.state``: a deployed ClientApp may run each
+    message in a fresh process. Keys, shares and channel keys travel as single byte strings
+    (one entry per peer would cost a record entry each)."""
     ids = sorted(client._roster)
     received = sorted(client._received)
+    channels = sorted(client._channels)
     return {
         "cid": client.cid,
         "round": client.round_id,
@@ -315,13 +309,15 @@ def client_state(client: SecAggClient) -> dict:
         "s-sk": crypto.private_bytes(client._s_sk),
         "b": client._b,
         "roster-ids": ids,
-        "roster-c": [client._roster[i].channel for i in ids],
-        "roster-s": [client._roster[i].mask for i in ids],
-        "roster-h": [client._roster[i].seed_hash for i in ids],
+        "roster-keys": b"".join(
+            _KEYS.pack(k.channel, k.mask, k.seed_hash) for k in (client._roster[i] for i in ids)
+        ),
         "neighbours": list(client._neighbours),
         "received-ids": received,
-        "received-s": [shamir.to_bytes(client._received[i][0]) for i in received],
-        "received-b": [shamir.to_bytes(client._received[i][1]) for i in received],
+        "received-s": b"".join(shamir.to_bytes(client._received[i][0]) for i in received),
+        "received-b": b"".join(shamir.to_bytes(client._received[i][1]) for i in received),
+        "channel-ids": channels,
+        "channel-keys": b"".join(client._channels[i] for i in channels),
         "u2": sorted(client._u2),
         "unmasked": client._unmasked,
     }
@@ -339,23 +335,41 @@ def client_from_state(state: Mapping) -> SecAggClient:
         _s_sk=crypto.load_private(state["s-sk"]),
         _b=bytes(state["b"]),
     )
+    keys = _KEYS.iter_unpack(state["roster-keys"])
     client._roster = {
-        i: PublicKeys(c, s, h)
-        for i, c, s, h in zip(
-            state["roster-ids"],
-            state["roster-c"],
-            state["roster-s"],
-            state["roster-h"],
-            strict=True,
-        )
+        int(i): PublicKeys(*k) for i, k in zip(state["roster-ids"], keys, strict=True)
     }
-    client._neighbours = list(state["neighbours"])
-    client._received = {
-        i: (shamir.from_bytes(s), shamir.from_bytes(b))
-        for i, s, b in zip(
-            state["received-ids"], state["received-s"], state["received-b"], strict=True
-        )
+    client._neighbours = [int(v) for v in state["neighbours"]]
+    ids = [int(i) for i in state["received-ids"]]
+    s_shares = shamir.many_from_bytes(state["received-s"], len(ids))
+    b_shares = shamir.many_from_bytes(state["received-b"], len(ids))
+    client._received = {i: (s_shares[k], b_shares[k]) for k, i in enumerate(ids)}
+    blob = state["channel-keys"]
+    client._channels = {
+        int(i): blob[32 * k : 32 * (k + 1)] for k, i in enumerate(state["channel-ids"])
     }
-    client._u2 = set(state["u2"])
+    client._u2 = {int(u) for u in state["u2"]}
     client._unmasked = bool(state["unmasked"])
     return client
+
+
+def secure_sum(
+    inputs: Mapping[int, np.ndarray],
+    fp: FixedPoint,
+    threshold_fraction: float = 0.5,
+    degree: int | None = None,
+    round_id: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
+    """The protocol run among ``inputs``' owners in one process, with no dropouts: the sum of
+    the encoded inputs mod 2^k, computed only from masked vectors and revealed shares. For a
+    one-off secure sum outside the Flower rounds (e.g. FedGCN's neighbour pre-communication)."""
+    ids = sorted(inputs)
+    server = SecAggServer(round_id, fp, threshold_fraction, degree, seed)
+    clients = {i: SecAggClient(i, round_id, fp, threshold_fraction) for i in ids}
+    graph_ = server.collect_keys({i: clients[i].advertise() for i in ids})
+    inbox = server.route_shares({i: clients[i].share_keys(server.roster, graph_[i]) for i in ids})
+    survivors = server.collect_masked(
+        {i: clients[i].masked_input(inputs[i], inbox[i]) for i in ids}
+    )
+    return server.unmask({i: clients[i].unmask(survivors) for i in survivors})

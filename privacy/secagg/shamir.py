@@ -11,6 +11,7 @@ would make the shares predictable.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 
@@ -69,7 +70,8 @@ def share(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, Share]:
     return {int(x): y[i] for i, x in enumerate(xs)}
 
 
-def _lagrange_at_zero(xs: list[int]) -> np.ndarray:
+@functools.lru_cache(maxsize=256)  # one cohort's holder sets repeat for every owner
+def _lagrange_at_zero(xs: tuple[int, ...]) -> np.ndarray:
     weights = []
     for i, xi in enumerate(xs):
         numerator, denominator = 1, 1
@@ -78,7 +80,9 @@ def _lagrange_at_zero(xs: list[int]) -> np.ndarray:
                 numerator = numerator * (-xj) % PRIME
                 denominator = denominator * (xi - xj) % PRIME
         weights.append(numerator * pow(denominator, -1, PRIME) % PRIME)
-    return np.asarray(weights, np.uint64)
+    out = np.asarray(weights, np.uint64)
+    out.setflags(write=False)
+    return out
 
 
 def reconstruct(shares: Mapping[int, Share], threshold: int) -> bytes:
@@ -87,7 +91,7 @@ def reconstruct(shares: Mapping[int, Share], threshold: int) -> bytes:
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot reconstruct a {threshold}-of-n secret")
     chosen = sorted(shares.items())[:threshold]
-    weights = _lagrange_at_zero([x for x, _ in chosen])
+    weights = _lagrange_at_zero(tuple(x for x, _ in chosen))
     limbs = np.zeros(LIMBS, np.uint64)
     for w, (_, s) in zip(weights, chosen, strict=True):
         limbs = (limbs + w * np.asarray(s, np.uint64)) % PRIME
@@ -102,6 +106,16 @@ def from_bytes(data: bytes) -> Share:
     if len(data) != SHARE_BYTES:
         raise ValueError(f"a share is {SHARE_BYTES} bytes, got {len(data)}")
     s = np.frombuffer(data, ">u4").astype(np.uint64)
+    if np.any(s >= PRIME):
+        raise ValueError("a share element is outside the field")
+    return s
+
+
+def many_from_bytes(data: bytes, count: int) -> np.ndarray:
+    """``count`` concatenated shares (as :func:`to_bytes` writes them), shape (count, LIMBS)."""
+    if len(data) != count * SHARE_BYTES:
+        raise ValueError(f"{len(data)} bytes cannot hold {count} shares")
+    s = np.frombuffer(data, ">u4").astype(np.uint64).reshape(count, LIMBS)
     if np.any(s >= PRIME):
         raise ValueError("a share element is outside the field")
     return s
