@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.datasets import DATASETS
+from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
+from fedcore.graph_partition import GRAPH_PARTITIONERS
 from fedcore.partition import PARTITIONERS
 
 STRATEGIES = (
@@ -39,7 +41,7 @@ STRATEGIES = (
 # Strategies whose server math needs each client's update, not only the (noised or masked) sum.
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 ENGINES = ("inprocess", "ray")
-TASKS = ("mlp",)
+TASKS = ("mlp", "gcn")
 
 
 class ConfigError(ValueError):
@@ -64,9 +66,15 @@ def _opt(
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _opt("digits", choices=DATASETS, doc="dataset of the task")
+    dataset: str = _opt(
+        "digits", choices=DATASETS + GRAPH_DATASETS, doc="dataset of the task (graphs: gcn)"
+    )
     num_clients: int = _opt(10, ge=1, doc="number of clients (partitions)")
-    partition: str = _opt("dirichlet", choices=PARTITIONERS, doc="how data is split")
+    partition: str = _opt(
+        "dirichlet",
+        choices=tuple(dict.fromkeys(PARTITIONERS + GRAPH_PARTITIONERS)),
+        doc="how data is split (graphs: louvain, dirichlet or iid over nodes)",
+    )
     alpha: float = _opt(0.5, gt=0, doc="Dirichlet concentration (dirichlet, quantity)")
     shards_per_client: int = _opt(2, ge=1, doc="label shards per client (shards)")
     min_size: int = _opt(2, ge=1, doc="minimum samples per client (dirichlet, quantity)")
@@ -79,12 +87,24 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: tuple[int, ...] = _opt([200, 200], doc="hidden layer widths of the MLP")
+    hidden: tuple[int, ...] = _opt([200, 200], doc="hidden layer widths (gcn: one layer)")
     activation: str = _opt(
         "relu",
         choices=("relu", "tanh"),
         doc="hidden activation (tanh often trains better under DP-SGD)",
     )
+    dropout: float = _opt(0.5, ge=0, le=0.95, doc="gcn: dropout on the inputs of both layers")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    mode: str = _opt(
+        "local",
+        choices=("local", "precomm"),
+        doc="gcn: local (FedAvg on induced subgraphs) or precomm (FedGCN's neighbour "
+        "aggregates, through secure aggregation, before training)",
+    )
+    hops: int = _opt(2, ge=1, le=2, doc="gcn precomm: neighbourhood completed for 1 or 2 layers")
 
 
 @dataclass(frozen=True)
@@ -235,6 +255,7 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
@@ -372,6 +393,7 @@ def _check_combination(cfg: RunConfig) -> None:
             "server's test accuracy)"
         )
     _check_privacy(cfg.privacy)
+    _check_task(cfg)
     _check_secagg(cfg)
     if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":
         raise ConfigError(
@@ -400,6 +422,38 @@ def _check_combination(cfg: RunConfig) -> None:
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
             f"(femnist), not {cfg.data.dataset!r}"
+        )
+
+
+def _check_task(cfg: RunConfig) -> None:
+    """The task, its data and its settings must fit together."""
+    graph_data = cfg.data.dataset in GRAPH_DATASETS
+    if cfg.task == "gcn":
+        if not graph_data:
+            raise ConfigError(
+                f"task 'gcn' needs a graph dataset ({', '.join(GRAPH_DATASETS)}), "
+                f"not data.dataset = {cfg.data.dataset!r}"
+            )
+        if cfg.data.partition not in GRAPH_PARTITIONERS:
+            raise ConfigError(
+                f"data.partition = {cfg.data.partition!r} does not split graphs; use one of "
+                f"{', '.join(GRAPH_PARTITIONERS)}"
+            )
+        if len(cfg.model.hidden) != 1:
+            raise ConfigError(
+                f"task 'gcn' has one hidden layer; got model.hidden = {list(cfg.model.hidden)}"
+            )
+        if cfg.privacy.dp == "sample":
+            raise ConfigError(
+                "privacy.dp = 'sample' is refused for task 'gcn': DP-SGD assumes independent "
+                "examples, but a node's features reach its neighbours' gradients through the "
+                "graph, so per-node clipping bounds nothing; use client-level DP "
+                "(privacy.dp = 'client')"
+            )
+    elif graph_data or cfg.data.partition == "louvain":
+        raise ConfigError(
+            f"task {cfg.task!r} does not read graphs; data.dataset = {cfg.data.dataset!r} and "
+            f"data.partition = {cfg.data.partition!r} need task 'gcn'"
         )
 
 

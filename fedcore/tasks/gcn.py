@@ -1,0 +1,335 @@
+"""The ``gcn`` task: Kipf & Welling's 2-layer GCN, federated over subgraphs of one graph.
+
+Each client owns some nodes of a Planetoid graph and the edges incident to them. Two modes
+(``graph.mode``):
+
+- ``local``: FedAvg on each client's induced subgraph; cross-client edges are lost.
+- ``precomm``: FedGCN's pre-communication (Yao et al. 2023). Before training, every client
+  contributes, for every node, the sum of its own neighbours' degree-scaled features (and
+  their count), and the server obtains the total through secure aggregation
+  (:func:`privacy.secagg.protocol.secure_sum`): no party sees another client's raw features.
+  With ``graph.hops = 1`` a client gets the complete first-layer aggregate of its nodes; with
+  ``hops = 2`` also that of their neighbours, so both layers of the GCN see the whole graph.
+
+The model sees a :class:`GraphView` (inputs, propagation matrices, target rows); a view is
+built per client from its own data, so no normalised adjacency is cached on the model and
+reused across clients (the trap of a ``cached=True`` GCNConv shared by clients).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from fedcore import seeding
+from fedcore.config import ConfigError, RunConfig
+from fedcore.datasets import resolve_data_dir
+from fedcore.datasets.planetoid import Graph, load_planetoid
+from fedcore.graph_partition import graph_report, split_nodes
+from fedcore.keys import ACCURACY, LOSS, TRAIN_LOSS, TRAIN_SECONDS
+from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
+
+# Secure aggregation of the neighbour sums: entries are degree-scaled features (<= max degree)
+# and neighbour counts; 12 fraction bits keep the counts exact after rounding.
+_PRECOMM_BOUND, _PRECOMM_FRAC_BITS = 1024.0, 12
+
+
+@dataclass(frozen=True)
+class GraphView:
+    """What the GCN sees: input rows, how to propagate them, and which output rows count.
+
+    Attributes:
+        x: input rows (R, F), sparse or dense: raw features, or already propagated ones
+            (``first`` is None).
+        first: sparse (R, R) propagation of layer 1, or None if ``x`` is propagated.
+        second: sparse (T, R) propagation of layer 2; its T rows are the outputs.
+        target: positions among the T outputs whose labels are scored.
+    """
+
+    x: torch.Tensor
+    first: torch.Tensor | None
+    second: torch.Tensor
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def with_target(self, target: torch.Tensor) -> GraphView:
+        return GraphView(self.x, self.first, self.second, target)
+
+
+@dataclass(frozen=True)
+class GraphClientData:
+    """One client's graph data, in the shape the ClientApp handlers expect."""
+
+    x_train: GraphView
+    y_train: torch.Tensor
+    x_test: GraphView
+    y_test: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+
+def normalized_adjacency(edges: np.ndarray, num_nodes: int) -> torch.Tensor:
+    """``D^-1/2 (A + I) D^-1/2`` as a sparse (N, N) tensor, from undirected ``edges`` (each
+    once); PyG's ``gcn_norm`` computes the weights."""
+    both = np.concatenate([edges, edges[::-1]], axis=1)
+    index = torch.from_numpy(both).long()
+    index, weight = gcn_norm(index, None, num_nodes, add_self_loops=True)
+    shape = (num_nodes, num_nodes)
+    return torch.sparse_coo_tensor(index.flip(0), weight, shape, check_invariants=True).coalesce()
+
+
+class GCN(nn.Module):
+    """Two graph convolutions (Kipf & Welling 2017): ``P2 relu(P1 X W1 + b1) W2 + b2``,
+    with dropout on the inputs of both, P1 and P2 taken from the :class:`GraphView`."""
+
+    def __init__(
+        self, num_features: int, hidden: int, num_classes: int, dropout: float, g: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(num_features, hidden, bias=False)
+        self.bias1 = nn.Parameter(torch.zeros(hidden))
+        self.lin2 = nn.Linear(hidden, num_classes, bias=False)
+        self.bias2 = nn.Parameter(torch.zeros(num_classes))
+        self.dropout = dropout
+        with torch.no_grad():  # Glorot uniform, as Kipf & Welling, from an explicit generator
+            for lin in (self.lin1, self.lin2):
+                bound = math.sqrt(6.0 / (lin.in_features + lin.out_features))
+                lin.weight.uniform_(-bound, bound, generator=g)
+
+    def forward(self, view: GraphView) -> torch.Tensor:
+        x = view.x
+        if x.is_sparse:  # bag-of-words features: dropout and product on the nonzeros only
+            values = F.dropout(x.values(), self.dropout, self.training)
+            x = torch.sparse_coo_tensor(
+                x.indices(), values, x.shape, is_coalesced=True, check_invariants=False
+            )
+            h = torch.sparse.mm(x, self.lin1.weight.T)
+        else:
+            h = self.lin1(F.dropout(x, self.dropout, self.training))
+        if view.first is not None:
+            h = torch.sparse.mm(view.first, h)
+        h = F.relu(h + self.bias1)
+        h = self.lin2(F.dropout(h, self.dropout, self.training))
+        return torch.sparse.mm(view.second, h) + self.bias2
+
+
+def _sparse(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to_sparse().coalesce()
+
+
+def _induced(graph: Graph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges among ``nodes``, renumbered to positions in ``nodes`` (sorted)."""
+    position = np.full(graph.num_nodes, -1, np.int64)
+    position[nodes] = np.arange(len(nodes))
+    keep = (position[graph.edges[0]] >= 0) & (position[graph.edges[1]] >= 0)
+    return position[graph.edges[:, keep]], position
+
+
+def _positions(members: np.ndarray, position: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(position[members[position[members] >= 0]])
+
+
+def _split_targets(graph: Graph, nodes: np.ndarray, position: np.ndarray, view: GraphView):
+    train = graph.train[np.isin(graph.train, nodes)]
+    test = graph.test[np.isin(graph.test, nodes)]
+    y = torch.from_numpy(graph.y)
+    return GraphClientData(
+        view.with_target(_positions(train, position)),
+        y[train],
+        view.with_target(_positions(test, position)),
+        y[test],
+    )
+
+
+def local_client(graph: Graph, nodes: np.ndarray) -> GraphClientData:
+    """FedAvg on the induced subgraph: both layers propagate over local edges only."""
+    edges, position = _induced(graph, nodes)
+    adj = normalized_adjacency(edges, len(nodes))
+    view = GraphView(_sparse(graph.x[nodes]), adj, adj, torch.arange(0))
+    return _split_targets(graph, nodes, position, view)
+
+
+def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) -> np.ndarray:
+    """Client ``nodes``' share of the pre-communication, shape (N, F + 1): row v holds the
+    sum over v's neighbours u owned here (and v itself, if owned) of ``x_u / sqrt(d_u)``,
+    and in the last column their count. Summed over clients: ``(A + I) D^-1/2 X`` and ``d``.
+
+    ``degree`` is only read at the owned nodes, whose incident edges the client knows."""
+    owned = np.zeros(graph.num_nodes, bool)
+    owned[nodes] = True
+    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])  # u: owned neighbour
+    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])  # v: the row it adds to
+    keep = owned[src]
+    src, dst = src[keep], dst[keep]
+    out = np.zeros((graph.num_nodes, graph.x.shape[1] + 1), np.float64)
+    np.add.at(out[:, :-1], dst, graph.x[src] / np.sqrt(degree[src])[:, None])
+    np.add.at(out[:, -1], dst, 1.0)
+    return out
+
+
+def precommunicate(
+    graph: Graph, parts: list[np.ndarray], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(A_hat X, d)`` for every node, from the clients' contributions summed with secure
+    aggregation (the server, which runs it, learns these aggregates and nothing else)."""
+    from privacy.secagg.protocol import secure_sum
+    from privacy.secagg.quantize import decode, encode, fixed_point
+
+    degree = 1 + np.bincount(graph.edges.ravel(), minlength=graph.num_nodes)  # with self loop
+    fp = fixed_point(len(parts), _PRECOMM_BOUND, _PRECOMM_FRAC_BITS)
+    rng = seeding.numpy_rng(seed, seeding.SECAGG, 0)
+    inputs = {
+        i + 1: encode(neighbour_contribution(graph, nodes, degree).ravel(), fp, rng)
+        for i, nodes in enumerate(parts)
+    }
+    total = decode(secure_sum(inputs, fp, seed=seed), fp).reshape(graph.num_nodes, -1)
+    d = np.rint(total[:, -1])
+    return (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), d
+
+
+def precomm_client(
+    graph: Graph, nodes: np.ndarray, ax: np.ndarray, d: np.ndarray, hops: int
+) -> GraphClientData:
+    """A client after pre-communication: layer 1 from the complete aggregates ``ax``; layer
+    2 over the local subgraph (1 hop) or over every neighbour with their aggregates (2 hops)."""
+    if hops == 1:
+        edges, position = _induced(graph, nodes)
+        view = GraphView(
+            _sparse(ax[nodes]),
+            None,
+            normalized_adjacency(edges, len(nodes)),
+            torch.arange(0),
+        )
+        return _split_targets(graph, nodes, position, view)
+    own = np.zeros(graph.num_nodes, bool)
+    own[nodes] = True
+    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])
+    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])
+    keep = own[src]  # rows: own nodes; columns: themselves and all their neighbours
+    src, dst = src[keep], dst[keep]
+    rows = np.concatenate([nodes, np.setdiff1d(np.unique(dst), nodes)])
+    column = np.full(graph.num_nodes, -1, np.int64)
+    column[rows] = np.arange(len(rows))
+    position = np.full(graph.num_nodes, -1, np.int64)
+    position[nodes] = np.arange(len(nodes))
+    weight = 1.0 / np.sqrt(d[src] * d[dst])
+    second = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([position[src], column[dst]])),
+        torch.from_numpy(weight.astype(np.float32)),
+        (len(nodes), len(rows)),
+        check_invariants=True,
+    ).coalesce()
+    view = GraphView(_sparse(ax[rows]), None, second, torch.arange(0))
+    return _split_targets(graph, nodes, position, view)
+
+
+def full_view(graph: Graph) -> GraphView:
+    """The whole graph (the centralized baseline and the server's evaluation)."""
+    adj = normalized_adjacency(graph.edges, graph.num_nodes)
+    return GraphView(_sparse(graph.x), adj, adj, torch.from_numpy(graph.test))
+
+
+@functools.lru_cache(maxsize=4)
+def load_graph_data(cfg: RunConfig) -> FederatedData:
+    """The clients' graph views for ``cfg`` (pre-communication included), once per process."""
+    d = cfg.data
+    graph = load_planetoid(d.dataset, resolve_data_dir(d.data_dir or None), download=d.download)
+    rng = seeding.numpy_rng(cfg.seed, seeding.PARTITION)
+    try:
+        parts = split_nodes(
+            d.partition, graph.y, graph.edges, d.num_clients, d.alpha, rng, d.min_size
+        )
+    except ValueError as err:
+        raise ConfigError(
+            f"data.partition = {d.partition!r} cannot split {graph.name} into "
+            f"data.num-clients = {d.num_clients}: {err}"
+        ) from None
+    if cfg.graph.mode == "local":
+        clients = tuple(local_client(graph, nodes) for nodes in parts)
+    else:
+        ax, degree = precommunicate(graph, parts, cfg.seed)
+        clients = tuple(precomm_client(graph, nodes, ax, degree, cfg.graph.hops) for nodes in parts)
+    report = graph_report(parts, graph.y, graph.edges, graph.num_classes)
+    report |= {"dataset": graph.name, "partition": d.partition, "mode": cfg.graph.mode}
+    return FederatedData(
+        clients=clients,
+        x_test=full_view(graph),
+        y_test=torch.from_numpy(graph.y[graph.test]),
+        num_features=graph.x.shape[1],
+        num_classes=graph.num_classes,
+        report=report,
+    )
+
+
+def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> GCN:
+    return GCN(data.num_features, cfg.model.hidden[0], data.num_classes, cfg.model.dropout, g)
+
+
+def train_one_client(
+    model: GCN, data: GraphClientData, params: TrainParams, rng: torch.Generator
+) -> ClientUpdate:
+    """``params.epochs`` full-batch SGD steps on the client's labelled nodes (a client with
+    none sends its model back with weight 0). SGD, as FedGCN: Adam's state, reset every
+    round, learns far slower under FedAvg. Weight decay applies to the first layer only, as
+    in Kipf & Welling."""
+    start = time.perf_counter()
+    model.train()
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [model.lin1.weight, model.bias1], "weight_decay": params.weight_decay},
+            {"params": [model.lin2.weight, model.bias2], "weight_decay": 0.0},
+        ],
+        lr=params.lr,
+        momentum=params.momentum,
+    )
+    losses = []
+    if data.num_train > 0:
+        with torch.random.fork_rng(devices=[]):  # dropout masks from the client's generator
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
+            for _ in range(params.epochs):
+                optimizer.zero_grad()
+                logits = model(data.x_train)[data.x_train.target]
+                loss = F.cross_entropy(logits, data.y_train)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    metrics = {TRAIN_SECONDS: time.perf_counter() - start}
+    if losses:
+        metrics[TRAIN_LOSS] = float(np.mean(losses))
+    return ClientUpdate(state=state, num_examples=data.num_train, metrics=metrics)
+
+
+@torch.no_grad()
+def evaluate(model: GCN, view: GraphView, y: torch.Tensor) -> dict[str, float]:
+    """Loss and accuracy on the view's target nodes."""
+    if len(y) == 0:
+        return {}
+    model.eval()
+    logits = model(view)[view.target]
+    return {
+        LOSS: float(F.cross_entropy(logits, y)),
+        ACCURACY: float((logits.argmax(dim=1) == y).float().mean()),
+    }
+
+
+TASK = Task(
+    name="gcn",
+    load_data=load_graph_data,
+    build_model=build_model,
+    train_one_client=train_one_client,
+    evaluate=evaluate,
+    train_one_client_dp=None,  # nodes are not independent samples: see the config check
+)
