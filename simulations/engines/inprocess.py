@@ -62,6 +62,18 @@ def deliver(app: ClientApp, msg: Message, context: Context) -> Message:
         )
 
 
+def _own_records(content: RecordDict) -> RecordDict:
+    """A copy of ``content`` whose records are new objects (the arrays themselves are shared:
+    they are not edited in place)."""
+    copy = RecordDict()
+    for name, record in content.items():
+        own = type(record)()  # filled item by item: ArrayRecord(dict) would copy the arrays
+        for key, value in record.items():
+            own[key] = value
+        copy[name] = own
+    return copy
+
+
 class InProcessGrid(Grid):
     """A Grid whose nodes are ClientApp calls in this process or in pinned worker processes.
 
@@ -72,6 +84,11 @@ class InProcessGrid(Grid):
             pickle), so a custom app is for the single-process case only.
         workers: worker processes; node ``i`` always runs on worker ``i % workers``.
         threads: torch threads per worker process.
+
+    ``send_and_receive`` returns a one-shot iterator that delivers lazily, in send order, so
+    the server can aggregate each reply as it arrives and drop it (materialise it with
+    ``list`` to read it twice). Each message reaches its client with records of its own, as
+    over a real transport: a mod that edits its message cannot change another node's.
     """
 
     def __init__(
@@ -149,6 +166,7 @@ class InProcessGrid(Grid):
     def _replies(self, messages: list[Message]) -> Iterator[Message]:
         if not self._pools:
             for msg in messages:
+                msg.content = _own_records(msg.content)
                 yield deliver(self._app, msg, self._contexts[msg.metadata.dst_node_id])
             return
         futures: list[Future] = []

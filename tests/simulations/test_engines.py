@@ -111,3 +111,25 @@ def test_message_to_unknown_node_is_refused():
         msg.metadata.__dict__["_dst_node_id"] = 1
         with pytest.raises(ValueError, match="no node"):
             grid.push_messages([msg])
+
+
+def test_each_node_gets_its_own_records_even_when_messages_share_them():
+    """As over a real transport: a mod that edits its message cannot reach another node's
+    (Flower's SecAgg+ setup sends one RecordDict to every node and its mod pops from it)."""
+    cfg = parse_config(SMALL)
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        stage = msg.content["config"].pop("stage", "missing")
+        return Message(
+            RecordDict({"metrics": MetricRecord({"seen": int(stage == "go")})}), reply_to=msg
+        )
+
+    shared = RecordDict({"config": ConfigRecord({"stage": "go"})})
+    with InProcessGrid(cfg, client_app=app) as grid:
+        messages = [
+            Message(shared, dst_node_id=n, message_type="train") for n in grid.get_node_ids()
+        ]
+        replies = list(grid.send_and_receive(messages))
+    assert [r.content["metrics"]["seen"] for r in replies] == [1] * len(messages)
