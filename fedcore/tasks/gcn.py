@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -172,11 +173,14 @@ def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) 
     src = np.concatenate([graph.edges[0], graph.edges[1], nodes])  # u: owned neighbour
     dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])  # v: the row it adds to
     keep = owned[src]
-    src, dst = src[keep], dst[keep]
-    out = np.zeros((graph.num_nodes, graph.x.shape[1] + 1), np.float64)
-    np.add.at(out[:, :-1], dst, graph.x[src] / np.sqrt(degree[src])[:, None])
-    np.add.at(out[:, -1], dst, 1.0)
-    return out
+    n = graph.num_nodes
+    adjacency = scipy.sparse.csr_matrix(  # (A + I) restricted to owned columns
+        (np.ones(int(keep.sum())), (dst[keep], src[keep])), shape=(n, n)
+    )
+    scaled = np.zeros((n, graph.x.shape[1] + 1))
+    scaled[nodes, :-1] = graph.x[nodes] / np.sqrt(degree[nodes])[:, None]
+    scaled[nodes, -1] = 1.0
+    return np.asarray(adjacency @ scaled)
 
 
 def precommunicate(
