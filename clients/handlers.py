@@ -23,6 +23,7 @@ from fedcore.keys import (
     CONFIG,
     DP_EVENT,
     EPSILON,
+    LOCAL_MODEL,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -63,7 +64,20 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
         load_into(model, arrays)
     except ValueError as err:
         raise ClientInputError(f"global model does not fit the task's model: {err}") from None
+    if task.local_state is not None:  # this client's private part of the model
+        saved = context.state.array_records.get(LOCAL_MODEL)
+        local = (
+            None if saved is None else {k: torch.from_numpy(v.numpy()) for k, v in saved.items()}
+        )
+        init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, pid)
+        task.local_state[1](model, data.clients[pid], local, init)
     return task, data.clients[pid], model
+
+
+def _keep_local(task: Task, model: nn.Module, context: Context) -> None:
+    """Save the model's private part in the node's state; it is not in the reply."""
+    if task.local_state is not None:
+        context.state[LOCAL_MODEL] = to_record(task.local_state[0](model))
 
 
 def _config(msg: Message) -> ConfigRecord:
@@ -90,7 +104,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     if cfg.privacy.dp == "local":
         return _train_local_dp(msg, context, cfg, task, model, data, params, server_round, rng)
     # "off", or "client": the server's DP strategy (or Flower's clipping mod) clips and noises
-    return _reply(msg, task.train_one_client(model, data, params, rng), {})
+    update = task.train_one_client(model, data, params, rng)
+    _keep_local(task, model, context)
+    return _reply(msg, update, {})
 
 
 def _train_dp_sgd(

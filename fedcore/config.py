@@ -41,7 +41,7 @@ STRATEGIES = (
 # Strategies whose server math needs each client's update, not only the (noised or masked) sum.
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 ENGINES = ("inprocess", "ray")
-TASKS = ("mlp", "gcn")
+TASKS = ("mlp", "gcn", "mf")
 
 
 class ConfigError(ValueError):
@@ -67,7 +67,14 @@ def _opt(
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = _opt(
-        "digits", choices=DATASETS + GRAPH_DATASETS, doc="dataset of the task (graphs: gcn)"
+        "digits",
+        choices=(*DATASETS, *GRAPH_DATASETS, "ml-100k"),
+        doc="dataset of the task (graphs: gcn; ratings: mf)",
+    )
+    split: str = _opt(
+        "u1",
+        choices=("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
+        doc="ml-100k: the official train/test split",
     )
     num_clients: int = _opt(10, ge=1, doc="number of clients (partitions)")
     partition: str = _opt(
@@ -418,10 +425,10 @@ def _check_combination(cfg: RunConfig) -> None:
             "sampling without replacement; set privacy.accountant = 'rdp' or "
             "train.sampling = 'poisson'"
         )
-    if cfg.data.partition == "natural" and cfg.data.dataset != "femnist":
+    if cfg.data.partition == "natural" and cfg.data.dataset not in ("femnist", "ml-100k"):
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
-            f"(femnist), not {cfg.data.dataset!r}"
+            f"(femnist, ml-100k), not {cfg.data.dataset!r}"
         )
 
 
@@ -450,7 +457,28 @@ def _check_task(cfg: RunConfig) -> None:
                 "graph, so per-node clipping bounds nothing; use client-level DP "
                 "(privacy.dp = 'client')"
             )
-    elif graph_data or cfg.data.partition == "louvain":
+    elif cfg.task == "mf":
+        if cfg.data.dataset != "ml-100k" or cfg.data.partition not in ("natural", "iid"):
+            raise ConfigError(
+                "task 'mf' reads data.dataset = 'ml-100k' with data.partition = 'natural' "
+                "(one user per client) or 'iid' (random silos of users)"
+            )
+        if cfg.evaluate.server:
+            raise ConfigError(
+                "task 'mf' needs evaluate.server = false: the users' factors never leave "
+                "their clients, so only the clients can predict their ratings"
+            )
+        if len(cfg.model.hidden) != 1 or cfg.strategy.name != "fedavg":
+            raise ConfigError(
+                "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
+                "rows are averaged over the clients that rated them)"
+            )
+        if cfg.secagg.mode != "off" or cfg.privacy.dp != "off":
+            raise ConfigError(
+                "task 'mf' does not yet combine with secure aggregation or DP (its per-item "
+                "counts would need masking too); set secagg.mode = 'off' and privacy.dp = 'off'"
+            )
+    elif graph_data or cfg.data.partition == "louvain" or cfg.data.dataset == "ml-100k":
         raise ConfigError(
             f"task {cfg.task!r} does not read graphs; data.dataset = {cfg.data.dataset!r} and "
             f"data.partition = {cfg.data.partition!r} need task 'gcn'"

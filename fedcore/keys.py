@@ -25,6 +25,9 @@ UPDATE_NORM = "update-norm"  # local DP: the update's L2 norm before clipping
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 
+# Node state
+LOCAL_MODEL = "local-model"  # ArrayRecord in Context.state: the part of the model kept local
+
 # Privacy
 EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
 DP_EVENT = "dp-event"  # ConfigRecord in a reply: the DP mechanism this round applied

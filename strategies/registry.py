@@ -66,7 +66,13 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trim_beta),
         "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),
     }
+    if cfg.task == "mf":
+        from strategies.items import ItemFedAvg
+
+        builders["fedavg"] = lambda: ItemFedAvg(**common)
     strategy = builders[s.name]()
+    if cfg.task == "mf":
+        strategy.server_lr = s.server_lr
     strategy.seed = cfg.seed
     strategy.sampling = cfg.train.sampling
     if cfg.privacy.dp in ("client", "distributed"):

@@ -7,7 +7,7 @@ import importlib
 from fedcore.tasks.base import ClientData, ClientUpdate, FederatedData, Task, TrainParams
 
 # name -> module defining ``TASK``; imported on first use, so nothing loads at import time
-_REGISTRY = {"mlp": "fedcore.tasks.mlp", "gcn": "fedcore.tasks.gcn"}
+_REGISTRY = {"mlp": "fedcore.tasks.mlp", "gcn": "fedcore.tasks.gcn", "mf": "fedcore.tasks.mf"}
 
 
 def get_task(name: str) -> Task:

@@ -74,3 +74,7 @@ class Task:
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
     # sample-level DP-SGD; None where the task has no sound per-example mechanism
     train_one_client_dp: Callable | None = None
+    # (get_local, set_local) for a model part that never leaves the client (e.g. a user's
+    # factors): set_local(model, data, saved_or_None, generator) before training and
+    # evaluation, get_local(model) -> tensors kept in the node's Context.state after training
+    local_state: tuple[Callable, Callable] | None = None

@@ -1,0 +1,100 @@
+"""Federated collaborative filtering: user state stays home, per-item aggregation, learning."""
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message
+
+from fedcore.apps import make_client_app
+from fedcore.config import ConfigError, parse_config
+from fedcore.server import run_server
+from fedcore.tasks.mf import ITEM_RATERS
+from simulations.engines.inprocess import InProcessGrid
+from strategies.items import item_average
+
+MF = {
+    "task": "mf",
+    "data": {"dataset": "ml-100k", "num-clients": 943, "partition": "natural"},
+    "model": {"hidden": [8]},
+    "train": {"rounds": 3, "local-epochs": 10, "lr": 0.1, "momentum": 0.5, "weight-decay": 0.05},
+    "evaluate": {"server": False},
+}
+
+
+def test_item_average_equals_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    current = {
+        "item_factors": rng.normal(size=(5, 2)),
+        "item_bias": rng.normal(size=5),
+        "global_bias": np.array([3.5]),
+    }
+    updates = []
+    for _ in range(4):
+        u = {k: v + rng.normal(size=v.shape) for k, v in current.items()}
+        u[ITEM_RATERS] = rng.integers(0, 3, 5).astype(float)
+        updates.append((u, float(rng.integers(1, 50))))
+    got = item_average(current, updates, server_lr=0.7)
+    for item in range(5):
+        raters = sum(u[ITEM_RATERS][item] for u, _ in updates)
+        step = sum(
+            u[ITEM_RATERS][item] * (u["item_factors"][item] - current["item_factors"][item])
+            for u, _ in updates
+        )
+        expected = current["item_factors"][item] + (0.7 * step / raters if raters else 0)
+        np.testing.assert_allclose(got["item_factors"][item], expected)
+    weights = sum(w for _, w in updates)
+    mu_step = sum(w * (u["global_bias"] - current["global_bias"]) for u, w in updates) / weights
+    np.testing.assert_allclose(got["global_bias"], current["global_bias"] + 0.7 * mu_step)
+
+
+def test_user_factors_never_leave_the_client():
+    """Every message a client sends is inspected: only the shared arrays and the item
+    counts, and the user's factors sit in its Context.state."""
+    cfg = parse_config(MF | {"train": MF["train"] | {"rounds": 1}})
+    sent = []
+
+    def spy(msg: Message, context: Context, call_next) -> Message:
+        reply = call_next(msg, context)
+        sent.append((reply, context))
+        return reply
+
+    app = make_client_app(cfg, [spy])
+    with InProcessGrid(cfg, client_app=app) as grid:
+        run_server(grid, cfg)
+    assert sent
+    for reply, context in sent:
+        if reply.has_error():
+            continue
+        for record in reply.content.array_records.values():
+            assert set(record) <= {"item_factors", "item_bias", "global_bias", ITEM_RATERS}
+        local = context.state.array_records["local-model"]
+        assert set(local) == {"users", "user_bias"}
+
+
+def test_a_short_federated_run_beats_the_global_mean():
+    cfg = parse_config(MF)
+    rounds = []
+    with InProcessGrid(cfg) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    from fedcore.tasks.mf import load_mf_data
+
+    data = load_mf_data(cfg)
+    train_mean = data.report["mean_rating"]
+    baseline = float(np.sqrt(np.mean((data.y_test.numpy() - train_mean) ** 2)))
+    rmse = [r["client-eval"]["mse"] ** 0.5 for r in rounds]
+    assert rmse[-1] < baseline and rmse[-1] < rmse[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"evaluate": {"server": True}}, "evaluate.server = false"),
+        ({"secagg": {"mode": "full"}}, "does not yet combine"),
+        ({"data": {"dataset": "ml-100k", "num-clients": 943, "partition": "dirichlet"}}, "natural"),
+    ],
+)
+def test_mf_misconfiguration_is_refused(settings, message):
+    raw = dict(MF)
+    for key, value in settings.items():
+        raw[key] = raw.get(key, {}) | value
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
