@@ -85,3 +85,21 @@ def test_gcn_misconfiguration_is_refused(settings, message):
         raw[key] = raw.get(key, {}) | value
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_client_level_dp_runs_on_the_graph_task_and_is_recorded(tmp_path):
+    from simulations.runner import simulate
+
+    cfg = parse_config(
+        {
+            "task": "gcn",
+            "data": {"dataset": "cora", "num-clients": 3, "partition": "louvain"},
+            "model": {"hidden": [16]},
+            "graph": {"mode": "local"},
+            "train": {"rounds": 2, "local-epochs": 3, "lr": 0.5, "momentum": 0.0},
+            "privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0},
+        }
+    )
+    result = simulate(cfg, out=tmp_path / "run", progress=False)
+    assert result.summary["privacy"]["client_level_epsilon"] > 0
+    assert (tmp_path / "run" / "privacy_report.html").exists()
