@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
@@ -99,79 +100,71 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     )
     pid = context.node_config[PARTITION_ID]
     rng = seeding.client_generator(cfg.seed, server_round, pid)
-    if cfg.privacy.dp == "sample":
-        return _train_dp_sgd(msg, context, cfg, task, model, data, params, server_round, rng)
-    if cfg.privacy.dp == "local":
-        return _train_local_dp(msg, context, cfg, task, model, data, params, server_round, rng)
-    # "off", or "client": the server's DP strategy (or Flower's clipping mod) clips and noises
-    update = task.train_one_client(model, data, params, rng)
-    _keep_local(task, model, context)
-    return _reply(msg, update, {})
-
-
-def _train_dp_sgd(
-    msg: Message,
-    context: Context,
-    cfg: RunConfig,
-    task: Task,
-    model: nn.Module,
-    data: ClientData,
-    params: TrainParams,
-    server_round: int,
-    rng: torch.Generator,
-) -> Message:
-    """Sample-level DP-SGD: check the budget, train, record the event, report it."""
-    if task.train_one_client_dp is None:
-        raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
-    dp = privacy.dp_sgd_params(cfg, data.num_train)
-    event = DpEvent(
-        mechanism="dp-sgd",
-        noise_multiplier=dp.noise_multiplier,
-        sample_rate=dp.sample_rate,
-        steps=dp.steps(params.epochs),
-        clip_norm=dp.clip_norm,
-        sampling="poisson",
-        neighbouring="example",
-        round=server_round,
-        client=context.node_config[PARTITION_ID],
-    )
+    event = _client_mechanism(cfg, task, data, params, server_round, pid)
+    if event is None:  # "off", or "client": the server's DP strategy (or Flower's clipping
+        update = task.train_one_client(model, data, params, rng)  # mod) clips and noises
+        _keep_local(task, model, context)
+        return _reply(msg, update, {})
     ledger = privacy.load_ledger(context)
-    privacy.check_budget(cfg, ledger, event)
-    pid = context.node_config[PARTITION_ID]
-    noise = seeding.noise_generator(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
-    update = task.train_one_client_dp(model, data, params, dp, rng, noise)
-    return _reply_private(msg, context, cfg, update, ledger, event)
+    privacy.check_budget(cfg, ledger, event)  # before any data is touched
+    noise = (cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
+    if event.mechanism == "dp-sgd":
+        dp = privacy.dp_sgd_params(cfg, data.num_train)
+        update = task.train_one_client_dp(
+            model, data, params, dp, rng, seeding.noise_generator(*noise)
+        )
+    else:
+        update = _train_local_dp(task, model, data, params, rng, event, seeding.noise_rng(*noise))
+    _keep_local(task, model, context)
+    ledger = ledger.record(event)
+    privacy.save_ledger(context, ledger)
+    extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
+    return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
+
+
+def _client_mechanism(
+    cfg: RunConfig, task: Task, data: ClientData, params: TrainParams, server_round: int, pid: int
+) -> DpEvent | None:
+    """The DP mechanism this client applies this round (None if it applies none)."""
+    common = {"round": server_round, "client": pid, "clip_norm": cfg.privacy.clip_norm}
+    if cfg.privacy.dp == "sample":
+        if task.train_one_client_dp is None:
+            raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
+        dp = privacy.dp_sgd_params(cfg, data.num_train)
+        return DpEvent(
+            mechanism="dp-sgd",
+            noise_multiplier=dp.noise_multiplier,
+            sample_rate=dp.sample_rate,
+            steps=dp.steps(params.epochs),
+            sampling="poisson",
+            neighbouring="example",
+            **common,
+        )
+    if cfg.privacy.dp == "local":
+        return DpEvent(
+            mechanism="gaussian",
+            noise_multiplier=privacy.local_noise(cfg),
+            sample_rate=1.0,
+            steps=1,
+            sampling="none",
+            neighbouring="local",
+            **common,
+        )
+    return None
 
 
 def _train_local_dp(
-    msg: Message,
-    context: Context,
-    cfg: RunConfig,
     task: Task,
     model: nn.Module,
     data: ClientData,
     params: TrainParams,
-    server_round: int,
     rng: torch.Generator,
-) -> Message:
+    event: DpEvent,
+    noise_rng: np.random.Generator,
+) -> ClientUpdate:
     """Local DP: train as usual, then clip the update and noise it before it leaves."""
-    pid = context.node_config[PARTITION_ID]
-    event = DpEvent(
-        mechanism="gaussian",
-        noise_multiplier=privacy.local_noise(cfg),
-        sample_rate=1.0,
-        steps=1,
-        clip_norm=cfg.privacy.clip_norm,
-        sampling="none",
-        neighbouring="local",
-        round=server_round,
-        client=pid,
-    )
-    ledger = privacy.load_ledger(context)
-    privacy.check_budget(cfg, ledger, event)
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
-    noise_rng = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
     released, norm = privatize_update(
         {k: v.numpy() for k, v in update.state.items()},
         {k: v.numpy() for k, v in reference.items()},
@@ -179,27 +172,11 @@ def _train_local_dp(
         event.noise_multiplier,
         noise_rng,
     )
-    update = replace(
+    return replace(
         update,
         state={k: torch.from_numpy(v) for k, v in released.items()},
         metrics={**update.metrics, UPDATE_NORM: norm},
     )
-    return _reply_private(msg, context, cfg, update, ledger, event)
-
-
-def _reply_private(
-    msg: Message,
-    context: Context,
-    cfg: RunConfig,
-    update: ClientUpdate,
-    ledger: privacy.PrivacyLedger,
-    event: DpEvent,
-) -> Message:
-    """Record ``event`` in the node's ledger and reply with it and the epsilon spent."""
-    ledger = ledger.record(event)
-    privacy.save_ledger(context, ledger)
-    extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
-    return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
 
 def _reply(
