@@ -162,20 +162,27 @@ def local_client(graph: Graph, nodes: np.ndarray) -> GraphClientData:
     return _split_targets(graph, nodes, position, view)
 
 
+def _incident(graph: Graph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (u, v) with u owned and v a neighbour of u or u itself: the edges of (A + I)
+    that the owner of ``nodes`` knows."""
+    owned = np.zeros(graph.num_nodes, bool)
+    owned[nodes] = True
+    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])
+    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])
+    keep = owned[src]
+    return src[keep], dst[keep]
+
+
 def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) -> np.ndarray:
     """Client ``nodes``' share of the pre-communication, shape (N, F + 1): row v holds the
     sum over v's neighbours u owned here (and v itself, if owned) of ``x_u / sqrt(d_u)``,
     and in the last column their count. Summed over clients: ``(A + I) D^-1/2 X`` and ``d``.
 
     ``degree`` is only read at the owned nodes, whose incident edges the client knows."""
-    owned = np.zeros(graph.num_nodes, bool)
-    owned[nodes] = True
-    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])  # u: owned neighbour
-    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])  # v: the row it adds to
-    keep = owned[src]
+    src, dst = _incident(graph, nodes)  # u: owned neighbour, v: the row it adds to
     n = graph.num_nodes
     adjacency = scipy.sparse.csr_matrix(  # (A + I) restricted to owned columns
-        (np.ones(int(keep.sum())), (dst[keep], src[keep])), shape=(n, n)
+        (np.ones(len(src)), (dst, src)), shape=(n, n)
     )
     scaled = np.zeros((n, graph.x.shape[1] + 1))
     scaled[nodes, :-1] = graph.x[nodes] / np.sqrt(degree[nodes])[:, None]
@@ -217,12 +224,7 @@ def precomm_client(
             torch.arange(0),
         )
         return _split_targets(graph, nodes, position, view)
-    own = np.zeros(graph.num_nodes, bool)
-    own[nodes] = True
-    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])
-    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])
-    keep = own[src]  # rows: own nodes; columns: themselves and all their neighbours
-    src, dst = src[keep], dst[keep]
+    src, dst = _incident(graph, nodes)  # rows: own nodes; columns: them and their neighbours
     rows = np.concatenate([nodes, np.setdiff1d(np.unique(dst), nodes)])
     column = np.full(graph.num_nodes, -1, np.int64)
     column[rows] = np.arange(len(rows))

@@ -78,11 +78,6 @@ class MaskExpander:
         return self._view
 
 
-def expand_mask(seed: bytes, length: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
-    """``length`` integers mod 2^k from the AES-256-CTR keystream of ``seed`` (a copy)."""
-    return MaskExpander(length, dtype)(seed).copy()
-
-
 def digest(data: bytes) -> bytes:
     """SHA-256 of ``data``: a commitment to a secret."""
     h = hashes.Hash(hashes.SHA256())
