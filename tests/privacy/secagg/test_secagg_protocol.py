@@ -101,14 +101,20 @@ def test_too_many_dropouts_abort_the_round():
         run_round(xs, drop_before_unmask={1, 2, 3, 4})
 
 
-def test_a_client_never_reveals_both_shares_of_a_peer():
-    fp = fixed_point(3, 1.0, 8)
+def keys_shared(fp):
+    """Three clients after key advertisement and share distribution: (server, clients, inbox)."""
     server = SecAggServer(1, fp, 0.5, None, 0)
     clients = {i: SecAggClient(i, 1, fp, 0.5) for i in (1, 2, 3)}
     graph = server.collect_keys({i: c.advertise() for i, c in clients.items()})
     inbox = server.route_shares(
         {i: c.share_keys(server.roster, graph[i]) for i, c in clients.items()}
     )
+    return server, clients, inbox
+
+
+def test_a_client_never_reveals_both_shares_of_a_peer():
+    fp = fixed_point(3, 1.0, 8)
+    server, clients, inbox = keys_shared(fp)
     for i, c in clients.items():
         c.masked_input(np.zeros(2, fp.dtype), inbox[i])
     first = clients[1].unmask({1, 2, 3})
@@ -122,12 +128,7 @@ def test_server_view_of_a_client_is_independent_of_its_input():
     bound: its top byte fills 256 bins evenly in both cases."""
     fp = fixed_point(3, 1.0, 16)
     for value in (0.0, 1.0):
-        server = SecAggServer(1, fp, 0.5, None, 0)
-        clients = {i: SecAggClient(i, 1, fp, 0.5) for i in (1, 2, 3)}
-        graph = server.collect_keys({i: c.advertise() for i, c in clients.items()})
-        inbox = server.route_shares(
-            {i: c.share_keys(server.roster, graph[i]) for i, c in clients.items()}
-        )
+        _, clients, inbox = keys_shared(fp)
         x = encode(np.full(51_200, value), fp, np.random.default_rng(0))
         y = clients[1].masked_input(x, inbox[1])
         counts = np.bincount((y >> 24).astype(np.int64), minlength=256)
@@ -147,12 +148,7 @@ def test_tampered_share_aborts_instead_of_unmasking_garbage():
 
 def test_client_state_survives_a_round_trip_through_plain_values():
     fp = fixed_point(3, 1.0, 8)
-    server = SecAggServer(1, fp, 0.5, None, 0)
-    clients = {i: SecAggClient(i, 1, fp, 0.5) for i in (1, 2, 3)}
-    graph = server.collect_keys({i: c.advertise() for i, c in clients.items()})
-    inbox = server.route_shares(
-        {i: c.share_keys(server.roster, graph[i]) for i, c in clients.items()}
-    )
+    server, clients, inbox = keys_shared(fp)
     restored = {i: client_from_state(client_state(c)) for i, c in clients.items()}
     masked = {i: c.masked_input(np.full(4, i, fp.dtype), inbox[i]) for i, c in restored.items()}
     survivors = server.collect_masked(masked)
