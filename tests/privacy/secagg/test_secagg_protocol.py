@@ -114,7 +114,7 @@ def keys_shared(fp):
 
 def test_a_client_never_reveals_both_shares_of_a_peer():
     fp = fixed_point(3, 1.0, 8)
-    server, clients, inbox = keys_shared(fp)
+    _, clients, inbox = keys_shared(fp)
     for i, c in clients.items():
         c.masked_input(np.zeros(2, fp.dtype), inbox[i])
     first = clients[1].unmask({1, 2, 3})
