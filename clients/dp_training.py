@@ -25,15 +25,31 @@ from privacy.clipping import clipped_gradients
 
 @dataclass(frozen=True)
 class DpSgdParams:
-    """The mechanism's parameters for one client and round."""
+    """The mechanism's parameters for one client and round.
+
+    Attributes:
+        noise_multiplier: noise std / clip norm of each released step (what is accounted).
+        clip_norm: per-example clip norm.
+        sample_rate: Poisson sampling probability of each example in a step.
+        one_step: distributed DP-SGD: a round is a single step, whatever the epochs.
+        noise_share: the fraction of the step's noise std this client adds: 1, or for
+            distributed DP-SGD ``1 / sqrt(k)`` so that the sum over k clients carries it all.
+    """
 
     noise_multiplier: float
     clip_norm: float
     sample_rate: float
+    one_step: bool = False
+    noise_share: float = 1.0
 
     def steps(self, epochs: int) -> int:
-        """Steps for ``epochs`` passes in expectation: ``epochs / q``."""
-        return max(1, math.ceil(epochs / self.sample_rate))
+        """Steps of a round of ``epochs`` passes in expectation: ``epochs / q`` (or one)."""
+        return 1 if self.one_step else max(1, math.ceil(epochs / self.sample_rate))
+
+    @property
+    def noise_std(self) -> float:
+        """The std of the Gaussian noise this client adds to each step's clipped sum."""
+        return self.noise_multiplier * self.clip_norm * self.noise_share
 
 
 def train_one_client_dp(
@@ -56,7 +72,7 @@ def train_one_client_dp(
     )
     n = data.num_train
     expected_batch = dp.sample_rate * n
-    std = dp.noise_multiplier * dp.clip_norm
+    std = dp.noise_std
     total_loss, steps = 0.0, dp.steps(params.epochs)
     with clipped_gradients(model) as clipper:
         for _ in range(steps):

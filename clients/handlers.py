@@ -30,7 +30,7 @@ from fedcore.keys import (
     PARTITION_ID,
     PROXIMAL_MU,
     SERVER_ROUND,
-    UPDATE_NORM,
+    TRAIN_SECONDS,
 )
 from fedcore.tasks import ClientData, ClientUpdate, Task, TrainParams, get_task
 from privacy.ledger import DpEvent
@@ -119,6 +119,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     ledger = ledger.record(event)
     privacy.save_ledger(context, ledger)
     extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
+    # The training loss and the update's norm are computed from the data without noise: a
+    # DP client does not send them.
+    public = {k: v for k, v in update.metrics.items() if k == TRAIN_SECONDS}
+    update = replace(update, metrics=public)
     return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
 
@@ -127,7 +131,7 @@ def _client_mechanism(
 ) -> DpEvent | None:
     """The DP mechanism this client applies this round (None if it applies none)."""
     common = {"round": server_round, "client": pid, "clip_norm": cfg.privacy.clip_norm}
-    if cfg.privacy.dp == "sample":
+    if cfg.privacy.dp in ("sample", "sample-distributed"):
         if task.train_one_client_dp is None:
             raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
         dp = privacy.dp_sgd_params(cfg, data.num_train)
@@ -165,18 +169,14 @@ def _train_local_dp(
     """Local DP: train as usual, then clip the update and noise it before it leaves."""
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
-    released, norm = privatize_update(
+    released, _ = privatize_update(
         {k: v.numpy() for k, v in update.state.items()},
         {k: v.numpy() for k, v in reference.items()},
         event.clip_norm,
         event.noise_multiplier,
         noise_rng,
     )
-    return replace(
-        update,
-        state={k: torch.from_numpy(v) for k, v in released.items()},
-        metrics={**update.metrics, UPDATE_NORM: norm},
-    )
+    return replace(update, state={k: torch.from_numpy(v) for k, v in released.items()})
 
 
 def _reply(

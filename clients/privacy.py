@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import replace
 
 from flwr.app import ConfigRecord, Context
 
@@ -19,6 +20,7 @@ from fedcore.config import RunConfig
 from fedcore.keys import LEDGER
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
+from privacy.plan import min_in_sum
 
 
 class BudgetExhausted(RuntimeError):
@@ -31,18 +33,21 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
 
     The sampling rate defaults to ``batch-size / n``. With a target epsilon, the noise is
     calibrated once for the planned horizon: ``rounds * fraction`` expected participations of
-    ``local-epochs / q`` steps each.
+    ``local-epochs / q`` steps each (one step for distributed DP-SGD, whose noise each client
+    adds a ``1 / sqrt(min_in_sum)`` share of).
     """
     p = cfg.privacy
     q = p.sample_rate or min(1.0, cfg.train.batch_size / num_examples)
-    dp = DpSgdParams(noise_multiplier=p.noise_multiplier, clip_norm=p.clip_norm, sample_rate=q)
+    distributed = p.dp == "sample-distributed"
+    share = 1 / min_in_sum(cfg) ** 0.5 if distributed else 1.0
+    dp = DpSgdParams(p.noise_multiplier, p.clip_norm, q, one_step=distributed, noise_share=share)
     if p.noise_multiplier > 0:
         return dp
     planned = max(1, round(cfg.train.rounds * cfg.train.fraction)) * dp.steps(
         cfg.train.local_epochs
     )
     z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
-    return DpSgdParams(noise_multiplier=z, clip_norm=p.clip_norm, sample_rate=q)
+    return replace(dp, noise_multiplier=z)
 
 
 @functools.lru_cache(maxsize=64)

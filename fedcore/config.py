@@ -200,11 +200,13 @@ class SecAggConfig:
 class PrivacyConfig:
     dp: str = _opt(
         "off",
-        choices=("off", "sample", "client", "local", "distributed"),
+        choices=("off", "sample", "sample-distributed", "client", "local", "distributed"),
         doc="differential privacy: off; sample (DP-SGD on clients, one example protected); "
-        "client (DP-FedAvg, one client protected, noise added by the server); local (each "
-        "client clips and noises its update before sending it); distributed (client-level, "
-        "each client adds its share of the noise under secure aggregation)",
+        "sample-distributed (one DP-SGD step per round whose noise the clients share under "
+        "secure aggregation, so the sum is a step of central DP-SGD); client (DP-FedAvg, one "
+        "client protected, noise added by the server); local (each client clips and noises "
+        "its update before sending it); distributed (client-level, each client adds its "
+        "share of the noise under secure aggregation)",
     )
     noise_multiplier: float = _opt(
         0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"
@@ -224,6 +226,13 @@ class PrivacyConfig:
         ge=0,
         doc="a round that would take a client past this is declined by the client (sample, "
         "local) or ends the run (client); 0: no limit",
+    )
+    dropout_tolerance: float = _opt(
+        0.0,
+        ge=0,
+        le=0.9,
+        doc="sample-distributed: share of the cohort that may drop out; clients add enough "
+        "noise for the rest, and a sum of fewer clients is not released",
     )
     accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
     clipping: str = _opt(
@@ -402,6 +411,7 @@ def _check_combination(cfg: RunConfig) -> None:
     _check_privacy(cfg.privacy)
     _check_task(cfg)
     _check_secagg(cfg)
+    _check_sample_distributed(cfg)
     if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":
         raise ConfigError(
             "privacy.dp = 'distributed' needs secure aggregation (secagg.mode = 'full' or "
@@ -432,6 +442,31 @@ def _check_combination(cfg: RunConfig) -> None:
         )
 
 
+def _check_sample_distributed(cfg: RunConfig) -> None:
+    """Distributed DP-SGD is a step of central DP-SGD only if every client takes exactly one
+    step at the same sampling rate and only the sum is seen."""
+    p = cfg.privacy
+    if p.dp != "sample-distributed":
+        if p.dropout_tolerance > 0:
+            raise ConfigError(
+                f"privacy.dropout-tolerance applies to privacy.dp = 'sample-distributed' only "
+                f"(privacy.dp is {p.dp!r})"
+            )
+        return
+    need = [
+        ("secagg.mode = 'full' or 'sparse'", cfg.secagg.mode != "off"),
+        ("privacy.sample-rate > 0 (every client samples at the same rate)", p.sample_rate > 0),
+        ("train.local-epochs = 1 (a round is one step)", cfg.train.local_epochs == 1),
+        ("train.fraction = 1 (the whole cohort shares the noise)", cfg.train.fraction == 1),
+    ]
+    missing = [what for what, ok in need if not ok]
+    if missing:
+        raise ConfigError(
+            "privacy.dp = 'sample-distributed' runs one DP-SGD step per round whose noise the "
+            "clients share under secure aggregation; it needs " + "; ".join(missing)
+        )
+
+
 def _check_task(cfg: RunConfig) -> None:
     """The task, its data and its settings must fit together."""
     graph_data = cfg.data.dataset in GRAPH_DATASETS
@@ -450,11 +485,11 @@ def _check_task(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"task 'gcn' has one hidden layer; got model.hidden = {list(cfg.model.hidden)}"
             )
-        if cfg.privacy.dp == "sample":
+        if cfg.privacy.dp in ("sample", "sample-distributed"):
             raise ConfigError(
-                "privacy.dp = 'sample' is refused for task 'gcn': DP-SGD assumes independent "
-                "examples, but a node's features reach its neighbours' gradients through the "
-                "graph, so per-node clipping bounds nothing; use client-level DP "
+                f"privacy.dp = {cfg.privacy.dp!r} is refused for task 'gcn': DP-SGD assumes "
+                "independent examples, but a node's features reach its neighbours' gradients "
+                "through the graph, so per-node clipping bounds nothing; use client-level DP "
                 "(privacy.dp = 'client')"
             )
     elif cfg.task == "mf":

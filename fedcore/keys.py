@@ -19,7 +19,6 @@ LOSS = "loss"
 ACCURACY = "accuracy"
 TRAIN_LOSS = "train-loss"
 TRAIN_SECONDS = "train-seconds"
-UPDATE_NORM = "update-norm"  # local DP: the update's L2 norm before clipping
 
 # Node config (set by Flower's simulation engine and by SuperNodes' --node-config)
 PARTITION_ID = "partition-id"

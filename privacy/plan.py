@@ -6,6 +6,7 @@ clients (which, for distributed DP, each add their share of the noise).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fedcore.config import RunConfig
@@ -80,3 +81,12 @@ def dp_plan(cfg: RunConfig) -> DpPlan:
         n if sampling == "fixed-size" else None,
     )
     return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise)
+
+
+def min_in_sum(cfg: RunConfig) -> int:
+    """Distributed DP-SGD: the fewest clients whose noise shares carry a step's whole noise.
+
+    Every client takes part in every round (the configuration checks it); up to
+    ``privacy.dropout-tolerance`` of them may drop out, and the server releases no sum of
+    fewer than this many clients."""
+    return max(1, math.ceil((1 - cfg.privacy.dropout_tolerance) * cfg.data.num_clients - 1e-9))

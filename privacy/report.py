@@ -47,6 +47,21 @@ ASSUMPTIONS = {
         "neighbouring, so the sensitivity is twice the clip norm and the accounted noise "
         "multiplier is half the recorded one."
     ),
+    "sample-distributed": (
+        "Distributed DP-SGD: each round is one DP-SGD step; every client adds a share of the "
+        "step's Gaussian noise to its clipped gradient sum and the server sees only the sum, "
+        "through secure aggregation, which carries the whole noise (a sum of fewer clients "
+        "than the shares were sized for is not released). The guarantee holds against an "
+        "honest-but-curious server and any clients that do not hold the example; it assumes "
+        "the secure aggregation holds, and treats each client's number of examples as public. "
+        "The fixed-point encoding of each share is not accounted (its rounding is 2^-20 per "
+        "coordinate, far below the noise)."
+    ),
+    "distributed": (
+        "Distributed client-level DP: each client clips its update and adds a share of the "
+        "noise before secure aggregation, so the server sees only the noised sum, never an "
+        "individual update; it assumes the secure aggregation holds."
+    ),
     "none": "No sampling amplification: the mechanism saw every unit each time it ran.",
     "not-covered": (
         "Not covered: client participation is not hidden (the server knows who took part), "
@@ -55,8 +70,9 @@ ASSUMPTIONS = {
 }
 
 
-def _assumptions(ledger: PrivacyLedger) -> dict[str, str]:
+def _assumptions(ledger: PrivacyLedger, dp: str) -> dict[str, str]:
     present = {e.neighbouring for e in ledger.events} | {e.sampling for e in ledger.events}
+    present.add(dp)
     return {k: v for k, v in ASSUMPTIONS.items() if k in present or k == "not-covered"}
 
 
@@ -143,7 +159,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "clients": clients,
         "epsilon_bands": bands,
         "utility": utility,
-        "assumptions": _assumptions(ledger),
+        "assumptions": _assumptions(ledger, privacy.get("dp", "off")),
         "events": len(ledger.events),
     }
 

@@ -41,6 +41,7 @@ from fedcore.keys import (
     SECAGG_STAGE,
     SERVER_ROUND,
 )
+from privacy.plan import min_in_sum
 from privacy.secagg import graph, shamir
 from privacy.secagg.protocol import PublicKeys, SecAggAbort, SecAggServer
 from privacy.secagg.quantize import decode, fixed_point
@@ -139,6 +140,7 @@ class SecureAggregator:
             survivors = server.collect_masked(
                 {ids[n]: np.array(to_numpy(r.content[SECAGG][MASKED])) for n, r in masked.items()}
             )
+            self._check_noise_covered(len(survivors))
             revealed = exchange(
                 "unmask",
                 {node_of[i]: ConfigRecord({"survivors": sorted(survivors)}) for i in survivors},
@@ -154,6 +156,19 @@ class SecureAggregator:
             _error_reply(by_node[n], f"dropped out at {why}") for n, why in failures.items()
         ]
         return replies
+
+    def _check_noise_covered(self, survivors: int) -> None:
+        """Distributed DP-SGD: each client added noise for a sum of ``min_in_sum`` clients;
+        a sum of fewer would carry less noise than the clients accounted for."""
+        if self.cfg.privacy.dp != "sample-distributed":
+            return
+        needed = min_in_sum(self.cfg)
+        if survivors < needed:
+            raise SecAggAbort(
+                f"only {survivors} masked inputs arrived; the clients' shares of the DP noise "
+                f"cover a sum of at least {needed} (privacy.dropout-tolerance = "
+                f"{self.cfg.privacy.dropout_tolerance:g}), so this sum is not released"
+            )
 
     def _stage_message(
         self, node: int, server_round: int, stage: str, payload: ConfigRecord
