@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +20,12 @@ from clients import privacy
 from fedcore import seeding
 from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
+from fedcore.datasets import DatasetError
+from fedcore.datasets import node as node_data
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
+    DATA_PATH,
     DP_EVENT,
     EPSILON,
     LOCAL_MODEL,
@@ -32,7 +36,7 @@ from fedcore.keys import (
     SERVER_ROUND,
     TRAIN_SECONDS,
 )
-from fedcore.tasks import ClientData, ClientUpdate, Task, TrainParams, get_task
+from fedcore.tasks import ClientData, ClientUpdate, FederatedData, Task, TrainParams, get_task
 from privacy.ledger import DpEvent
 from privacy.mechanisms import privatize_update
 
@@ -48,19 +52,57 @@ def _worker_model(cfg: RunConfig) -> nn.Module:
     return task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
 
 
-def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
+@functools.lru_cache(maxsize=2)
+def _node_model(cfg: RunConfig) -> nn.Module:
+    """The model of a node that holds its own data file: shaped by the run's dataset."""
+    features, classes = node_data.SHAPES[cfg.data.dataset]
+    empty = torch.zeros(0, features)
+    shape = FederatedData((), empty, torch.zeros(0, dtype=torch.long), features, classes)
+    return get_task(cfg.task).build_model(cfg, shape, torch.Generator().manual_seed(0))
+
+
+@functools.lru_cache(maxsize=4)
+def _node_file(path: str, mtime: float, dataset: str) -> ClientData:
+    arrays = {
+        k: torch.from_numpy(v) for k, v in node_data.load_node_file(Path(path), dataset).items()
+    }
+    return ClientData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+
+
+def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Module]:
+    """This node's data and the model object to train: from its own file (node config
+    ``data-path``) or, in simulation and demos, its partition of the run's dataset."""
     task = get_task(cfg.task)
-    data = task.load_data(cfg)
     pid = context.node_config.get(PARTITION_ID)
+    path = context.node_config.get(DATA_PATH)
+    if path is not None:
+        if not isinstance(pid, int) or pid < 0:
+            raise ClientInputError(
+                f"node config {PARTITION_ID}={pid!r} must be this client's id (an integer >= 0)"
+            )
+        if task.name != "mlp":
+            raise ClientInputError(f"node data files hold data for task 'mlp', not {task.name!r}")
+        try:
+            mtime = Path(str(path)).stat().st_mtime if Path(str(path)).exists() else 0.0
+            return _node_file(str(path), mtime, cfg.data.dataset), _node_model(cfg)
+        except DatasetError as err:
+            raise ClientInputError(str(err)) from None
+    data = task.load_data(cfg)
     if not isinstance(pid, int) or not 0 <= pid < len(data.clients):
         raise ClientInputError(
             f"node config {PARTITION_ID}={pid!r} is not a partition of this run "
             f"(0..{len(data.clients) - 1})"
         )
+    return data.clients[pid], _worker_model(cfg)
+
+
+def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
+    task = get_task(cfg.task)
+    client, model = _client_data(context, cfg)
+    pid = context.node_config[PARTITION_ID]
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
-    model = _worker_model(cfg)
     try:
         load_into(model, arrays)
     except ValueError as err:
@@ -71,8 +113,8 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
             None if saved is None else {k: torch.from_numpy(v.numpy()) for k, v in saved.items()}
         )
         init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, pid)
-        task.local_state[1](model, data.clients[pid], local, init)
-    return task, data.clients[pid], model
+        task.local_state[1](model, client, local, init)
+    return task, client, model
 
 
 def _keep_local(task: Task, model: nn.Module, context: Context) -> None:
@@ -190,6 +232,8 @@ def _reply(
 def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Evaluate the received global model on this node's local test split."""
     task, data, model = _setup(msg, context, cfg)
+    if len(data.y_test) == 0:
+        raise ClientInputError("this node holds no test examples to evaluate on")
     metrics = task.evaluate(model, data.x_test, data.y_test)
     record = MetricRecord({NUM_EXAMPLES: len(data.y_test), **metrics})
     return Message(RecordDict({METRICS: record}), reply_to=msg)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import replace
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
-from fedcore.keys import LEDGER
+from fedcore.keys import LEDGER, STATE_DIR
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.plan import min_in_sum
@@ -63,16 +65,41 @@ def local_noise(cfg: RunConfig) -> float:
     )
 
 
+def _ledger_file(context: Context) -> Path | None:
+    """A deployed node's ledger on disk (node config ``state-dir``), one file per run, so a
+    SuperNode that restarts mid-run resumes its accounting instead of starting from zero."""
+    state_dir = context.node_config.get(STATE_DIR)
+    if state_dir is None:
+        return None
+    return Path(str(state_dir)) / f"ledger-run-{context.run_id}.json"
+
+
 def load_ledger(context: Context) -> PrivacyLedger:
+    """The node's ledger: from its ``Context.state``, else from its ``state-dir`` file."""
     record = context.state.config_records.get(LEDGER)
-    if record is None:
+    if record is not None:
+        events = list(record["events"])
+    elif (path := _ledger_file(context)) is not None and path.exists():
+        try:
+            events = json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # never silently restart a client's budget
+            raise RuntimeError(f"cannot read this node's privacy ledger {path}: {err}") from None
+    else:
         return PrivacyLedger()
-    return PrivacyLedger(tuple(DpEvent.from_dict(json.loads(e)) for e in record["events"]))
+    return PrivacyLedger(tuple(DpEvent.from_dict(json.loads(e)) for e in events))
 
 
 def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
+    """Keep the ledger in ``Context.state`` and, on a deployed node, in its ``state-dir``
+    (written to a temporary file and renamed, so a crash never leaves half a ledger)."""
     events = [json.dumps(e.to_dict()) for e in ledger.events]
     context.state[LEDGER] = ConfigRecord({"events": events})
+    path = _ledger_file(context)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(events))
+        os.replace(tmp, path)
 
 
 def check_budget(cfg: RunConfig, ledger: PrivacyLedger, event: DpEvent) -> None:

@@ -160,6 +160,12 @@ class EngineConfig:
     name: str = _opt("inprocess", choices=ENGINES, doc="execution engine")
     workers: int = _opt(1, ge=1, doc="worker processes (inprocess) / concurrent actors (ray)")
     threads: int = _opt(1, ge=1, doc="torch threads per worker")
+    timeout: float = _opt(
+        0.0,
+        ge=0,
+        doc="seconds each exchange of a round waits for replies (deployed runs: a node that "
+        "dies never replies); 0: no limit",
+    )
 
 
 @dataclass(frozen=True)

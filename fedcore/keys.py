@@ -23,6 +23,8 @@ TRAIN_SECONDS = "train-seconds"
 # Node config (set by Flower's simulation engine and by SuperNodes' --node-config)
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
+DATA_PATH = "data-path"  # a deployed node's own dataset file (fedcore.datasets.node)
+STATE_DIR = "state-dir"  # where a deployed node keeps its privacy ledger across restarts
 
 # Node state
 LOCAL_MODEL = "local-model"  # ArrayRecord in Context.state: the part of the model kept local

@@ -76,7 +76,10 @@ def run_server(
     on_round: Callable[[RoundRecord], None] | None = None,
     timeout: float | None = None,
 ) -> ArrayRecord:
-    """Run ``cfg.train.rounds`` rounds on ``grid`` and return the final global model."""
+    """Run ``cfg.train.rounds`` rounds on ``grid`` and return the final global model
+    (``timeout``: seconds each exchange waits for replies; default ``engine.timeout``)."""
+    if timeout is None:
+        timeout = cfg.engine.timeout or None
     task = get_task(cfg.task)
     data = task.load_data(cfg)
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))

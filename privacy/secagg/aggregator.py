@@ -228,10 +228,13 @@ def _ciphertexts(reply: Message) -> dict[int, bytes]:
 
 def _shares(reply: Message) -> dict[int, tuple[str, np.ndarray]]:
     record = reply.content[SECAGG]
-    return {
-        int(o): (k, shamir.from_bytes(b))
-        for o, k, b in zip(record["owners"], record["kinds"], record["shares"], strict=True)
-    }
+    owners, kinds, blobs = record["owners"], record["kinds"], record["shares"]
+    if not len(owners) == len(kinds) == len(blobs):
+        raise ValueError("the unmasking reply's owners, kinds and shares differ in length")
+    if any(len(b) != shamir.SHARE_BYTES for b in blobs):
+        raise ValueError(f"a revealed share is not {shamir.SHARE_BYTES} bytes")
+    shares = shamir.many_from_bytes(b"".join(blobs), len(blobs))
+    return {int(o): (k, shares[i]) for i, (o, k) in enumerate(zip(owners, kinds, strict=True))}
 
 
 def _mean_metrics(replies: list[Message]) -> dict[str, float]:

@@ -141,6 +141,7 @@ class SecAggClient:
         neighbour whose shares arrived (``U2``); the shares are decrypted and kept."""
         if x.dtype != self.fp.dtype:
             raise ValueError(f"input must be encoded as {np.dtype(self.fp.dtype)}, got {x.dtype}")
+        senders, s_bytes, b_bytes = [], [], []
         for u, blob in ciphertexts.items():
             if u not in self._neighbours:
                 raise ProtocolViolation(f"client {u} is not a neighbour of client {self.cid}")
@@ -148,7 +149,13 @@ class SecAggClient:
             sender, receiver, s_share, b_share = _SHARE.unpack(plain)
             if (sender, receiver) != (u, self.cid):
                 raise crypto.TamperedError(f"share addressed {sender}->{receiver}, not {u}->me")
-            self._received[u] = (shamir.from_bytes(s_share), shamir.from_bytes(b_share))
+            senders.append(u)
+            s_bytes.append(s_share)
+            b_bytes.append(b_share)
+        s_all = shamir.many_from_bytes(b"".join(s_bytes), len(senders))
+        b_all = shamir.many_from_bytes(b"".join(b_bytes), len(senders))
+        for k, u in enumerate(senders):
+            self._received[u] = (s_all[k], b_all[k])
         self._u2 = set(ciphertexts) | {self.cid}
         expand = crypto.MaskExpander(len(x), self.fp.dtype)
         y = x + expand(self._b)

@@ -79,9 +79,10 @@ class InProcessGrid(Grid):
 
     Args:
         cfg: the run; one node per client partition.
-        client_app: the ClientApp to serve (default: fedcore's, with the scenario's faults).
-            With ``workers > 1`` each worker builds the default itself (closures do not
-            pickle), so a custom app is for the single-process case only.
+        client_app: the ClientApp to serve (default: fedcore's, with the scenario's faults);
+            for the single-process case only (an app holds closures, which do not pickle).
+        app_factory: a module-level function ``cfg -> ClientApp`` that each process calls to
+            build its app (default: fedcore's); what a custom app needs with ``workers > 1``.
         workers: worker processes; node ``i`` always runs on worker ``i % workers``.
         threads: torch threads per worker process.
 
@@ -96,12 +97,13 @@ class InProcessGrid(Grid):
         cfg: RunConfig,
         *,
         client_app: ClientApp | None = None,
+        app_factory: Callable[[RunConfig], ClientApp] = simulation_client_app,
         workers: int = 1,
         threads: int = 1,
     ) -> None:
         if workers > 1 and client_app is not None:
-            raise ValueError("a custom client_app runs in-process only; use workers=1")
-        self._app = client_app or simulation_client_app(cfg)
+            raise ValueError("a custom client_app runs in-process only; pass app_factory")
+        self._app = client_app or (app_factory(cfg) if workers == 1 else None)
         self._ids = node_ids(cfg.data.num_clients)
         self._id_set = set(self._ids)
         self._run = Run.create_empty(RUN_ID)
@@ -117,7 +119,7 @@ class InProcessGrid(Grid):
                     max_workers=1,
                     mp_context=get_context("spawn"),
                     initializer=_worker_init,
-                    initargs=(cfg, self._ids[w::workers], threads),
+                    initargs=(cfg, self._ids[w::workers], threads, app_factory),
                 )
             )
 
@@ -195,9 +197,11 @@ class InProcessGrid(Grid):
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: RunConfig, ids: list[int], threads: int) -> None:
+def _worker_init(
+    cfg: RunConfig, ids: list[int], threads: int, app_factory: Callable[[RunConfig], ClientApp]
+) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(app=simulation_client_app(cfg), contexts=make_contexts(cfg, ids))
+    _WORKER.update(app=app_factory(cfg), contexts=make_contexts(cfg, ids))
 
 
 def _worker_deliver(msg: Message) -> Message:

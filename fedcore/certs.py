@@ -1,0 +1,161 @@
+"""Certificates and keys for a deployment: a CA, the SuperLink's TLS certificate, and the
+SuperNodes' authentication key pairs, all made with ``cryptography``.
+
+The CA signs the SuperLink's certificate for the host names and IP addresses the clients dial;
+every SuperNode (and the ``flwr`` CLI) trusts that CA alone (``ca.crt``). SuperNode keys are
+ECDSA P-384 pairs: the private key in PEM for ``flower-supernode --auth-supernode-private-key``,
+the public key in OpenSSH form, which ``flwr supernode register`` records on the SuperLink.
+Private keys are written readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALID_DAYS = 365
+
+
+@dataclass(frozen=True)
+class ServerCerts:
+    """Where :func:`write_server_certs` put the files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedcore"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    """DNS names and IP addresses; an entry that parses as an IP address is one."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if not host or any(c.isspace() for c in host):
+                raise ValueError(f"{host!r} is neither a host name nor an IP address") from None
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def make_ca(common_name: str = "fedcore CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA that may sign server certificates only (path length 0)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def make_server_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, hosts: list[str]
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A TLS server certificate for ``hosts`` (names and IPs), signed by the CA."""
+    if not hosts:
+        raise ValueError("a server certificate needs at least one host name or IP address")
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by the owner only (created so, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def write_server_certs(out: Path, hosts: list[str]) -> ServerCerts:
+    """A CA and a server certificate for ``hosts`` in ``out`` (created if needed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = make_ca()
+    key, cert = make_server_cert(ca_key, ca_cert, hosts)
+    files = ServerCerts(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(files.ca_key, _private_pem(ca_key))
+    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(files.server_key, _private_pem(key))
+    return files
+
+
+def write_node_keys(out: Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode's authentication key pair: ``name`` (private, PEM) and ``name.pub``
+    (OpenSSH public key, what the SuperLink registers)."""
+    out.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = out / name, out / f"{name}.pub"
+    _write_secret(private, _private_pem(key))
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
+    return private, public
