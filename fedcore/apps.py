@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
-from clients.handlers import handle_evaluate, handle_train
 from clients.mods import dp_clipping_mod
 from fedcore.config import RunConfig, parse_config
-from fedcore.server import RoundRecord, run_server
 from privacy.secagg.mod import secagg_mod
+
+if TYPE_CHECKING:
+    from fedcore.server import RoundRecord
 
 
 def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
@@ -37,12 +39,18 @@ def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> C
 
     app = ClientApp(mods=[*mods, secagg_mod(resolve), dp_clipping_mod(resolve)])
 
+    # The handlers (and torch with them) are imported on first use: a deployed SuperNode
+    # starts a fresh process per message, and the secure-aggregation stages never train.
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        from clients.handlers import handle_train
+
         return handle_train(msg, context, _resolve(cfg, context))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        from clients.handlers import handle_evaluate
+
         return handle_evaluate(msg, context, _resolve(cfg, context))
 
     return app
@@ -62,6 +70,8 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        from fedcore.server import run_server
+
         run_cfg = _resolve(cfg, context)
         if on_round is not None:
             arrays = run_server(grid, run_cfg, on_round=on_round)

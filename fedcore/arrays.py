@@ -14,11 +14,14 @@ import functools
 import io
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
 from flwr.common.constant import SType
+
+if TYPE_CHECKING:  # tensors only reach here from code that imported torch already
+    import torch
 
 _MAGIC = b"\x93NUMPY"
 
@@ -93,7 +96,7 @@ def to_record(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
     """An ``ArrayRecord`` from a state dict of tensors or arrays, keeping names and order."""
     record = ArrayRecord()  # filled item by item: ArrayRecord(dict) would copy every Array
     for name, t in state.items():
-        record[name] = from_numpy(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
+        record[name] = from_numpy(t if isinstance(t, np.ndarray) else t.detach().cpu().numpy())
     return record
 
 
@@ -122,6 +125,5 @@ def load_into(module: torch.nn.Module, record: ArrayRecord) -> None:
                 f"array {name!r} has shape {source.shape}, the model's is "
                 f"{tuple(targets[name].shape)}"
             )
-    with torch.no_grad():
-        for name, source in sources.items():
-            targets[name].detach().numpy()[...] = source
+    for name, source in sources.items():  # detached views: no autograd involved
+        targets[name].detach().numpy()[...] = source

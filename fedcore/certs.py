@@ -3,8 +3,8 @@ SuperNodes' authentication key pairs, all made with ``cryptography``.
 
 The CA signs the SuperLink's certificate for the host names and IP addresses the clients dial;
 every SuperNode (and the ``flwr`` CLI) trusts that CA alone (``ca.crt``). SuperNode keys are
-ECDSA P-384 pairs: the private key in PEM for ``flower-supernode --auth-supernode-private-key``,
-the public key in OpenSSH form, which ``flwr supernode register`` records on the SuperLink.
+ECDSA P-384 pairs in OpenSSH format: the private key for ``flower-supernode
+--auth-supernode-private-key``, the public key for ``flwr supernode register``.
 Private keys are written readable by their owner only.
 """
 
@@ -146,12 +146,19 @@ def write_server_certs(out: Path, hosts: list[str]) -> ServerCerts:
 
 
 def write_node_keys(out: Path, name: str) -> tuple[Path, Path]:
-    """A SuperNode's authentication key pair: ``name`` (private, PEM) and ``name.pub``
-    (OpenSSH public key, what the SuperLink registers)."""
+    """A SuperNode's authentication key pair in OpenSSH format, as Flower reads them:
+    ``name`` (private) and ``name.pub`` (public, what ``flwr supernode register`` records)."""
     out.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP384R1())
     private, public = out / name, out / f"{name}.pub"
-    _write_secret(private, _private_pem(key))
+    _write_secret(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
     public.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

@@ -54,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("config", help="print every setting with its default and meaning")
+    part = sub.add_parser(
+        "partition", help="write each client's data to its own .npz file (for SuperNodes)"
+    )
+    part.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO)
+    part.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    part.add_argument("--out", type=Path, required=True, help="folder for client-<i>.npz")
+    certs = sub.add_parser(
+        "certs", help="make a CA, a SuperLink TLS certificate and SuperNode auth keys"
+    )
+    certs.add_argument("--out", type=Path, required=True, help="folder for the files")
+    certs.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        default=[],
+        help="a host name or IP the SuperLink is reached at (repeatable; default: "
+        "localhost and 127.0.0.1)",
+    )
+    certs.add_argument("--nodes", type=int, default=0, help="SuperNode key pairs to make")
     rep = sub.add_parser("report", help="write the privacy report of a run directory")
     rep.add_argument("run_dir", type=Path)
     return parser
@@ -97,6 +116,43 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _partition(args: argparse.Namespace, console: Console) -> int:
+    from fedcore.datasets.node import write_node_files
+    from fedcore.tasks import get_task
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    cfg = load_scenario(scenario_path(args.scenario), overrides)
+    if cfg.task != "mlp":
+        raise ConfigError(f"node data files hold data for task 'mlp', not {cfg.task!r}")
+    data = get_task(cfg.task).load_data(cfg)
+    clients = [
+        (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
+        for c in data.clients
+    ]
+    paths = write_node_files(clients, args.out)
+    console.print(f"wrote {len(paths)} node files ({cfg.data.dataset}) to {args.out}")
+    return 0
+
+
+def _certs(args: argparse.Namespace, console: Console) -> int:
+    from fedcore.certs import write_node_keys, write_server_certs
+
+    hosts = args.hosts or ["localhost", "127.0.0.1"]
+    try:
+        files = write_server_certs(args.out, hosts)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for i in range(args.nodes):
+        write_node_keys(args.out, f"node-{i}")
+    console.print(
+        f"wrote {files.ca_cert.name} (give it to every SuperNode and flwr), "
+        f"{files.server_cert.name} + {files.server_key.name} (SuperLink, for {', '.join(hosts)})"
+        + (f", node-0..{args.nodes - 1}[.pub] (SuperNode keys)" if args.nodes else "")
+        + f" in {args.out}; keep ca.key offline"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
@@ -110,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args, console)
+        if args.command == "partition":
+            return _partition(args, console)
+        if args.command == "certs":
+            return _certs(args, console)
         return _simulate(args, console)
     except (ConfigError, DatasetError, FileExistsError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")

@@ -9,9 +9,12 @@ operating system's CSPRNG unless a run asks for seeded noise (:func:`noise_rng`)
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a generator is made: a deployed node's
+    import torch  # secure-aggregation stages run in processes that never need it
 
 PARTITION = 1
 MODEL_INIT = 2
@@ -29,6 +32,8 @@ def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
 
 def torch_generator(seed: int, stream: int, *keys: int) -> torch.Generator:
     """A CPU torch generator seeded from the same derivation as :func:`numpy_rng`."""
+    import torch
+
     state = np.random.SeedSequence([seed, stream, *keys]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -43,6 +48,8 @@ def noise_rng(seeded: bool, seed: int, *keys: int) -> np.random.Generator:
 
 def noise_generator(seeded: bool, seed: int, *keys: int) -> torch.Generator:
     """The torch counterpart of :func:`noise_rng` (for DP-SGD's per-step noise)."""
+    import torch
+
     if seeded:
         return torch_generator(seed, DP_NOISE, *keys)
     return torch.Generator().manual_seed(secrets.randbits(63))

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from fedcore import seeding
 from fedcore.arrays import load_into, to_record
 from fedcore.config import RunConfig
+from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, DP_EVENT
 from fedcore.tasks import get_task
 from privacy.secagg.aggregator import SecureAggregator
@@ -95,7 +96,7 @@ def run_server(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
         )
         if secure is None:
-            replies = traffic.count_received(grid.send_and_receive(messages, timeout=timeout))
+            replies = traffic.count_received(send_and_receive(grid, messages, timeout))
         else:  # every stage's replies pass through traffic; the strategy sees the sum
             replies = secure.send_and_receive(
                 grid, messages, arrays, server_round, traffic.count_received, timeout
@@ -117,7 +118,7 @@ def run_server(
         if messages:
             eval_metrics = strategy.aggregate_evaluate(
                 server_round,
-                traffic.count_received(grid.send_and_receive(messages, timeout=timeout)),
+                traffic.count_received(send_and_receive(grid, messages, timeout)),
             )
             record["client-eval"] = dict(eval_metrics or {})
             record["eval-failures"] = list(strategy.last_failures)

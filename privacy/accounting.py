@@ -31,14 +31,16 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from opacus.accountants import RDPAccountant, create_accountant
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 from privacy.ledger import DpEvent, PrivacyLedger
 
 ACCOUNTANTS = ("rdp", "prv")
-ORDERS = tuple(RDPAccountant.DEFAULT_ALPHAS)
-"""Rényi orders of every RDP computation here (Opacus' defaults, for either backend)."""
+ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+"""Rényi orders of every RDP computation here: Opacus' ``RDPAccountant.DEFAULT_ALPHAS``
+(a test checks they agree), for either backend.
+
+Opacus is imported where it is used, not here: importing it costs seconds, and a deployed
+SuperNode starts a fresh ClientApp process for every message."""
 
 
 def _check_accountant(accountant: str) -> None:
@@ -125,6 +127,8 @@ def epsilon(events: Iterable[DpEvent], delta: float, accountant: str = "rdp") ->
     history = _history(events)
     if accountant == "rdp":
         return _rdp_to_epsilon(sum(steps * _rdp_curve(q, z) for z, q, steps in history), delta)
+    from opacus.accountants import create_accountant
+
     composed = create_accountant(mechanism=accountant)
     composed.history = history
     return float(composed.get_epsilon(delta=delta))
@@ -135,6 +139,8 @@ def _cohort(event: DpEvent) -> int:
 
 
 def _rdp_to_epsilon(rdp: np.ndarray, delta: float) -> float:
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     eps, _ = rdp_analysis.get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
     return float(eps)
 
@@ -142,6 +148,8 @@ def _rdp_to_epsilon(rdp: np.ndarray, delta: float) -> float:
 @functools.lru_cache(maxsize=4096)
 def _rdp_curve(sample_rate: float, noise_multiplier: float) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step at `ORDERS` (read-only: shared by the cache)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     curve = np.asarray(
         rdp_analysis.compute_rdp(
             q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(ORDERS)

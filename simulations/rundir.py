@@ -96,9 +96,16 @@ class RunDirectory:
         return summary
 
     def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
-        """Save the final model, the summary and the plots."""
+        """Save the final model, the summary and the plots, and with DP the privacy report."""
         torch.save(final_model(self.cfg, arrays).state_dict(), self.path / "model.pt")
-        return self._close("completed")
+        summary = self._close("completed")
+        if self.cfg.privacy.dp != "off":  # the report, from the ledger only
+            from privacy.report import write_report
+
+            report = write_report(self.path)
+            summary["privacy"] = report["guarantee"] | {"delta": report["delta"]}
+            _write_json(self.path / "summary.json", summary)
+        return summary
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._close("failed", f"{type(error).__name__}: {error}")

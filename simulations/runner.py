@@ -39,9 +39,4 @@ def simulate(
 
         arrays = run_engine(cfg, on_round)
         summary = run_dir.finish(arrays)
-    if cfg.privacy.dp != "off":
-        from privacy.report import write_report
-
-        report = write_report(run_dir.path)
-        summary["privacy"] = report["guarantee"] | {"delta": report["delta"]}
     return RunResult(run_dir.path, summary)

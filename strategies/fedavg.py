@@ -43,7 +43,7 @@ class FedAvg(flwr_strategy.FedAvg):
     Attributes:
         seed: run seed; the cohort of round ``r`` is drawn from a generator keyed by
             (seed, r), so a run is reproducible without touching Python's global RNG.
-        wait_seconds: how long to wait for ``min_available_nodes`` to connect.
+        wait_seconds: how long to wait for ``min_available_nodes`` to connect (round 1).
         sampling: ``"fixed-size"`` (a cohort of ``max(fraction * n, min_train_nodes)``
             without replacement) or ``"poisson"`` (each node independently with probability
             ``fraction``, the sampling that DP amplification analyses).
@@ -74,21 +74,21 @@ class FedAvg(flwr_strategy.FedAvg):
         (the minimum does not apply: it would break the Poisson analysis)."""
         deadline = time.monotonic() + self.wait_seconds
         poisson = self.sampling == "poisson" and purpose == _TRAIN
+        # The run starts once every node is connected; later rounds go on with the nodes
+        # that are (a node that died may rejoin when it can).
+        available = self.min_available_nodes if server_round == 1 else 1
         while True:
             nodes = sorted(grid.get_node_ids())
             size = 0 if poisson else max(int(len(nodes) * fraction), minimum)
-            if len(nodes) >= max(size, self.min_available_nodes):
+            if len(nodes) >= max(size, available):
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"only {len(nodes)} nodes connected after {self.wait_seconds:.0f} s; "
-                    f"need {max(size, self.min_available_nodes)}"
+                    f"need {max(size, available)}"
                 )
             log(
-                INFO,
-                "Waiting for nodes: %d connected, %d needed",
-                len(nodes),
-                max(size, self.min_available_nodes),
+                INFO, "Waiting for nodes: %d connected, %d needed", len(nodes), max(size, available)
             )
             time.sleep(1.0)
         rng = seeding.numpy_rng(self.seed, seeding.SAMPLING, server_round, purpose)

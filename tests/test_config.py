@@ -384,3 +384,14 @@ def test_readme_configuration_reference_is_current():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert reference_table() in readme, "regenerate the README table with reference_table()"
+
+
+def test_the_flower_app_config_lists_every_key_at_its_default():
+    """``flwr run --run-config`` accepts only keys the app config lists."""
+    import tomllib
+    from pathlib import Path
+
+    from fedcore.config import RunConfig, to_run_config
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["tool"]["flwr"]["app"]["config"] == to_run_config(RunConfig())

@@ -30,6 +30,7 @@ from flwr.supercore import log
 
 from fedcore.arrays import to_numpy, to_record
 from fedcore.config import RunConfig
+from fedcore.exchange import send_and_receive
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
@@ -89,9 +90,13 @@ class SecureAggregator:
                     self._stage_message(node, server_round, stage, p)
                     for node, p in payloads.items()
                 ]
-            replies = {}
-            for reply in observe(grid.send_and_receive(out, timeout=timeout)):
-                node = reply.metadata.src_node_id
+            replies: dict[int, Message] = {}
+            sent_to: dict[str, int] = {}
+            for reply in observe(send_and_receive(grid, out, timeout)):
+                if not sent_to:  # message ids exist once the messages are pushed
+                    sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in out}
+                # an error the SuperLink writes for a lost node comes from the SuperLink
+                node = sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
                 if reply.has_error():
                     failures[node] = f"{stage}: {reply.error.reason}"
                 else:

@@ -92,6 +92,8 @@ class InProcessGrid(Grid):
     over a real transport: a mod that edits its message cannot change another node's.
     """
 
+    polls = False  # replies are produced as the server reads them (fedcore.exchange)
+
     def __init__(
         self,
         cfg: RunConfig,

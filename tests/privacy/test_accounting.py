@@ -226,3 +226,11 @@ def test_calibration_covers_fixed_size_and_local_dp(sampling, neighbouring, q, p
     z = calibrate_noise(2.0, DELTA, q, 30, "rdp", sampling, neighbouring, population)
     event = client_event(z, q, 30, sampling, population, neighbouring=neighbouring)
     assert 0.99 * 2.0 <= epsilon([event], DELTA) <= 2.0
+
+
+def test_orders_are_opacus_defaults():
+    from opacus.accountants import RDPAccountant
+
+    from privacy.accounting import ORDERS
+
+    assert list(ORDERS) == list(RDPAccountant.DEFAULT_ALPHAS)

@@ -1,0 +1,384 @@
+"""Local multi-process deployment: a SuperLink and N SuperNodes on loopback, run with ``flwr run``.
+
+The same fedcore app that runs in simulation runs here on Flower's deployment runtime, as
+separate processes that talk over TLS (on by default) with SuperNode authentication. Each
+SuperNode reads only its own data file (``fedcore.datasets.node``) and keeps its privacy
+ledger in its own state folder, so a node that is killed and restarted resumes its
+accounting. :class:`LocalDeployment` starts everything in a work folder and stops every
+process it started when it exits, also on Ctrl-C or an error::
+
+    with LocalDeployment(Path("deploy"), cfg, nodes=3) as deployment:
+        run_dir = deployment.run(out=Path("runs/deployed"))
+
+Flower 1.42 serves the Fleet, Control and ServerAppIo APIs on one port. Runtime dependency
+installation is disabled (it would run ``uv sync`` against the internet); the processes use
+this environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedcore.certs import write_node_keys, write_server_certs
+from fedcore.config import RunConfig, _toml_value, to_run_config
+from fedcore.datasets.node import write_node_files
+from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
+from fedcore.tasks import get_task
+
+CONNECTION = "fedcore-local"
+HOST = "127.0.0.1"
+
+
+class DeploymentError(RuntimeError):
+    """A process of the deployment failed to start, or the run did not complete."""
+
+
+def app_dir() -> Path:
+    """The folder holding fedcore's ``pyproject.toml`` (the Flower App ``flwr run`` ships)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        raise DeploymentError(f"no pyproject.toml in {root}: deploy from a source checkout")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (Flower's CLIs sit beside the interpreter)."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        raise DeploymentError(f"{name} not found beside {sys.executable} or on PATH")
+    return found
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the process group (the SuperLink's and SuperNodes' children with it),
+        SIGKILL after ``grace`` seconds."""
+        if self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace)
+        _signal_group(self.popen.pid, signal.SIGKILL)  # the children, even if it exited
+        self.popen.wait()
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class LocalDeployment:
+    """A SuperLink and ``nodes`` SuperNodes on loopback for ``cfg`` (a context manager).
+
+    Args:
+        workdir: where certificates, keys, node data, logs and Flower's state go; the
+            ServerApp's run directories appear under ``workdir/runs``.
+        cfg: the run; each node ``i`` gets client ``i``'s partition as its own data file.
+        nodes: SuperNodes to start (the run's ``data.num-clients`` clients must fit).
+        insecure: no TLS and no node authentication (prints a warning; for debugging).
+    """
+
+    def __init__(self, workdir: Path, cfg: RunConfig, nodes: int, insecure: bool = False):
+        if nodes < 1 or nodes > cfg.data.num_clients:
+            raise DeploymentError(
+                f"{nodes} nodes for a run of {cfg.data.num_clients} clients: each node holds "
+                f"one client's data"
+            )
+        self.workdir = Path(workdir).resolve()
+        self.cfg, self.nodes, self.insecure = cfg, nodes, insecure
+        self.port = free_port()
+        self.processes: dict[str, _Process] = {}
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(self.workdir / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PYTHONUNBUFFERED": "1",
+            # the SuperLink and SuperNodes start Flower's other executables by name
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+        self.certs = self.workdir / "certs"
+        self.data_files: list[Path] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self._prepare()
+            self.start_superlink()
+            for i in range(self.nodes):
+                if not self.insecure:
+                    self.register(i)
+                self.start_node(i)
+            self.wait_for_nodes(self.nodes)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.insecure:
+            print("WARNING: insecure deployment: no TLS, no SuperNode authentication", flush=True)
+        else:
+            write_server_certs(self.certs, ["localhost", HOST])
+            for i in range(self.nodes):
+                write_node_keys(self.certs, f"node-{i}")
+        data = get_task(self.cfg.task).load_data(self.cfg)
+        self.data_files = write_node_files(
+            [
+                (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
+                for c in data.clients[: self.nodes]
+            ],
+            self.workdir / "node-data",
+        )
+        home = self.workdir / "flwr-home"
+        home.mkdir(exist_ok=True)
+        connection = f'[superlink.{CONNECTION}]\naddress = "{HOST}:{self.port}"\n'
+        if self.insecure:
+            connection += "insecure = true\n"
+        else:
+            connection += f'root-certificates = "{self.certs / "ca.crt"}"\n'
+        (home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n' + connection)
+
+    def _spawn(self, name: str, args: list[str]) -> _Process:
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(
+                args,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped with its children
+            )
+        process = _Process(name, popen, log)
+        self.processes[name] = process
+        return process
+
+    def _tls(self) -> list[str]:
+        return ["--insecure"] if self.insecure else []
+
+    def start_superlink(self) -> None:
+        args = [
+            _bin("flower-superlink"),
+            *self._tls(),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.workdir / "superlink.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        if not self.insecure:
+            args += [
+                "--ssl-ca-certfile",
+                str(self.certs / "ca.crt"),
+                "--ssl-certfile",
+                str(self.certs / "server.pem"),
+                "--ssl-keyfile",
+                str(self.certs / "server.key"),
+                "--enable-supernode-auth",
+            ]
+        process = self._spawn("superlink", args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise DeploymentError(f"the SuperLink exited:\n{process.tail()}")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise DeploymentError(f"the SuperLink did not open port {self.port} in 60 s")
+
+    def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the ``flwr`` CLI against this deployment's SuperLink."""
+        return subprocess.run(
+            [_bin("flwr"), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def register(self, i: int, key: str | None = None) -> None:
+        """Register SuperNode ``i``'s public key with the SuperLink."""
+        pub = self.certs / f"{key or f'node-{i}'}.pub"
+        done = self.flwr("supernode", "register", str(pub), CONNECTION)
+        if done.returncode != 0:
+            raise DeploymentError(f"registering {pub.name} failed:\n{done.stdout}{done.stderr}")
+
+    def start_node(
+        self, i: int, key: str | None = None, root_certificates: Path | None = None
+    ) -> _Process:
+        """Start SuperNode ``i`` on client ``i``'s data file (``key``: another key pair in
+        the certificate folder; ``root_certificates``: another CA to trust)."""
+        node_config = (
+            f"{PARTITION_ID}={i} {NUM_PARTITIONS}={self.cfg.data.num_clients} "
+            f'{DATA_PATH}="{self.data_files[i]}" {STATE_DIR}="{self.workdir / f"state-{i}"}"'
+        )
+        args = [
+            _bin("flower-supernode"),
+            *self._tls(),
+            "--superlink",
+            f"{HOST}:{self.port}",
+            "--host",
+            HOST,
+            "--port",
+            str(free_port()),
+            "--node-config",
+            node_config,
+            "--max-retries",
+            "3",
+        ]
+        if not self.insecure:
+            args += [
+                "--root-certificates",
+                str(root_certificates or self.certs / "ca.crt"),
+                "--auth-supernode-private-key",
+                str(self.certs / (key or f"node-{i}")),
+            ]
+        name = f"node-{i}" if key is None and root_certificates is None else f"node-{i}-other"
+        if name in self.processes and self.processes[name].alive():
+            raise DeploymentError(f"{name} is running already")
+        return self._spawn(name, args)
+
+    def restart_node(self, i: int, timeout: float = 180) -> _Process:
+        """Start SuperNode ``i`` again after a crash. The SuperLink refuses a second node with
+        the same key until it has missed two heartbeats (about a minute), so retry until then.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            process = self.start_node(i)
+            try:
+                process.popen.wait(15)  # refused nodes exit within seconds
+            except subprocess.TimeoutExpired:
+                return process  # still running: it is in
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"node-{i} could not rejoin:\n{process.tail()}")
+            time.sleep(5)
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILL SuperNode ``i`` and its ClientApp processes (a crash, not a shutdown)."""
+        process = self.processes[f"node-{i}"]
+        _signal_group(process.popen.pid, signal.SIGKILL)
+        process.popen.wait()
+
+    def current_run(self) -> Path | None:
+        """The newest run directory under ``workdir/runs`` (the one a running run writes)."""
+        runs = sorted((self.workdir / "runs").glob("*")) if (self.workdir / "runs").exists() else []
+        return runs[-1] if runs else None
+
+    def online_nodes(self) -> int:
+        done = self.flwr("supernode", "ls", CONNECTION, "--format", "json", timeout=60)
+        if done.returncode != 0:
+            return 0
+        try:
+            listing = json.loads(done.stdout)
+        except ValueError:
+            return 0
+        nodes = listing.get("nodes", []) if isinstance(listing, dict) else []
+        return sum(1 for n in nodes if str(n.get("status", "")).lower() == "online")
+
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [
+                p
+                for n, p in self.processes.items()
+                if n.startswith("node") and not n.endswith("-other") and not p.alive()
+            ]
+            if dead:
+                raise DeploymentError(f"{dead[0].name} exited:\n{dead[0].tail()}")
+            if self.online_nodes() >= count:
+                return
+            time.sleep(1)
+        raise DeploymentError(f"fewer than {count} SuperNodes came online in {timeout:.0f} s")
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, out: Path | None = None, timeout: float = 1800) -> Path:
+        """Run ``cfg`` with ``flwr run`` and return its run directory (moved to ``out``)."""
+        config = self.workdir / "run-config.toml"
+        config.write_text(
+            "".join(f'"{k}" = {_toml_value(v)}\n' for k, v in to_run_config(self.cfg).items())
+        )
+        before = (
+            set((self.workdir / "runs").glob("*")) if (self.workdir / "runs").exists() else set()
+        )
+        done = self.flwr(
+            "run",
+            str(app_dir()),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            str(config),
+            timeout=timeout,
+        )
+        (self.workdir / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
+        new = (
+            sorted(set((self.workdir / "runs").glob("*")) - before)
+            if (self.workdir / "runs").exists()
+            else []
+        )
+        if not new:
+            raise DeploymentError(
+                f"flwr run produced no run directory (exit {done.returncode}):\n"
+                + "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+            )
+        run_dir = new[-1]
+        summary = (
+            json.loads((run_dir / "summary.json").read_text())
+            if (run_dir / "summary.json").exists()
+            else {}
+        )
+        if summary.get("status") != "completed":
+            raise DeploymentError(
+                f"the deployed run did not complete: {summary or done.stderr[-2000:]}"
+            )
+        if out is not None:
+            out = Path(out)
+            if out.exists():
+                raise FileExistsError(f"{out} already exists")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(run_dir), out)
+            run_dir = out
+        return run_dir
+
+    def close(self) -> None:
+        """Stop every process this deployment started (nodes first, then the SuperLink)."""
+        for name in sorted(self.processes, key=lambda n: n == "superlink"):
+            self.processes[name].stop()

@@ -1,0 +1,88 @@
+"""The deployed runtime, for real: a SuperLink and three SuperNodes as separate processes on
+loopback, with TLS and SuperNode authentication, started by ``flwr run``."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from fedcore.certs import write_node_keys, write_server_certs
+from fedcore.config import parse_config
+from privacy.ledger import PrivacyLedger
+from simulations import runner
+from simulations.deploy import LocalDeployment
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {
+    "data": {"num-clients": 3},
+    "model": {"hidden": [16]},
+    "train": {"rounds": 3, "local-epochs": 1},
+    "evaluate": {"fraction": 0.0},
+    "engine": {"timeout": 40.0},
+    "secagg": {"mode": "full"},
+    "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    with LocalDeployment(tmp_path_factory.mktemp("deploy"), parse_config(SETTINGS), 3) as d:
+        yield d
+    for process in d.processes.values():  # every process it started is gone
+        assert not process.alive()
+
+
+def test_a_node_killed_mid_round_drops_out_and_rejoins_with_its_ledger(deployment, tmp_path):
+    """Secure aggregation and DP over TLS: node 2 is killed in round 1 once it has trained
+    (its ledger is on disk), so it drops out of that round; restarted (as soon as the
+    SuperLink lets its key back in), it takes part in the last round with its accounting
+    resumed. The run completes."""
+    result = {}
+    run = threading.Thread(target=lambda: result.update(path=deployment.run(tmp_path / "run")))
+    run.start()
+    state = deployment.workdir / "state-2"
+    deadline = time.monotonic() + 600
+    while not list(state.glob("ledger-run-*.json")) and time.monotonic() < deadline:
+        assert run.is_alive(), "the run ended before node 2 trained"
+        time.sleep(0.2)
+    deployment.kill_node(2)
+    deployment.restart_node(2)
+    run.join(timeout=max(1.0, deadline - time.monotonic()))
+    assert not run.is_alive() and "path" in result, "the deployed run did not finish"
+    path = result["path"]
+
+    rounds = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert rounds[0]["train"]["secure-sum"] == 2 and len(rounds[0]["train-failures"]) == 1
+    assert rounds[-1]["train"]["secure-sum"] == 3 and rounds[-1]["train-failures"] == []
+    assert json.loads((path / "summary.json").read_text())["status"] == "completed"
+
+    # the same kind of run directory and report as a simulation
+    simulated = runner.simulate(parse_config(SETTINGS), out=tmp_path / "sim", progress=False)
+    assert {p.name for p in path.iterdir()} == {p.name for p in simulated.path.iterdir()}
+    report = json.loads((path / "privacy_report.json").read_text())
+    assert set(report["clients"]) == {"0", "1", "2"}
+
+    # node 2's round-1 training stays accounted on the node, though it left no update
+    ledger = PrivacyLedger.load(path / "ledger.jsonl")
+    in_sums = [e.round for e in ledger.for_client(2).events]
+    assert 1 not in in_sums and in_sums[-1] == 3
+    (on_node,) = state.glob("ledger-run-*.json")
+    assert [json.loads(e)["round"] for e in json.loads(on_node.read_text())] == [1, *in_sums]
+
+
+def test_an_unregistered_node_is_refused(deployment, tmp_path):
+    write_node_keys(deployment.certs, "intruder")
+    node = deployment.start_node(0, key="intruder")
+    node.popen.wait(timeout=120)
+    assert node.popen.returncode != 0
+    assert "Failed to activate SuperNode" in node.log.read_text()
+
+
+def test_a_node_with_another_ca_cannot_connect(deployment, tmp_path):
+    other = write_server_certs(tmp_path / "other-ca", ["localhost", "127.0.0.1"])
+    node = deployment.start_node(1, root_certificates=other.ca_cert)
+    node.popen.wait(timeout=120)
+    assert node.popen.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in node.log.read_text()
