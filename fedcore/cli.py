@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from importlib import resources
@@ -13,6 +14,7 @@ from rich.markup import escape
 
 from fedcore.config import ConfigError, load_scenario, parse_override
 from fedcore.datasets import DatasetError
+from simulations.deploy import DeploymentError
 
 DEFAULT_SCENARIO = "digits-dirichlet"
 
@@ -60,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     part.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO)
     part.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     part.add_argument("--out", type=Path, required=True, help="folder for client-<i>.npz")
+    dep = sub.add_parser(
+        "deploy-local",
+        help="run a scenario on a SuperLink and SuperNodes started here on loopback",
+    )
+    dep.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO)
+    dep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    dep.add_argument(
+        "--nodes", type=int, help="SuperNodes, one per client (default: data.num-clients)"
+    )
+    dep.add_argument("--workdir", type=Path, help="certificates, logs, node data (default: temp)")
+    dep.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
+    dep.add_argument(
+        "--insecure", action="store_true", help="no TLS, no node authentication (debugging)"
+    )
     certs = sub.add_parser(
         "certs", help="make a CA, a SuperLink TLS certificate and SuperNode auth keys"
     )
@@ -134,6 +150,39 @@ def _partition(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _deploy_local(args: argparse.Namespace, console: Console) -> int:
+    import signal
+    import tempfile
+    import time
+
+    from simulations.deploy import LocalDeployment
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    cfg = load_scenario(scenario_path(args.scenario), overrides)
+    nodes = args.nodes or cfg.data.num_clients
+    out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-deployed-{cfg.task}")
+
+    def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops everything, as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    with tempfile.TemporaryDirectory(prefix="fedcore-deploy-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        console.print(f"starting a SuperLink and {nodes} SuperNodes in {workdir} ...")
+        with LocalDeployment(workdir, cfg, nodes, insecure=args.insecure) as deployment:
+            console.print(f"running {cfg.train.rounds} rounds with flwr run ...")
+            run_dir = deployment.run(out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    acc = summary["final_metrics"].get("server-eval/accuracy")
+    console.print(
+        f"[green]done[/green] {summary['rounds']} rounds"
+        + (f", test accuracy {acc:.4f}" if acc is not None else "")
+        + (f"; privacy report: {run_dir / 'privacy_report.html'}" if "privacy" in summary else "")
+    )
+    console.print(f"results: {run_dir}")
+    return 0
+
+
 def _certs(args: argparse.Namespace, console: Console) -> int:
     from fedcore.certs import write_node_keys, write_server_certs
 
@@ -170,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             return _partition(args, console)
         if args.command == "certs":
             return _certs(args, console)
+        if args.command == "deploy-local":
+            return _deploy_local(args, console)
         return _simulate(args, console)
-    except (ConfigError, DatasetError, FileExistsError) as err:
+    except (ConfigError, DatasetError, FileExistsError, DeploymentError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     except KeyboardInterrupt:

@@ -166,6 +166,13 @@ class EngineConfig:
         doc="seconds each exchange of a round waits for replies (deployed runs: a node that "
         "dies never replies); 0: no limit",
     )
+    poll_interval: float = _opt(
+        0.1,
+        ge=0,
+        le=10,
+        doc="deployed runs: seconds between checks for replies; 0: Flower's own "
+        "send_and_receive (checks every 3 s)",
+    )
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ DEFAULT_POLL = 0.1
 def send_and_receive(
     grid: Grid, messages: Iterable[Message], timeout: float | None, poll: float = DEFAULT_POLL
 ) -> Iterable[Message]:
-    """The replies to ``messages`` that arrive within ``timeout`` seconds (None: all)."""
-    if getattr(grid, "polls", True) is False:  # replies are produced on demand
+    """The replies to ``messages`` that arrive within ``timeout`` seconds (None: all),
+    checking every ``poll`` seconds (0: the Grid's own ``send_and_receive``)."""
+    if poll <= 0 or getattr(grid, "polls", True) is False:  # e.g. replies made on demand
         return grid.send_and_receive(messages, timeout=timeout)
     waiting = set(grid.push_messages(messages))
     end = None if timeout is None else time.monotonic() + timeout

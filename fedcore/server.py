@@ -81,6 +81,7 @@ def run_server(
     (``timeout``: seconds each exchange waits for replies; default ``engine.timeout``)."""
     if timeout is None:
         timeout = cfg.engine.timeout or None
+    poll = cfg.engine.poll_interval
     task = get_task(cfg.task)
     data = task.load_data(cfg)
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
@@ -96,7 +97,7 @@ def run_server(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
         )
         if secure is None:
-            replies = traffic.count_received(send_and_receive(grid, messages, timeout))
+            replies = traffic.count_received(send_and_receive(grid, messages, timeout, poll))
         else:  # every stage's replies pass through traffic; the strategy sees the sum
             replies = secure.send_and_receive(
                 grid, messages, arrays, server_round, traffic.count_received, timeout
@@ -118,7 +119,7 @@ def run_server(
         if messages:
             eval_metrics = strategy.aggregate_evaluate(
                 server_round,
-                traffic.count_received(send_and_receive(grid, messages, timeout)),
+                traffic.count_received(send_and_receive(grid, messages, timeout, poll)),
             )
             record["client-eval"] = dict(eval_metrics or {})
             record["eval-failures"] = list(strategy.last_failures)

@@ -33,7 +33,6 @@ from fedcore.certs import write_node_keys, write_server_certs
 from fedcore.config import RunConfig, _toml_value, to_run_config
 from fedcore.datasets.node import write_node_files
 from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
-from fedcore.tasks import get_task
 
 CONNECTION = "fedcore-local"
 HOST = "127.0.0.1"
@@ -102,15 +101,24 @@ class LocalDeployment:
         workdir: where certificates, keys, node data, logs and Flower's state go; the
             ServerApp's run directories appear under ``workdir/runs``.
         cfg: the run; each node ``i`` gets client ``i``'s partition as its own data file.
-        nodes: SuperNodes to start (the run's ``data.num-clients`` clients must fit).
+        nodes: SuperNodes to start, one per client (``data.num-clients``).
         insecure: no TLS and no node authentication (prints a warning; for debugging).
+        task_poll: seconds between the SuperExecs' checks for a new ServerApp or ClientApp
+            to start (Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``; its default is 1 s).
     """
 
-    def __init__(self, workdir: Path, cfg: RunConfig, nodes: int, insecure: bool = False):
-        if nodes < 1 or nodes > cfg.data.num_clients:
+    def __init__(
+        self,
+        workdir: Path,
+        cfg: RunConfig,
+        nodes: int,
+        insecure: bool = False,
+        task_poll: float = 0.1,
+    ):
+        if nodes != cfg.data.num_clients:
             raise DeploymentError(
                 f"{nodes} nodes for a run of {cfg.data.num_clients} clients: each node holds "
-                f"one client's data"
+                f"one client's data (set data.num-clients = {nodes})"
             )
         self.workdir = Path(workdir).resolve()
         self.cfg, self.nodes, self.insecure = cfg, nodes, insecure
@@ -122,6 +130,7 @@ class LocalDeployment:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(task_poll),
             # the SuperLink and SuperNodes start Flower's other executables by name
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
@@ -154,6 +163,8 @@ class LocalDeployment:
             write_server_certs(self.certs, ["localhost", HOST])
             for i in range(self.nodes):
                 write_node_keys(self.certs, f"node-{i}")
+        from fedcore.tasks import get_task  # torch: only once a deployment starts
+
         data = get_task(self.cfg.task).load_data(self.cfg)
         self.data_files = write_node_files(
             [

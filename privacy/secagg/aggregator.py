@@ -92,7 +92,8 @@ class SecureAggregator:
                 ]
             replies: dict[int, Message] = {}
             sent_to: dict[str, int] = {}
-            for reply in observe(send_and_receive(grid, out, timeout)):
+            poll = self.cfg.engine.poll_interval
+            for reply in observe(send_and_receive(grid, out, timeout, poll)):
                 if not sent_to:  # message ids exist once the messages are pushed
                     sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in out}
                 # an error the SuperLink writes for a lost node comes from the SuperLink
