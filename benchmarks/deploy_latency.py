@@ -6,8 +6,8 @@ start a SuperLink and three SuperNodes with ``simulations.deploy.LocalDeployment
 ``flwr run``; the latency is the median of the rounds after the first (the first also starts
 every process). Two settings of what Flower lets us tune:
 
-- ``Flower defaults``: the ServerApp collects replies with Flower's ``send_and_receive``
-  (a check every 3 s) and the SuperExecs look for work every 1 s.
+- ``Flower defaults`` (fedcore's default too): the ServerApp collects replies with Flower's
+  ``send_and_receive`` (a check every 3 s) and the SuperExecs look for work every 1 s.
 - ``tuned``: fedcore checks for replies every 0.1 s (``engine.poll-interval``) and the
   SuperExecs every 0.1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
 

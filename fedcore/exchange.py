@@ -1,9 +1,10 @@
 """One exchange of messages with the nodes: send, then collect the replies.
 
-Flower's deployed Grid (``HttpGrid``) checks for replies every 3 seconds, which puts up to
-3 s of idle time into every exchange of a round (secure aggregation has four). This pushes the
-messages and pulls the replies every ``poll`` seconds instead. A Grid whose own
-``send_and_receive`` does not poll (fedcore's in-process engine) keeps it.
+Flower's deployed Grid (``HttpGrid``) checks for replies every 3 seconds. With ``poll > 0``
+(``engine.poll-interval``) this pushes the messages and pulls the replies every ``poll``
+seconds instead; on 2 cores that measured no faster (``benchmarks/deploy_latency.py``), so the
+default keeps Flower's. A Grid whose own ``send_and_receive`` does not poll (fedcore's
+in-process engine) always keeps it.
 """
 
 from __future__ import annotations

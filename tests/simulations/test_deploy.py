@@ -20,7 +20,7 @@ SETTINGS = {
     "model": {"hidden": [16]},
     "train": {"rounds": 3, "local-epochs": 1},
     "evaluate": {"fraction": 0.0},
-    "engine": {"timeout": 120.0},
+    "engine": {"timeout": 60.0},
     "secagg": {"mode": "full"},
     "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }
