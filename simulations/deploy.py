@@ -144,6 +144,9 @@ class LocalDeployment:
         }
         if task_poll is not None:
             self.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(task_poll)
+        # Every message starts a Python process; without cached byte code each of them would
+        # compile torch again (about 10 s of CPU).
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.certs = self.workdir / "certs"
         self.data_files: list[Path] = []
 
