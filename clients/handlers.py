@@ -82,9 +82,10 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
             )
         if task.name != "mlp":
             raise ClientInputError(f"node data files hold data for task 'mlp', not {task.name!r}")
+        file = Path(str(path))
+        mtime = file.stat().st_mtime if file.exists() else 0.0  # a replaced file is re-read
         try:
-            mtime = Path(str(path)).stat().st_mtime if Path(str(path)).exists() else 0.0
-            return _node_file(str(path), mtime, cfg.data.dataset), _node_model(cfg)
+            return _node_file(str(file), mtime, cfg.data.dataset), _node_model(cfg)
         except DatasetError as err:
             raise ClientInputError(str(err)) from None
     data = task.load_data(cfg)

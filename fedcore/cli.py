@@ -133,19 +133,11 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _partition(args: argparse.Namespace, console: Console) -> int:
-    from fedcore.datasets.node import write_node_files
-    from fedcore.tasks import get_task
+    from simulations.deploy import write_client_files
 
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_scenario(scenario_path(args.scenario), overrides)
-    if cfg.task != "mlp":
-        raise ConfigError(f"node data files hold data for task 'mlp', not {cfg.task!r}")
-    data = get_task(cfg.task).load_data(cfg)
-    clients = [
-        (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
-        for c in data.clients
-    ]
-    paths = write_node_files(clients, args.out)
+    paths = write_client_files(cfg, args.out)
     console.print(f"wrote {len(paths)} node files ({cfg.data.dataset}) to {args.out}")
     return 0
 

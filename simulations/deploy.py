@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcore.certs import write_node_keys, write_server_certs
-from fedcore.config import RunConfig, _toml_value, to_run_config
+from fedcore.config import ConfigError, RunConfig, _toml_value, to_run_config
 from fedcore.datasets.node import write_node_files
 from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
 
@@ -56,6 +56,22 @@ def app_dir() -> Path:
     if not (root / "pyproject.toml").is_file():
         raise DeploymentError(f"no pyproject.toml in {root}: deploy from a source checkout")
     return root
+
+
+def write_client_files(cfg: RunConfig, out: Path) -> list[Path]:
+    """Each client's partition of ``cfg``'s data as its own file, ``out/client-<i>.npz``."""
+    from fedcore.tasks import get_task  # torch: only once files are written
+
+    if cfg.task != "mlp":
+        raise ConfigError(f"node data files hold data for task 'mlp', not {cfg.task!r}")
+    data = get_task(cfg.task).load_data(cfg)
+    return write_node_files(
+        [
+            (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
+            for c in data.clients
+        ],
+        out,
+    )
 
 
 def free_port() -> int:
@@ -184,16 +200,7 @@ class LocalDeployment:
             write_server_certs(self.certs, ["localhost", HOST])
             for i in range(self.nodes):
                 write_node_keys(self.certs, f"node-{i}")
-        from fedcore.tasks import get_task  # torch: only once a deployment starts
-
-        data = get_task(self.cfg.task).load_data(self.cfg)
-        self.data_files = write_node_files(
-            [
-                (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
-                for c in data.clients[: self.nodes]
-            ],
-            self.workdir / "node-data",
-        )
+        self.data_files = write_client_files(self.cfg, self.workdir / "node-data")
         home = self.workdir / "flwr-home"
         home.mkdir(exist_ok=True)
         connection = f'[superlink.{CONNECTION}]\naddress = "{HOST}:{self.port}"\n'
@@ -330,9 +337,13 @@ class LocalDeployment:
         _signal_group(process.popen.pid, signal.SIGKILL)
         process.popen.wait()
 
+    def _runs(self) -> list[Path]:
+        """The run directories the ServerApp wrote under ``workdir/runs``, oldest first."""
+        return sorted((self.workdir / "runs").glob("*"))
+
     def current_run(self) -> Path | None:
         """The newest run directory under ``workdir/runs`` (the one a running run writes)."""
-        runs = sorted((self.workdir / "runs").glob("*")) if (self.workdir / "runs").exists() else []
+        runs = self._runs()
         return runs[-1] if runs else None
 
     def online_nodes(self) -> int:
@@ -368,9 +379,7 @@ class LocalDeployment:
         config.write_text(
             "".join(f'"{k}" = {_toml_value(v)}\n' for k, v in to_run_config(self.cfg).items())
         )
-        before = (
-            set((self.workdir / "runs").glob("*")) if (self.workdir / "runs").exists() else set()
-        )
+        before = set(self._runs())
         done = self.flwr(
             "run",
             str(app_dir()),
@@ -381,22 +390,15 @@ class LocalDeployment:
             timeout=timeout,
         )
         (self.workdir / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
-        new = (
-            sorted(set((self.workdir / "runs").glob("*")) - before)
-            if (self.workdir / "runs").exists()
-            else []
-        )
+        new = [r for r in self._runs() if r not in before]
         if not new:
             raise DeploymentError(
                 f"flwr run produced no run directory (exit {done.returncode}):\n"
                 + "\n".join((done.stdout + done.stderr).splitlines()[-20:])
             )
         run_dir = new[-1]
-        summary = (
-            json.loads((run_dir / "summary.json").read_text())
-            if (run_dir / "summary.json").exists()
-            else {}
-        )
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         if summary.get("status") != "completed":
             raise DeploymentError(
                 f"the deployed run did not complete: {summary or done.stderr[-2000:]}"

@@ -98,20 +98,23 @@ class RunDirectory:
     def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
         """Save the final model, the summary and the plots, and with DP the privacy report."""
         torch.save(final_model(self.cfg, arrays).state_dict(), self.path / "model.pt")
-        summary = self._close("completed")
+        privacy = None
         if self.cfg.privacy.dp != "off":  # the report, from the ledger only
             from privacy.report import write_report
 
             report = write_report(self.path)
-            summary["privacy"] = report["guarantee"] | {"delta": report["delta"]}
-            _write_json(self.path / "summary.json", summary)
-        return summary
+            privacy = report["guarantee"] | {"delta": report["delta"]}
+        return self._close("completed", privacy=privacy)
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._close("failed", f"{type(error).__name__}: {error}")
 
-    def _close(self, status: str, error: str | None = None) -> dict[str, Any]:
+    def _close(
+        self, status: str, error: str | None = None, privacy: dict | None = None
+    ) -> dict[str, Any]:
         summary = self.summary(status, error)
+        if privacy is not None:
+            summary["privacy"] = privacy
         _write_json(self.path / "summary.json", summary)
         if self.rounds:
             plot_rounds(self.rounds, self.path)

@@ -91,12 +91,11 @@ class SecureAggregator:
                     for node, p in payloads.items()
                 ]
             replies: dict[int, Message] = {}
-            sent_to: dict[str, int] = {}
-            poll = self.cfg.engine.poll_interval
-            for reply in observe(send_and_receive(grid, out, timeout, poll)):
-                if not sent_to:  # message ids exist once the messages are pushed
-                    sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in out}
-                # an error the SuperLink writes for a lost node comes from the SuperLink
+            received = send_and_receive(grid, out, timeout, self.cfg.engine.poll_interval)
+            # sending gave each message its id; an error the SuperLink writes for a lost
+            # node comes from the SuperLink, so replies are matched by the message they answer
+            sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in out}
+            for reply in observe(received):
                 node = sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
                 if reply.has_error():
                     failures[node] = f"{stage}: {reply.error.reason}"
