@@ -29,16 +29,10 @@ class TamperedError(ValueError):
     """A ciphertext or share failed authentication: it was altered or misrouted."""
 
 
-def new_private_key() -> X25519PrivateKey:
-    """A fresh X25519 private key."""
-    return X25519PrivateKey.generate()
-
-
-def private_bytes(private: X25519PrivateKey) -> bytes:
-    """The raw 32 bytes of a private key (what is secret-shared)."""
-    return private.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
+def new_private_bytes() -> bytes:
+    """A fresh X25519 private key as its raw 32 bytes (any 32 random bytes are one: X25519
+    clamps the scalar when it is used)."""
+    return os.urandom(KEY_BYTES)
 
 
 def load_private(raw: bytes) -> X25519PrivateKey:

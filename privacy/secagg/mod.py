@@ -54,12 +54,14 @@ def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
     """``trained - received`` as one float64 vector, in the order of the received model."""
     if list(received.keys()) != list(trained.keys()):
         raise SecAggClientError("the trained model's arrays differ from the received ones")
-    return np.concatenate(
-        [
-            (to_numpy(trained[k]).astype(np.float64) - to_numpy(received[k])).ravel()
-            for k in received
-        ]
-    )
+    sizes = [to_numpy(received[k]).size for k in received]
+    out = np.empty(sum(sizes))
+    offset = 0
+    for k, size in zip(received, sizes, strict=True):
+        part = out[offset : offset + size]
+        np.subtract(to_numpy(trained[k]).ravel(), to_numpy(received[k]).ravel(), out=part)
+        offset += size
+    return out
 
 
 def weighted_input(update: np.ndarray, weight: float, cfg: RunConfig) -> np.ndarray:
@@ -74,8 +76,11 @@ def weighted_input(update: np.ndarray, weight: float, cfg: RunConfig) -> np.ndar
                 f"client weight {weight:g} exceeds secagg.max-weight {s.max_weight:g}"
             )
         share = weight / s.max_weight
-    clipped = np.clip(update, -s.bound, s.bound)
-    return np.concatenate([share * clipped, [share]])
+    out = np.empty(len(update) + 1)
+    np.clip(update, -s.bound, s.bound, out=out[:-1])
+    out[:-1] *= share
+    out[-1] = share
+    return out
 
 
 def fixed_point_of(cfg: RunConfig, bits: int) -> FixedPoint:
@@ -175,8 +180,7 @@ def _share_keys(client: SecAggClient, payload: ConfigRecord) -> RecordDict:
 def _masked_input(client: SecAggClient, payload: ConfigRecord, context: Context) -> RecordDict:
     senders = [int(u) for u in payload.get("from", [])]
     inbox = dict(zip(senders, payload.get("ciphertexts", []), strict=True))
-    x = np.array(to_numpy(context.state[SECAGG_INPUT]["x"]))
-    y = client.masked_input(x, inbox)
+    y = client.masked_input(to_numpy(context.state[SECAGG_INPUT]["x"]), inbox)
     del context.state[SECAGG_INPUT]  # nothing of the plain update outlives the round
     return RecordDict({SECAGG: ArrayRecord({MASKED: Array(y)})})
 

@@ -23,10 +23,11 @@ Fewer than a client's threshold of shares anywhere aborts the round with
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
@@ -85,9 +86,10 @@ class SecAggClient:
     round_id: int
     fp: FixedPoint
     threshold_fraction: float
-    _c_sk: crypto.X25519PrivateKey = field(default_factory=crypto.new_private_key, repr=False)
-    _s_sk: crypto.X25519PrivateKey = field(default_factory=crypto.new_private_key, repr=False)
+    _c_raw: bytes = field(default_factory=crypto.new_private_bytes, repr=False)
+    _s_raw: bytes = field(default_factory=crypto.new_private_bytes, repr=False)
     _b: bytes = field(default_factory=lambda: os.urandom(shamir.SECRET_BYTES), repr=False)
+    _public: PublicKeys | None = field(default=None, repr=False)
     _roster: dict[int, PublicKeys] = field(default_factory=dict, repr=False)
     _neighbours: list[int] = field(default_factory=list)
     _received: dict[int, tuple[shamir.Share, shamir.Share]] = field(
@@ -97,6 +99,16 @@ class SecAggClient:
     _channels: dict[int, bytes] = field(default_factory=dict, repr=False)
     _unmasked: bool = False
 
+    # The private keys are kept raw and loaded only by the stage that uses them: a deployed
+    # client rebuilds this object from its saved state for every message.
+    @functools.cached_property
+    def _c_sk(self) -> crypto.X25519PrivateKey:
+        return crypto.load_private(self._c_raw)
+
+    @functools.cached_property
+    def _s_sk(self) -> crypto.X25519PrivateKey:
+        return crypto.load_private(self._s_raw)
+
     def _channel(self, peer: int) -> bytes:
         """The pair's share-encryption key (computed once per peer)."""
         if peer not in self._channels:
@@ -104,9 +116,14 @@ class SecAggClient:
         return self._channels[peer]
 
     def advertise(self) -> PublicKeys:
-        return PublicKeys(
-            crypto.public_key(self._c_sk), crypto.public_key(self._s_sk), crypto.digest(self._b)
-        )
+        """The public keys (derived once: each is a scalar multiplication)."""
+        if self._public is None:
+            self._public = PublicKeys(
+                crypto.public_key(self._c_sk),
+                crypto.public_key(self._s_sk),
+                crypto.digest(self._b),
+            )
+        return self._public
 
     def share_keys(
         self, roster: Mapping[int, PublicKeys], neighbours: list[int], cid: int | None = None
@@ -123,7 +140,7 @@ class SecAggClient:
         holders = sorted([*self._neighbours, self.cid])
         t = threshold(len(holders), self.threshold_fraction)
         xs = holders  # client ids are the Shamir x-coordinates (ids are 1..n, never 0)
-        s_shares = shamir.share(crypto.private_bytes(self._s_sk), t, xs)
+        s_shares = shamir.share(self._s_raw, t, xs)
         b_shares = shamir.share(self._b, t, xs)
         self._received[self.cid] = (s_shares[self.cid], b_shares[self.cid])
         out = {}
@@ -312,9 +329,10 @@ def client_state(client: SecAggClient) -> dict:
         "frac-bits": client.fp.frac_bits,
         "bits": client.fp.bits,
         "threshold": client.threshold_fraction,
-        "c-sk": crypto.private_bytes(client._c_sk),
-        "s-sk": crypto.private_bytes(client._s_sk),
+        "c-sk": client._c_raw,
+        "s-sk": client._s_raw,
         "b": client._b,
+        "public": _KEYS.pack(*astuple(client.advertise())),
         "roster-ids": ids,
         "roster-keys": b"".join(
             _KEYS.pack(k.channel, k.mask, k.seed_hash) for k in (client._roster[i] for i in ids)
@@ -338,9 +356,10 @@ def client_from_state(state: Mapping) -> SecAggClient:
         int(state["round"]),
         fp,
         float(state["threshold"]),
-        _c_sk=crypto.load_private(state["c-sk"]),
-        _s_sk=crypto.load_private(state["s-sk"]),
+        _c_raw=bytes(state["c-sk"]),
+        _s_raw=bytes(state["s-sk"]),
         _b=bytes(state["b"]),
+        _public=PublicKeys(*_KEYS.unpack(state["public"])),
     )
     keys = _KEYS.iter_unpack(state["roster-keys"])
     client._roster = {

@@ -73,9 +73,11 @@ def fixed_point(clients: int, bound: float, frac_bits: int) -> FixedPoint:
 
 def encode(x: np.ndarray, fp: FixedPoint, rng: np.random.Generator) -> np.ndarray:
     """Clip ``x`` to the bound and round it stochastically to fixed point mod ``2^k``."""
-    scaled = np.clip(np.asarray(x, np.float64), -fp.bound, fp.bound) * fp.scale
-    rounded = np.floor(scaled + rng.random(scaled.shape))
-    return rounded.astype(_SIGNED[fp.bits]).view(fp.dtype)
+    scaled = np.clip(np.asarray(x, np.float64), -fp.bound, fp.bound)  # a new array
+    scaled *= fp.scale
+    scaled += rng.random(scaled.shape)
+    np.floor(scaled, out=scaled)
+    return scaled.astype(_SIGNED[fp.bits]).view(fp.dtype)
 
 
 def decode(total: np.ndarray, fp: FixedPoint) -> np.ndarray:
