@@ -18,7 +18,7 @@ from torch import nn
 
 from clients import privacy
 from fedcore import seeding
-from fedcore.arrays import load_into, to_record
+from fedcore.arrays import load_into, to_numpy, to_record
 from fedcore.config import RunConfig
 from fedcore.datasets import DatasetError
 from fedcore.datasets import node as node_data
@@ -110,10 +110,11 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
         raise ClientInputError(f"global model does not fit the task's model: {err}") from None
     if task.local_state is not None:  # this client's private part of the model
         saved = context.state.array_records.get(LOCAL_MODEL)
-        local = (
-            None if saved is None else {k: torch.from_numpy(v.numpy()) for k, v in saved.items()}
-        )
-        init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, pid)
+        if saved is None:  # first round of this node: a fresh, seeded initialisation
+            local, init = None, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, pid)
+        else:
+            local = {k: torch.from_numpy(to_numpy(v).copy()) for k, v in saved.items()}
+            init = None
         task.local_state[1](model, client, local, init)
     return task, client, model
 

@@ -30,18 +30,25 @@ def item_average(
 ) -> dict[str, np.ndarray]:
     """The new shared model from ``(arrays, num_ratings)`` replies (each with its
     ``item-raters`` counts): a pure function, checked against a brute-force loop in tests."""
-    raters = sum(u[ITEM_RATERS] for u, _ in updates)
+    raters = np.zeros_like(updates[0][0][ITEM_RATERS], np.float64) if updates else 0.0
+    total = sum(w for _, w in updates)
+    steps = {name: np.zeros(value.shape) for name, value in current.items()}
+    for arrays, weight in updates:
+        counts = arrays[ITEM_RATERS]
+        raters += counts
+        rows = np.flatnonzero(counts)  # a client moves only the items its users rated
+        for name, value in current.items():
+            if name in ROW_WEIGHTED:
+                delta = arrays[name][rows].astype(np.float64) - value[rows]
+                steps[name][rows] += delta * _rows(counts[rows], delta)
+            else:
+                steps[name] += weight * (arrays[name].astype(np.float64) - value)
     out = {}
     for name, value in current.items():
-        deltas = [u[name].astype(np.float64) - value for u, _ in updates]
         if name in ROW_WEIGHTED:
-            weighted = sum(
-                d * _rows(u[ITEM_RATERS], d) for d, (u, _) in zip(deltas, updates, strict=True)
-            )
-            step = weighted / np.maximum(_rows(raters, weighted), 1.0)
+            step = steps[name] / np.maximum(_rows(raters, steps[name]), 1.0)
         else:
-            total = sum(w for _, w in updates)
-            step = sum(d * w for d, (_, w) in zip(deltas, updates, strict=True)) / max(total, 1.0)
+            step = steps[name] / max(total, 1.0)
         out[name] = (value + server_lr * step).astype(value.dtype)
     return out
 
