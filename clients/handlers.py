@@ -210,11 +210,13 @@ def _train_local_dp(
     event: DpEvent,
     noise_rng: np.random.Generator,
 ) -> ClientUpdate:
-    """Local DP: train as usual, then clip the update and noise it before it leaves."""
+    """Local DP: train as usual, then clip the update and noise it before it leaves. Only
+    the model's arrays are released: anything a task sends beside them (the ``mf`` task's
+    per-item rater counts) would leave un-noised, so it stays home."""
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
     released, _ = privatize_update(
-        {k: v.numpy() for k, v in update.state.items()},
+        {k: update.state[k].numpy() for k in reference},
         {k: v.numpy() for k, v in reference.items()},
         event.clip_norm,
         event.noise_multiplier,

@@ -521,10 +521,15 @@ def _check_task(cfg: RunConfig) -> None:
                 "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
                 "rows are averaged over the clients that rated them)"
             )
-        if cfg.secagg.mode != "off" or cfg.privacy.dp != "off":
+        if cfg.privacy.dp not in ("off", "local"):
             raise ConfigError(
-                "task 'mf' does not yet combine with secure aggregation or DP (its per-item "
-                "counts would need masking too); set secagg.mode = 'off' and privacy.dp = 'off'"
+                f"task 'mf' takes user-level DP as privacy.dp = 'local' (each client clips and "
+                f"noises its item update), not {cfg.privacy.dp!r}"
+            )
+        if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
+            raise ConfigError(
+                "task 'mf' takes secure aggregation or local DP, not both: under secure "
+                "aggregation its per-item rater counts are masked but not noised"
             )
     elif graph_data or cfg.data.partition == "louvain" or cfg.data.dataset == "ml-100k":
         raise ConfigError(

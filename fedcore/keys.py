@@ -13,6 +13,10 @@ METRICS = "metrics"
 SERVER_ROUND = "server-round"
 PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx.configure_train
 
+# ArrayRecord entries (client -> server) beside the model's arrays
+ITEM_RATERS = "item-raters"  # mf: how many of the client's users rated each item
+ROW_WEIGHTED = ("item_factors", "item_bias")  # mf: averaged per row, weighted by ITEM_RATERS
+
 # MetricRecord entries (client -> server)
 NUM_EXAMPLES = "num-examples"  # the aggregation weight, Flower's default `weighted_by_key`
 LOSS = "loss"

@@ -16,11 +16,9 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedcore.arrays import to_numpy_dict, to_record
-from fedcore.tasks.mf import ITEM_RATERS
+from fedcore.keys import ITEM_RATERS, ROW_WEIGHTED
 from strategies.aggregate import MetricMean, check_update
 from strategies.fedavg import FedAvg
-
-ROW_WEIGHTED = ("item_factors", "item_bias")
 
 
 def item_average(
@@ -58,14 +56,20 @@ def _rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 class ItemFedAvg(FedAvg):
-    """FedAvg for the ``mf`` task: per-item weighting, a server learning rate."""
+    """FedAvg for the ``mf`` task: per-item weighting, a server learning rate.
+
+    With ``row_weighted = False`` (user-level DP: a noised update must not say which items its
+    user rated, so clients send no counts) every client weighs 1 on every row."""
 
     server_lr: float = 1.0
+    row_weighted: bool = True
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        template = {**self._template, ITEM_RATERS: (self._template["item_bias"][0], np.float32)}
+        template = dict(self._template)
+        if self.row_weighted:
+            template[ITEM_RATERS] = (self._template["item_bias"][0], np.float32)
         updates, metrics_mean = [], MetricMean()
         for msg, record, metrics, weight in self._contents(replies, with_arrays=True):
             try:
@@ -75,6 +79,8 @@ class ItemFedAvg(FedAvg):
             except ValueError as err:
                 self._reject(msg, f"bad update: {err}")
                 continue
+            if not self.row_weighted:  # each client counts once on every row
+                arrays[ITEM_RATERS], weight = np.ones(template["item_bias"][0], np.float32), 1.0
             updates.append((arrays, weight))
             metrics_mean.add(scalars, weight)
         self._log_failures("aggregate_train")

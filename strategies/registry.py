@@ -73,6 +73,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
     strategy = builders[s.name]()
     if cfg.task == "mf":
         strategy.server_lr = s.server_lr
+        strategy.row_weighted = cfg.privacy.dp == "off"
     strategy.seed = cfg.seed
     strategy.sampling = cfg.train.sampling
     if cfg.privacy.dp in ("client", "distributed"):

@@ -25,10 +25,9 @@ from fedcore import seeding
 from fedcore.config import ConfigError, RunConfig
 from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.movielens import Ratings, official_split
-from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
+from fedcore.keys import ITEM_RATERS, TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
 
-ITEM_RATERS = "item-raters"  # extra array of a reply: users of the client who rated each item
 MSE, MAE = "mse", "mae"
 
 

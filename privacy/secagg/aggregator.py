@@ -34,6 +34,7 @@ from fedcore.exchange import send_and_receive
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
+    ITEM_RATERS,
     MASKED,
     METRICS,
     NUM_EXAMPLES,
@@ -46,6 +47,7 @@ from privacy.plan import min_in_sum
 from privacy.secagg import graph, shamir
 from privacy.secagg.protocol import PublicKeys, SecAggAbort, SecAggServer
 from privacy.secagg.quantize import decode, fixed_point
+from privacy.secagg.weighting import average_of_sum
 
 Observe = Callable[[Iterable[Message]], Iterator[Message]]
 SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
@@ -151,12 +153,15 @@ class SecureAggregator:
                 {node_of[i]: ConfigRecord({"survivors": sorted(survivors)}) for i in survivors},
             )
             total = decode(server.unmask({ids[n]: _shares(r) for n, r in revealed.items()}), fp)
+            in_sum = [node_of[i] for i in sorted(server.u3)]
+            aggregate = self._aggregate(
+                by_node[in_sum[0]], arrays, total, [trained[n] for n in in_sum]
+            )
         except (SecAggAbort, KeyError, ValueError) as err:
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
             return [_error_reply(m, reason) for m in messages]
-        in_sum = [node_of[i] for i in sorted(server.u3)]
-        replies = [self._aggregate(by_node[in_sum[0]], arrays, total, [trained[n] for n in in_sum])]
+        replies = [aggregate]
         replies += [
             _error_reply(by_node[n], f"dropped out at {why}") for n, why in failures.items()
         ]
@@ -188,12 +193,10 @@ class SecureAggregator:
     def _aggregate(
         self, template: Message, arrays: ArrayRecord, total: np.ndarray, replies: list[Message]
     ) -> Message:
-        """One reply standing for the cohort: the model after the unmasked aggregate."""
-        weight_share = total[-1]
-        if weight_share <= 0:
-            raise SecAggAbort("the unmasked total weight is not positive")
-        dp = self.cfg.privacy.dp in ("client", "distributed")
-        step = total[:-1] if dp else total[:-1] / weight_share  # DP: the sum; else: the mean
+        """One reply standing for the cohort: the model after the unmasked aggregate (and,
+        for per-item averaging, the cohort's rater counts, so the strategy's per-item mean of
+        this one reply is the step itself)."""
+        step, counts = average_of_sum(arrays, total, self.cfg)
         new, offset = {}, 0
         for name, array in arrays.items():
             current = to_numpy(array)
@@ -202,6 +205,8 @@ class SecureAggregator:
                 current.dtype
             )
             offset += size
+        if counts is not None:
+            new[ITEM_RATERS] = counts.astype(np.float32)
         metrics = _mean_metrics(replies)
         metrics[NUM_EXAMPLES] = sum(float(r.content[METRICS][NUM_EXAMPLES]) for r in replies)
         metrics[SECURE_SUM] = len(replies)

@@ -29,6 +29,7 @@ from fedcore.keys import (
     ARRAYS,
     CONFIG,
     DP_EVENT,
+    ITEM_RATERS,
     MASKED,
     METRICS,
     NUM_EXAMPLES,
@@ -44,6 +45,7 @@ from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode
+from privacy.secagg.weighting import coordinate_weights, row_weighted, weighted_input
 
 
 class SecAggClientError(ValueError):
@@ -51,8 +53,11 @@ class SecAggClientError(ValueError):
 
 
 def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
-    """``trained - received`` as one float64 vector, in the order of the received model."""
-    if list(received.keys()) != list(trained.keys()):
+    """``trained - received`` as one float64 vector, in the order of the received model
+    (arrays the reply carries beside the model, like ``item-raters``, are not part of it)."""
+    if any(k not in trained for k in received) or any(
+        k not in received and k != ITEM_RATERS for k in trained
+    ):
         raise SecAggClientError("the trained model's arrays differ from the received ones")
     sizes = [to_numpy(received[k]).size for k in received]
     out = np.empty(sum(sizes))
@@ -61,25 +66,6 @@ def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
         part = out[offset : offset + size]
         np.subtract(to_numpy(trained[k]).ravel(), to_numpy(received[k]).ravel(), out=part)
         offset += size
-    return out
-
-
-def weighted_input(update: np.ndarray, weight: float, cfg: RunConfig) -> np.ndarray:
-    """What a client masks: ``(w / W) * clip(update)`` followed by ``w / W``. Client-level DP
-    weighs every client 1, as its sensitivity analysis assumes."""
-    s = cfg.secagg
-    if cfg.privacy.dp in ("client", "distributed"):
-        share = 1.0
-    else:
-        if weight > s.max_weight:
-            raise SecAggClientError(
-                f"client weight {weight:g} exceeds secagg.max-weight {s.max_weight:g}"
-            )
-        share = weight / s.max_weight
-    out = np.empty(len(update) + 1)
-    np.clip(update, -s.bound, s.bound, out=out[:-1])
-    out[:-1] *= share
-    out[-1] = share
     return out
 
 
@@ -140,7 +126,13 @@ def _train(
         std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
         noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
         update = update + noise.normal(0.0, std, update.shape)
-    x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg)
+    weight, rows = float(metrics[NUM_EXAMPLES]), None
+    if row_weighted(cfg):
+        if ITEM_RATERS not in trained:
+            raise SecAggClientError(f"per-item averaging needs the reply's {ITEM_RATERS!r}")
+        counts = to_numpy(trained[ITEM_RATERS]).astype(np.float64)
+        rows = (coordinate_weights(received, weight, counts), counts)
+    x = weighted_input(update, weight, cfg, rows)
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})
