@@ -58,9 +58,7 @@ def weighted_input(
     counts = np.zeros(0) if rows is None else rows[1]
     largest = max(weight, float(counts.max(initial=0)))
     if largest > s.max_weight:
-        raise ValueError(
-            f"client weight {largest:g} exceeds secagg.max-weight {s.max_weight:g}"
-        )
+        raise ValueError(f"client weight {largest:g} exceeds secagg.max-weight {s.max_weight:g}")
     out = np.empty(len(update) + len(counts) + 1)
     body = out[: len(update)]
     np.clip(update, -s.bound, s.bound, out=body)

@@ -6,8 +6,8 @@ from flwr.app import Context, Message
 
 from fedcore.apps import make_client_app
 from fedcore.config import ConfigError, parse_config
-from fedcore.server import run_server
 from fedcore.keys import ITEM_RATERS
+from fedcore.server import run_server
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 from strategies.items import item_average
 
