@@ -148,6 +148,8 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     if event is None:  # "off", or "client": the server's DP strategy (or Flower's clipping
         update = task.train_one_client(model, data, params, rng)  # mod) clips and noises
         _keep_local(task, model, context)
+        if cfg.privacy.dp != "off":  # only what is clipped and noised may leave
+            update = replace(update, state=_model_arrays(update.state, model))
         return _reply(msg, update, {})
     ledger = privacy.load_ledger(context)
     privacy.check_budget(cfg, ledger, event)  # before any data is touched
@@ -216,13 +218,19 @@ def _train_local_dp(
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
     released, _ = privatize_update(
-        {k: update.state[k].numpy() for k in reference},
+        {k: v.numpy() for k, v in _model_arrays(update.state, model).items()},
         {k: v.numpy() for k, v in reference.items()},
         event.clip_norm,
         event.noise_multiplier,
         noise_rng,
     )
     return replace(update, state={k: torch.from_numpy(v) for k, v in released.items()})
+
+
+def _model_arrays(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's arrays of a trained state, without what a task sends beside them (the
+    ``mf`` task's per-item rater counts, which DP would leave un-noised)."""
+    return {k: state[k] for k in model.state_dict()}
 
 
 def _reply(

@@ -521,10 +521,10 @@ def _check_task(cfg: RunConfig) -> None:
                 "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
                 "rows are averaged over the clients that rated them)"
             )
-        if cfg.privacy.dp not in ("off", "local"):
+        if cfg.privacy.dp in ("sample", "sample-distributed"):
             raise ConfigError(
-                f"task 'mf' takes user-level DP as privacy.dp = 'local' (each client clips and "
-                f"noises its item update), not {cfg.privacy.dp!r}"
+                "task 'mf' takes user-level DP (privacy.dp = 'local', 'distributed' or "
+                f"'client'), not {cfg.privacy.dp!r}: a user's ratings are one unit of privacy"
             )
         if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
             raise ConfigError(

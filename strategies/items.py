@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from fedcore.arrays import to_numpy_dict, to_record
+from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.keys import ITEM_RATERS, ROW_WEIGHTED
 from strategies.aggregate import MetricMean, check_update
 from strategies.fedavg import FedAvg
@@ -67,6 +67,8 @@ class ItemFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self.dp_cohort_size is not None:  # client-level DP: the fixed-denominator mean
+            return self._dp_step(server_round, replies)
         template = dict(self._template)
         if self.row_weighted:
             template[ITEM_RATERS] = (self._template["item_bias"][0], np.float32)
@@ -88,3 +90,17 @@ class ItemFedAvg(FedAvg):
             return None, None
         new = item_average(self._current, updates, self.server_lr)
         return to_record(new), MetricRecord(metrics_mean.result())
+
+    def _dp_step(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg's DP mean (every client weighs 1, the sum over the expected cohort size),
+        then the server learning rate."""
+        mean, metrics = super().aggregate_train(server_round, replies)
+        if mean is None:
+            return None, metrics
+        new = {
+            name: (c + self.server_lr * (to_numpy(mean[name]) - c)).astype(c.dtype)
+            for name, c in self._current.items()
+        }
+        return to_record(new), metrics

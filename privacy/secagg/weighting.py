@@ -20,10 +20,11 @@ from fedcore.keys import ROW_WEIGHTED
 
 
 def row_weighted(cfg: RunConfig) -> bool:
-    """Whether a round's sum is averaged per item row (the ``mf`` task), as
+    """Whether a round's sum is averaged per item row (the ``mf`` task without DP), as
     :class:`strategies.items.ItemFedAvg` does in the clear: the clients then also mask their
-    per-item rater counts, and the server divides each row's sum by its count."""
-    return cfg.task == "mf"
+    per-item rater counts, and the server divides each row's sum by its count. Under DP the
+    counts are not sent (they are not noised) and every client weighs alike."""
+    return cfg.task == "mf" and cfg.privacy.dp == "off"
 
 
 def coordinate_weights(model: ArrayRecord, weight: float, counts: np.ndarray) -> np.ndarray:

@@ -102,7 +102,7 @@ def test_a_short_federated_run_beats_the_global_mean():
     [
         ({"evaluate": {"server": True}}, "evaluate.server = false"),
         ({"secagg": {"mode": "full"}, "privacy": LOCAL_DP}, "not both"),
-        ({"privacy": LOCAL_DP | {"dp": "client"}}, "user-level DP"),
+        ({"privacy": LOCAL_DP | {"dp": "sample"}}, "user-level DP"),
         ({"data": {"dataset": "ml-100k", "num-clients": 943, "partition": "dirichlet"}}, "natural"),
     ],
 )
@@ -150,4 +150,33 @@ def test_user_level_dp_releases_only_noised_item_updates():
         assert set(reply.content["arrays"]) == {"item_factors", "item_bias", "global_bias"}
     events = [e for r in rounds for e in r["privacy-events"]]
     assert len(events) == 2 * 20 and {e["neighbouring"] for e in events} == {"local"}
+    assert np.isfinite(rounds[-1]["client-eval"]["mse"])
+
+
+def test_distributed_user_level_dp_masks_noised_updates_without_counts():
+    """Distributed DP: each client clips its item update and adds its share of the noise
+    under secure aggregation, and sends no rater counts; the server's view is the noised sum."""
+    privacy = {"dp": "distributed", "clip-norm": 0.5, "noise-multiplier": 1.0}
+    raw = SILOS | {"secagg": {"mode": "full", "bound": 5.0}, "privacy": privacy}
+    sent = []
+
+    def spy(msg: Message, context: Context, call_next) -> Message:
+        reply = call_next(msg, context)
+        if not reply.has_error():
+            sent.append(reply)
+        return reply
+
+    cfg = parse_config(raw)
+    rounds = []
+    with InProcessGrid(cfg, client_app=make_client_app(cfg, [spy])) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    masked = [r for r in sent if "secagg" in r.content.array_records]
+    assert len(masked) == 2 * 20
+    model_size = 1682 * 8 + 1682 + 1  # item factors, item biases, global bias
+    for reply in masked:  # the model's update and the weight entry; no rater counts
+        (vector,) = reply.content.array_records["secagg"].values()
+        assert tuple(vector.shape) == (model_size + 1,)
+    assert all("arrays" not in r.content.array_records for r in sent)
+    assert all(len(r["privacy-events"]) == 1 for r in rounds)
+    assert rounds[-1]["train-failures"] == []
     assert np.isfinite(rounds[-1]["client-eval"]["mse"])
