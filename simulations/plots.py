@@ -6,9 +6,13 @@ from pathlib import Path
 
 from fedcore.keys import ACCURACY, LOSS
 
+PLOTTED = (ACCURACY, LOSS, "mse", "mae")  # the evaluation metrics of fedcore's tasks
+
 
 def plot_rounds(rounds: list[dict], out: Path) -> list[Path]:
-    """Write ``accuracy.png`` and ``loss.png``: server-side and mean client-side per round."""
+    """Write ``<metric>.png`` for each evaluation metric the run has (``accuracy.png`` and
+    ``loss.png`` for classifiers, ``mse.png`` and ``mae.png`` for recommenders): server-side
+    and mean client-side per round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,16 +21,21 @@ def plot_rounds(rounds: list[dict], out: Path) -> list[Path]:
 
     xs = [r["round"] for r in rounds]
     written = []
-    for metric in (ACCURACY, LOSS):
-        fig, ax = plt.subplots(figsize=(6, 4))
+    for metric in PLOTTED:
+        curves = []
         for part, label in (("server-eval", "server test set"), ("client-eval", "clients (mean)")):
             ys = [(r.get(part) or {}).get(metric) for r in rounds]
             if any(y is not None for y in ys):
-                ax.plot(xs, ys, marker=".", label=label)
+                curves.append((ys, label, "-"))
         if metric == ACCURACY:
             worst = [(r.get("client-eval") or {}).get(f"{ACCURACY}-worst10") for r in rounds]
             if any(w is not None for w in worst):
-                ax.plot(xs, worst, linestyle="--", label="clients (worst 10%)")
+                curves.append((worst, "clients (worst 10%)", "--"))
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for ys, label, style in curves:
+            ax.plot(xs, ys, marker=".", linestyle=style, label=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(metric)

@@ -7,7 +7,7 @@ Layout::
     metrics.jsonl      one JSON line per completed round, flushed as each round ends
     summary.json       status, final_metrics, rounds, wall_seconds, engine (and error if failed)
     model.pt           final global model (torch state_dict)
-    accuracy.png, loss.png
+    accuracy.png, loss.png (mse.png, mae.png for mf): per-round curves
 """
 
 from __future__ import annotations
