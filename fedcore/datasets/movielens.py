@@ -81,6 +81,7 @@ def _fetch_ml100k(folder: Path) -> None:
             (folder / base).write_bytes(archive.read(name))
     actual = sha256_file(folder / "u.data")
     if actual != ML100K_SHA256["u.data"]:
+        (folder / "u.data").unlink()  # not left in the cache to be found next time
         raise DatasetError(f"downloaded u.data has sha256 {actual}, expected the pinned one")
 
 

@@ -1,9 +1,11 @@
-"""MovieLens-100K: counts, the official splits rebuilt from u.data, checksums."""
+"""MovieLens: counts, the official splits rebuilt from u.data, checksums, download, ML-1M."""
+
+import zipfile
 
 import numpy as np
 import pytest
 
-from fedcore.datasets import DatasetError, resolve_data_dir
+from fedcore.datasets import DatasetError, movielens, resolve_data_dir
 from fedcore.datasets.movielens import load_movielens, official_split
 
 
@@ -42,3 +44,35 @@ def test_a_corrupt_u_data_is_refused(tmp_path):
 def test_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetError, match="download=True"):
         load_movielens(tmp_path)
+
+
+def test_ml1m_ratings_dat_goes_through_the_same_parser(tmp_path):
+    (tmp_path / "ml-1m").mkdir()
+    lines = ["1::1193::5::978300760", "1::661::3::978302109", "6040::1::4::956703932"]
+    (tmp_path / "ml-1m" / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    r = load_movielens(tmp_path, "ml-1m")
+    assert len(r) == 3 and r.num_users == 6040 and r.num_items == 1193
+    assert r.users.tolist() == [0, 0, 6039] and r.items.tolist() == [1192, 660, 0]
+    assert r.ratings.tolist() == [5.0, 3.0, 4.0]
+
+
+def _zip_with(u_data: bytes, path) -> str:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/u.data", u_data)
+        archive.writestr("ml-100k/README", "GroupLens")
+    return path.as_uri()
+
+
+def test_download_extracts_and_checks_the_pinned_sha256(tmp_path, monkeypatch):
+    """The users' path: GroupLens' zip (here a file:// copy of it) is fetched, extracted and
+    checked; a zip whose u.data differs from the pinned one is refused."""
+    real = (resolve_data_dir(None) / "ml-100k" / "u.data").read_bytes()
+    monkeypatch.setattr(movielens, "ML100K_URL", _zip_with(real, tmp_path / "good.zip"))
+    r = load_movielens(tmp_path / "cache", download=True)
+    assert len(r) == 100_000 and (tmp_path / "cache" / "ml-100k" / "README").is_file()
+
+    tampered = real.replace(b"\t5\t", b"\t4\t", 1)
+    monkeypatch.setattr(movielens, "ML100K_URL", _zip_with(tampered, tmp_path / "bad.zip"))
+    with pytest.raises(DatasetError, match="sha256"):
+        load_movielens(tmp_path / "other", download=True)
+    assert not (tmp_path / "other" / "ml-100k" / "u.data").exists()
