@@ -205,7 +205,8 @@ class SecAggConfig:
     max_weight: float = _opt(
         10000.0,
         gt=0,
-        doc="public bound on a client's weight (num-examples); clients send weight / max-weight",
+        doc="public bound on a client's weight (num-examples; mf: also its rater count per "
+        "item); clients send weight / max-weight",
     )
 
 
