@@ -47,7 +47,7 @@ class MfClientData:
 
     @functools.cached_property
     def index(self) -> _Index:
-        """The training ratings' gather and scatter indices, computed once per client."""
+        """The training ratings as a dense matrix, built once per client (the data is fixed)."""
         return _Index.of(self.x_train.numpy(), self.y_train.numpy(), self.num_users)
 
 

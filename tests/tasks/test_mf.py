@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Context, Message
 
 from fedcore.apps import make_client_app
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import ITEM_RATERS
 from fedcore.server import run_server
+from fedcore.tasks.mf import MfClientData
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 from strategies.items import item_average
 
@@ -180,3 +182,10 @@ def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     assert all(len(r["privacy-events"]) == 1 for r in rounds)
     assert rounds[-1]["train-failures"] == []
     assert np.isfinite(rounds[-1]["client-eval"]["mse"])
+
+
+def test_a_user_rating_an_item_twice_is_refused():
+    x = torch.tensor([[0, 3], [0, 5], [0, 3]])
+    data = MfClientData(x, torch.tensor([4.0, 2.0, 5.0]), x[:0], torch.zeros(0), num_users=1)
+    with pytest.raises(ValueError, match="rated item 3 more than once"):
+        data.index  # noqa: B018 (a property that builds the client's rating matrix)
