@@ -11,7 +11,8 @@ Setups, all biased MF with 16 factors on the same folds (u1 to u5):
   over the run, no rater counts sent: ``local`` (each client clips its item update and adds all
   the noise before it leaves) and ``distributed`` (each adds its share of the noise under
   secure aggregation; the server divides the sum by the cohort size).
-- ``cross-silo``: 10 silos of about 94 users each.
+- ``cross-silo``: 10 silos of about 94 users each (L2 0.1 and server learning rate 1, as
+  centralized: a client with many users overfits like one holding them all).
 
 Anchors: Surprise's SVD 0.934 RMSE (5-fold, centralized), SVD++ 0.919; published federated MF
 0.95-0.96 (FCF, FedMF). Targets: federated <= 0.93 on the 5-fold average; with secure
@@ -55,7 +56,12 @@ SETUPS = {
     },
     "federated": {},
     "federated, secure aggregation": SECAGG,
-    "cross-silo (10 silos)": {"data.num-clients": 10, "data.partition": "iid"},
+    "cross-silo (10 silos)": {  # ~94 users a client: the centralized L2, chosen on u1
+        "data.num-clients": 10,
+        "data.partition": "iid",
+        "train.weight-decay": 0.1,
+        "strategy.server-lr": 1.0,
+    },
     "user-level local DP, epsilon 1": LOCAL_DP | {"privacy.target-epsilon": 1.0},
     "user-level local DP, epsilon 8": LOCAL_DP | {"privacy.target-epsilon": 8.0},
     "user-level distributed DP, epsilon 1": DISTRIBUTED_DP | {"privacy.target-epsilon": 1.0},
@@ -223,8 +229,8 @@ def write(args: argparse.Namespace, rows: list[list[str]], total: float) -> None
         f"(lr {t.lr}, momentum {t.momentum}, L2 {t.weight_decay}), per-item aggregation with "
         f"server learning rate {cfg.strategy.server_lr}. Centralized: one client holding every "
         f"user, L2 {SETUPS['centralized']['train.weight-decay']} (0.02 overfits it: 1.09 on u1; "
-        "0.1 chosen on u1), server learning rate 1. Secure aggregation: SecAgg+ sparse graph, "
-        "bound 5, 32 fraction bits (64-bit "
+        "0.1 chosen on u1), server learning rate 1; cross-silo likewise. Secure aggregation: "
+        "SecAgg+ sparse graph, bound 5, 32 fraction bits (64-bit "
         f"modulus). User-level DP: {DP['train.rounds']} rounds, clip "
         f"{DP['privacy.clip-norm']}, delta 1e-5, noise calibrated to the target epsilon; "
         "local: each client adds all the noise; distributed: each adds its share under secure "
