@@ -21,9 +21,17 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP)  # hours on 2 cores; each script writes its own table in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/fedavg_mnist.py
+	$(BIN)/python benchmarks/dp_speed.py
+	$(BIN)/python benchmarks/dp_mnist.py
+	$(BIN)/python benchmarks/dp_fedavg_mnist.py
+	$(BIN)/python benchmarks/secagg.py
+	$(BIN)/python benchmarks/gcn_cora.py
+	$(BIN)/python benchmarks/deploy_latency.py
+	$(BIN)/python benchmarks/mf_movielens.py --group mf-movielens
+	$(BIN)/python benchmarks/mf_movielens.py --group mf-movielens-dp
 
 clean:
 	rm -rf $(VENV) runs
