@@ -35,6 +35,21 @@ def _run(raw: dict) -> tuple[dict[str, np.ndarray], list[dict]]:
     return {k: v.numpy() for k, v in arrays.items()}, rounds
 
 
+def _run_spied(raw: dict) -> tuple[list[tuple[Message, Message, Context]], list[dict]]:
+    """Run ``raw`` with an outermost client mod that keeps every (message, reply, context)."""
+    cfg = parse_config(raw)
+    sent, rounds = [], []
+
+    def spy(msg: Message, context: Context, call_next) -> Message:
+        reply = call_next(msg, context)
+        sent.append((msg, reply, context))
+        return reply
+
+    with InProcessGrid(cfg, client_app=make_client_app(cfg, [spy])) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    return sent, rounds
+
+
 def test_item_average_equals_a_brute_force_loop():
     rng = np.random.default_rng(0)
     current = {
@@ -64,19 +79,9 @@ def test_item_average_equals_a_brute_force_loop():
 def test_user_factors_never_leave_the_client():
     """Every message a client sends is inspected: only the shared arrays and the item
     counts, and the user's factors sit in its Context.state."""
-    cfg = parse_config(MF | {"train": MF["train"] | {"rounds": 1}})
-    sent = []
-
-    def spy(msg: Message, context: Context, call_next) -> Message:
-        reply = call_next(msg, context)
-        sent.append((reply, context))
-        return reply
-
-    app = make_client_app(cfg, [spy])
-    with InProcessGrid(cfg, client_app=app) as grid:
-        run_server(grid, cfg)
+    sent, _ = _run_spied(MF | {"train": MF["train"] | {"rounds": 1}})
     assert sent
-    for reply, context in sent:
+    for _, reply, context in sent:
         if reply.has_error():
             continue
         for record in reply.content.array_records.values():
@@ -134,19 +139,12 @@ def test_secure_aggregation_gives_the_plain_item_average(mode):
 def test_user_level_dp_releases_only_noised_item_updates():
     """Local DP: each client's release is its clipped, noised model update, without the rater
     counts (they would say which items its users rated); the ledger accounts every round."""
-    raw = SILOS | {"privacy": LOCAL_DP}
-    sent = []
-
-    def spy(msg: Message, context: Context, call_next) -> Message:
-        reply = call_next(msg, context)
-        if msg.metadata.message_type == "train" and not reply.has_error():
-            sent.append(reply)
-        return reply
-
-    cfg = parse_config(raw)
-    rounds = []
-    with InProcessGrid(cfg, client_app=make_client_app(cfg, [spy])) as grid:
-        run_server(grid, cfg, on_round=rounds.append)
+    sent, rounds = _run_spied(SILOS | {"privacy": LOCAL_DP})
+    sent = [
+        reply
+        for msg, reply, _ in sent
+        if msg.metadata.message_type == "train" and not reply.has_error()
+    ]
     assert len(sent) == 2 * 20
     for reply in sent:
         assert set(reply.content["arrays"]) == {"item_factors", "item_bias", "global_bias"}
@@ -159,19 +157,10 @@ def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     """Distributed DP: each client clips its item update and adds its share of the noise
     under secure aggregation, and sends no rater counts; the server's view is the noised sum."""
     privacy = {"dp": "distributed", "clip-norm": 0.5, "noise-multiplier": 1.0}
-    raw = SILOS | {"secagg": {"mode": "full", "bound": 5.0}, "privacy": privacy}
-    sent = []
-
-    def spy(msg: Message, context: Context, call_next) -> Message:
-        reply = call_next(msg, context)
-        if not reply.has_error():
-            sent.append(reply)
-        return reply
-
-    cfg = parse_config(raw)
-    rounds = []
-    with InProcessGrid(cfg, client_app=make_client_app(cfg, [spy])) as grid:
-        run_server(grid, cfg, on_round=rounds.append)
+    sent, rounds = _run_spied(
+        SILOS | {"secagg": {"mode": "full", "bound": 5.0}, "privacy": privacy}
+    )
+    sent = [reply for _, reply, _ in sent if not reply.has_error()]
     masked = [r for r in sent if "secagg" in r.content.array_records]
     assert len(masked) == 2 * 20
     model_size = 1682 * 8 + 1682 + 1  # item factors, item biases, global bias
