@@ -40,6 +40,8 @@ STRATEGIES = (
 )
 # Strategies whose server math needs each client's update, not only the (noised or masked) sum.
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
+# Strategies whose server optimizer keeps state built from the mean it aggregates.
+SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 ENGINES = ("inprocess", "ray")
 TASKS = ("mlp", "gcn", "mf")
 
@@ -438,6 +440,13 @@ def _check_combination(cfg: RunConfig) -> None:
         raise ConfigError(
             f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
             f"{cfg.strategy.name!r} needs each client's update; use a FedAvg-family strategy"
+        )
+    if cfg.privacy.dp == "client" and cfg.strategy.name in SERVER_OPTIMIZERS:
+        raise ConfigError(
+            f"privacy.dp = 'client' noises the strategy's output, but {cfg.strategy.name!r} "
+            "steps its server optimizer with the mean before the noise and carries it into "
+            "later rounds, un-noised; use 'fedavg' or 'fedprox', or privacy.dp = 'distributed' "
+            "(the clients' updates carry the noise)"
         )
     if (
         cfg.privacy.dp in ("client", "distributed")

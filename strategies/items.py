@@ -58,8 +58,10 @@ def _rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
 class ItemFedAvg(FedAvg):
     """FedAvg for the ``mf`` task: per-item weighting, a server learning rate.
 
-    With ``row_weighted = False`` (user-level DP: a noised update must not say which items its
-    user rated, so clients send no counts) every client weighs 1 on every row."""
+    Under user-level DP no client sends rater counts (they would leave un-noised). With local
+    DP (``row_weighted = False``) every client weighs 1 on every row; with client-level or
+    distributed DP the DP wrapper takes the fixed-denominator mean, and the server learning
+    rate comes after its noise (:meth:`after_noise`)."""
 
     server_lr: float = 1.0
     row_weighted: bool = True
@@ -67,8 +69,8 @@ class ItemFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if self.dp_cohort_size is not None:  # client-level DP: the fixed-denominator mean
-            return self._dp_step(server_round, replies)
+        if self.dp_cohort_size is not None:  # user-level DP: the fixed-denominator mean
+            return super().aggregate_train(server_round, replies)
         template = dict(self._template)
         if self.row_weighted:
             template[ITEM_RATERS] = (self._template["item_bias"][0], np.float32)
@@ -91,16 +93,12 @@ class ItemFedAvg(FedAvg):
         new = item_average(self._current, updates, self.server_lr)
         return to_record(new), MetricRecord(metrics_mean.result())
 
-    def _dp_step(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg's DP mean (every client weighs 1, the sum over the expected cohort size),
-        then the server learning rate."""
-        mean, metrics = super().aggregate_train(server_round, replies)
-        if mean is None:
-            return None, metrics
-        new = {
-            name: (c + self.server_lr * (to_numpy(mean[name]) - c)).astype(c.dtype)
-            for name, c in self._current.items()
-        }
-        return to_record(new), metrics
+    def after_noise(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The server learning rate on the noised DP mean: applied before the noise, it would
+        scale the sensitivity the noise was calibrated to."""
+        return to_record(
+            {
+                name: (c + self.server_lr * (to_numpy(arrays[name]) - c)).astype(c.dtype)
+                for name, c in self._current.items()
+            }
+        )

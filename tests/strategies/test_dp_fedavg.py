@@ -191,6 +191,7 @@ def test_local_dp_is_recorded_per_client(tmp_path):
             },
             "fixed-size",
         ),
+        ({"strategy": {"name": "fedadam"}}, "server optimizer"),
     ],
 )
 def test_client_level_misconfiguration_is_refused(settings, message):

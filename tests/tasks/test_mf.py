@@ -5,10 +5,12 @@ import pytest
 import torch
 from flwr.app import Context, Message
 
+from fedcore import seeding
 from fedcore.apps import make_client_app
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import ITEM_RATERS
 from fedcore.server import run_server
+from fedcore.tasks import get_task
 from fedcore.tasks.mf import MfClientData
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 from strategies.items import item_average
@@ -171,6 +173,25 @@ def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     assert all(len(r["privacy-events"]) == 1 for r in rounds)
     assert rounds[-1]["train-failures"] == []
     assert np.isfinite(rounds[-1]["client-eval"]["mse"])
+
+
+def test_client_level_dp_applies_the_server_rate_after_the_noise():
+    """The server noises the mean of the clipped updates, then applies its learning rate: the
+    step at rate 2 is twice the step at rate 1, noise included (applied before the noise, the
+    rate would scale the sensitivity the noise is calibrated to)."""
+    privacy = {"dp": "client", "clip-norm": 0.5, "noise-multiplier": 1.0, "seeded-noise": True}
+    raw = SILOS | {"train": SILOS["train"] | {"rounds": 1}, "privacy": privacy}
+    cfg = parse_config(raw)
+    task = get_task("mf")
+    init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT)
+    start = task.build_model(cfg, task.load_data(cfg), init).state_dict()
+    steps = []
+    for rate in (1.0, 2.0):
+        final, _ = _run(raw | {"strategy": {"server-lr": rate}})
+        steps.append({k: final[k] - start[k].numpy() for k in final})
+    for name, step in steps[0].items():
+        assert np.abs(step).max() > 1e-3  # the noise alone moves every array
+        np.testing.assert_allclose(steps[1][name], 2 * step, atol=1e-5)
 
 
 def test_a_user_rating_an_item_twice_is_refused():
