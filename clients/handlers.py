@@ -19,7 +19,7 @@ from torch import nn
 from clients import privacy
 from fedcore import seeding
 from fedcore.arrays import load_into, to_numpy, to_record
-from fedcore.config import RunConfig
+from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.datasets import DatasetError
 from fedcore.datasets import node as node_data
 from fedcore.keys import (
@@ -148,8 +148,8 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     if event is None:  # "off", or "client": the server's DP strategy (or Flower's clipping
         update = task.train_one_client(model, data, params, rng)  # mod) clips and noises
         _keep_local(task, model, context)
-        if cfg.privacy.dp != "off":  # only what is clipped and noised may leave
-            update = replace(update, state=_model_arrays(update.state, model))
+        if cfg.privacy.dp != "off":
+            update = _releasable(update, model, cfg)
         return _reply(msg, update, {})
     ledger = privacy.load_ledger(context)
     privacy.check_budget(cfg, ledger, event)  # before any data is touched
@@ -165,10 +165,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     ledger = ledger.record(event)
     privacy.save_ledger(context, ledger)
     extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
-    # The training loss and the update's norm are computed from the data without noise: a
-    # DP client does not send them.
-    public = {k: v for k, v in update.metrics.items() if k == TRAIN_SECONDS}
-    update = replace(update, metrics=public)
+    update = _releasable(update, model, cfg)
     return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
 
@@ -212,13 +209,12 @@ def _train_local_dp(
     event: DpEvent,
     noise_rng: np.random.Generator,
 ) -> ClientUpdate:
-    """Local DP: train as usual, then clip the update and noise it before it leaves. Only
-    the model's arrays are released: anything a task sends beside them (the ``mf`` task's
-    per-item rater counts) would leave un-noised, so it stays home."""
+    """Local DP: train as usual, then clip the update of the model's arrays and noise it
+    before it leaves (:func:`_releasable` then drops the rest)."""
     reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
     update = task.train_one_client(model, data, params, rng)
     released, _ = privatize_update(
-        {k: v.numpy() for k, v in _model_arrays(update.state, model).items()},
+        {k: update.state[k].numpy() for k in reference},
         {k: v.numpy() for k, v in reference.items()},
         event.clip_norm,
         event.noise_multiplier,
@@ -227,10 +223,18 @@ def _train_local_dp(
     return replace(update, state={k: torch.from_numpy(v) for k, v in released.items()})
 
 
-def _model_arrays(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's arrays of a trained state, without what a task sends beside them (the
-    ``mf`` task's per-item rater counts, which DP would leave un-noised)."""
-    return {k: state[k] for k in model.state_dict()}
+def _releasable(update: ClientUpdate, model: nn.Module, cfg: RunConfig) -> ClientUpdate:
+    """What a DP client may send: the model's arrays (clipped and noised here or by the
+    server), without what a task sends beside them (the ``mf`` task's per-item rater counts),
+    and of the metrics only the training time: the loss and the update's norm are computed
+    from the data without noise. Where the unit of privacy is the whole client, its number of
+    examples goes too (sent as 1: under client-level DP every client weighs alike)."""
+    return replace(
+        update,
+        state={k: update.state[k] for k in model.state_dict()},
+        metrics={k: v for k, v in update.metrics.items() if k == TRAIN_SECONDS},
+        num_examples=1 if cfg.privacy.dp in CLIENT_LEVEL_DP else update.num_examples,
+    )
 
 
 def _reply(
