@@ -5,15 +5,20 @@ The data's licence forbids redistribution: it is never shipped with fedcore. For
 ``download=True`` fetches GroupLens' zip, extracts the ratings and checks them against pinned
 sha256s; tests and benchmarks read ``$FEDCORE_DATA/ml-100k/``.
 
-Splits: ``u1``..``u5`` are GroupLens' 5-fold cross-validation (``mku.sh``): fold i tests on
-lines ``20000 (i-1)`` to ``20000 i`` of ``u.data`` and trains on the rest, so they are rebuilt
-here from ``u.data`` alone (a test checks ``u1`` against the shipped files). ``ua``/``ub``
-(10 test ratings per user) are read from their files.
+Every split is rebuilt from ``u.data`` alone by GroupLens' own rules (``mku.sh``), so only
+that one pinned file is ever read: ``u1``..``u5`` (5-fold cross-validation) test on lines
+``20000 (i-1)`` to ``20000 i`` and train on the rest; ``ua``/``ub`` (``allbut.pl``) test on
+each user's first ten, resp. next ten, ratings in file order. Tests check ``u1`` and ``ua``
+against the shipped files.
 """
 
 from __future__ import annotations
 
-import io
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.datasets.base import DatasetError
-from fedcore.datasets.files import missing_error, sha256_file, verify_sha256
+from fedcore.datasets.files import USER_AGENT, missing_error, sha256_file, verify_sha256
 
 ML100K_SHA256 = {"u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"}
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+ML100K_USERS, ML100K_ITEMS = 943, 1682
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
 _FOLD_SIZE = 20_000
+_ALLBUT = {"ua": (1, 10), "ub": (11, 20)}  # each user's ratings (by count) in the test set
 
 
 @dataclass(frozen=True)
@@ -48,41 +55,55 @@ class Ratings:
         )
 
 
-def _parse(text: str, separator: str) -> np.ndarray:
-    table = np.array([line.split(separator)[:3] for line in text.splitlines() if line], np.int64)
-    if table.ndim != 2 or table.shape[1] != 3:
-        raise DatasetError("ratings file is not 'user<sep>item<sep>rating<sep>timestamp' lines")
+def _parse(text: str, separator: str, source: str) -> np.ndarray:
+    try:
+        table = np.array(
+            [line.split(separator)[:3] for line in text.splitlines() if line], np.int64
+        )
+    except ValueError:
+        table = None
+    if table is None or table.ndim != 2 or table.shape[1] != 3:
+        raise DatasetError(
+            f"{source} is not 'user{separator}item{separator}rating{separator}timestamp' lines "
+            "of integers"
+        )
     return table
 
 
-def _ratings(table: np.ndarray, num_users: int, num_items: int) -> Ratings:
-    if table[:, 2].min() < 1 or table[:, 2].max() > 5:
-        raise DatasetError("ratings must be in 1..5")
+def _ratings(table: np.ndarray, num_users: int, num_items: int, source: str) -> Ratings:
+    for column, what, top in ((0, "user", num_users), (1, "item", num_items), (2, "rating", 5)):
+        low, high = int(table[:, column].min()), int(table[:, column].max())
+        if low < 1 or high > top:
+            raise DatasetError(f"{source}: {what} values span {low}..{high}, expected 1..{top}")
     return Ratings(
         table[:, 0] - 1, table[:, 1] - 1, table[:, 2].astype(np.float32), num_users, num_items
     )
 
 
 def _fetch_ml100k(folder: Path) -> None:
-    import urllib.request
-
-    from fedcore.datasets.files import USER_AGENT
-
-    request = urllib.request.Request(ML100K_URL, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            archive = zipfile.ZipFile(io.BytesIO(response.read()))
-    except OSError as err:
-        raise DatasetError(f"could not download {ML100K_URL}: {err}") from None
+    """Download GroupLens' zip and keep its ``u.data`` if it matches the pinned sha256 (put
+    in place by an atomic rename, so the cache never holds a partial or wrong file)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in archive.namelist():
-        base = name.rsplit("/", 1)[-1]
-        if base and not name.endswith("/"):
-            (folder / base).write_bytes(archive.read(name))
-    actual = sha256_file(folder / "u.data")
-    if actual != ML100K_SHA256["u.data"]:
-        (folder / "u.data").unlink()  # not left in the cache to be found next time
-        raise DatasetError(f"downloaded u.data has sha256 {actual}, expected the pinned one")
+    request = urllib.request.Request(ML100K_URL, headers={"User-Agent": USER_AGENT})
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        archive, part = Path(tmp) / "ml-100k.zip", Path(tmp) / "u.data"
+        try:
+            with urllib.request.urlopen(request, timeout=120) as src, archive.open("wb") as out:
+                shutil.copyfileobj(src, out)
+            with (
+                zipfile.ZipFile(archive) as zipped,
+                zipped.open("ml-100k/u.data") as src,
+                part.open("wb") as out,
+            ):
+                shutil.copyfileobj(src, out)
+        except (OSError, http.client.HTTPException) as err:
+            raise DatasetError(f"could not download {ML100K_URL}: {err}") from None
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise DatasetError(f"{ML100K_URL} is not GroupLens' ML-100K zip: {err}") from None
+        actual = sha256_file(part)
+        if actual != ML100K_SHA256["u.data"]:
+            raise DatasetError(f"downloaded u.data has sha256 {actual}, expected the pinned one")
+        os.replace(part, folder / "u.data")
 
 
 def load_movielens(data_dir: Path, name: str = "ml-100k", *, download: bool = False) -> Ratings:
@@ -95,13 +116,15 @@ def load_movielens(data_dir: Path, name: str = "ml-100k", *, download: bool = Fa
         if not path.is_file():
             raise missing_error("ml-100k", [path], downloadable=True)
         verify_sha256(path, ML100K_SHA256["u.data"])
-        return _ratings(_parse(path.read_text(), "\t"), 943, 1682)
+        return _ratings(
+            _parse(path.read_text(), "\t", str(path)), ML100K_USERS, ML100K_ITEMS, str(path)
+        )
     if name == "ml-1m":
         path = folder / "ratings.dat"
         if not path.is_file():
             raise missing_error("ml-1m", [path], downloadable=False)
-        table = _parse(path.read_text(encoding="latin-1"), "::")
-        return _ratings(table, int(table[:, 0].max()), int(table[:, 1].max()))
+        table = _parse(path.read_text(encoding="latin-1"), "::", str(path))
+        return _ratings(table, int(table[:, 0].max()), int(table[:, 1].max()), str(path))
     raise ValueError(f"unknown MovieLens dataset {name!r}; expected 'ml-100k' or 'ml-1m'")
 
 
@@ -115,13 +138,12 @@ def official_split(
         test = np.zeros(len(ratings), bool)
         test[fold * _FOLD_SIZE : (fold + 1) * _FOLD_SIZE] = True
         return ratings.subset(np.flatnonzero(~test)), ratings.subset(np.flatnonzero(test))
-    if split in ("ua", "ub"):
-        folder = Path(data_dir) / "ml-100k"
-        parts = []
-        for kind in ("base", "test"):
-            path = folder / f"{split}.{kind}"
-            if not path.is_file():
-                raise missing_error(f"ml-100k split {split}", [path], downloadable=True)
-            parts.append(_ratings(_parse(path.read_text(), "\t"), 943, 1682))
-        return parts[0], parts[1]
+    if split in _ALLBUT:
+        first, last = _ALLBUT[split]
+        order = np.argsort(ratings.users, kind="stable")  # by user, file order within
+        starts = np.searchsorted(ratings.users[order], ratings.users[order])
+        nth = np.empty(len(ratings), np.int64)
+        nth[order] = np.arange(len(ratings)) - starts + 1  # each rating's count for its user
+        test = (nth >= first) & (nth <= last)
+        return ratings.subset(np.flatnonzero(~test)), ratings.subset(np.flatnonzero(test))
     raise ValueError(f"unknown split {split!r}; expected one of {(*FOLDS, 'ua', 'ub')}")

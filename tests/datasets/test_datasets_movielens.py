@@ -16,12 +16,13 @@ def test_ml100k_has_the_published_counts():
     assert set(np.unique(r.ratings)) == {1.0, 2.0, 3.0, 4.0, 5.0}
 
 
+@pytest.mark.parametrize("split", ["u1", "ua"])
 @pytest.mark.parametrize("kind", ["base", "test"])
-def test_fold_u1_rebuilt_from_u_data_equals_the_shipped_files(kind):
+def test_splits_rebuilt_from_u_data_equal_the_shipped_files(split, kind):
     data = resolve_data_dir(None)
-    train, test = official_split(data, "u1")
+    train, test = official_split(data, split)
     ours = train if kind == "base" else test
-    shipped = np.loadtxt(data / "ml-100k" / f"u1.{kind}", dtype=np.int64)
+    shipped = np.loadtxt(data / "ml-100k" / f"{split}.{kind}", dtype=np.int64)
     ours_rows = np.stack([ours.users, ours.items, ours.ratings.astype(np.int64)], axis=1)
     expected = shipped[:, :3] - np.array([1, 1, 0])
     assert np.array_equal(np.unique(ours_rows, axis=0), np.unique(expected, axis=0))
@@ -32,6 +33,16 @@ def test_the_five_folds_partition_the_ratings():
     data = resolve_data_dir(None)
     tests = [official_split(data, f"u{i}")[1] for i in range(1, 6)]
     assert sum(len(t) for t in tests) == 100_000
+
+
+def test_ua_and_ub_test_ten_disjoint_ratings_of_every_user():
+    data = resolve_data_dir(None)
+    (_, ua), (ub_train, ub) = official_split(data, "ua"), official_split(data, "ub")
+    for test in (ua, ub):
+        assert np.array_equal(np.bincount(test.users, minlength=943), np.full(943, 10))
+    pairs = {(u, i) for u, i in zip(ua.users.tolist(), ua.items.tolist(), strict=True)}
+    assert not pairs & set(zip(ub.users.tolist(), ub.items.tolist(), strict=True))
+    assert len(ub_train) + len(ub) == 100_000
 
 
 def test_a_corrupt_u_data_is_refused(tmp_path):
@@ -56,6 +67,22 @@ def test_ml1m_ratings_dat_goes_through_the_same_parser(tmp_path):
     assert r.ratings.tolist() == [5.0, 3.0, 4.0]
 
 
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["0::1193::5::978300760"], "user values span 0..0"),
+        (["1::1193::6::978300760"], "rating values span 6..6"),
+        (["1::1193::five::978300760"], "lines of integers"),
+        (["1::1193"], "lines of integers"),
+    ],
+)
+def test_a_malformed_ratings_file_names_the_problem(tmp_path, lines, message):
+    (tmp_path / "ml-1m").mkdir()
+    (tmp_path / "ml-1m" / "ratings.dat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_movielens(tmp_path, "ml-1m")
+
+
 def _zip_with(u_data: bytes, path) -> str:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("ml-100k/u.data", u_data)
@@ -69,10 +96,24 @@ def test_download_extracts_and_checks_the_pinned_sha256(tmp_path, monkeypatch):
     real = (resolve_data_dir(None) / "ml-100k" / "u.data").read_bytes()
     monkeypatch.setattr(movielens, "ML100K_URL", _zip_with(real, tmp_path / "good.zip"))
     r = load_movielens(tmp_path / "cache", download=True)
-    assert len(r) == 100_000 and (tmp_path / "cache" / "ml-100k" / "README").is_file()
+    assert len(r) == 100_000
+    assert [p.name for p in (tmp_path / "cache" / "ml-100k").iterdir()] == ["u.data"]
 
     tampered = real.replace(b"\t5\t", b"\t4\t", 1)
     monkeypatch.setattr(movielens, "ML100K_URL", _zip_with(tampered, tmp_path / "bad.zip"))
     with pytest.raises(DatasetError, match="sha256"):
         load_movielens(tmp_path / "other", download=True)
     assert not (tmp_path / "other" / "ml-100k" / "u.data").exists()
+
+
+def test_a_download_that_is_not_the_zip_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "page.html").write_text("<html>Not found</html>")
+    monkeypatch.setattr(movielens, "ML100K_URL", (tmp_path / "page.html").as_uri())
+    with pytest.raises(DatasetError, match="not GroupLens' ML-100K zip"):
+        load_movielens(tmp_path / "cache", download=True)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("ml-100k/README", "no ratings here")
+    monkeypatch.setattr(movielens, "ML100K_URL", (tmp_path / "other.zip").as_uri())
+    with pytest.raises(DatasetError, match="not GroupLens' ML-100K zip"):
+        load_movielens(tmp_path / "cache", download=True)
+    assert list((tmp_path / "cache" / "ml-100k").iterdir()) == []
