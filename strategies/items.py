@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.keys import ITEM_RATERS, ROW_WEIGHTED
+from privacy.secagg.weighting import rater_counts
 from strategies.aggregate import MetricMean, check_update
 from strategies.fedavg import FedAvg
 
@@ -28,7 +29,9 @@ def item_average(
 ) -> dict[str, np.ndarray]:
     """The new shared model from ``(arrays, num_ratings)`` replies (each with its
     ``item-raters`` counts): a pure function, checked against a brute-force loop in tests."""
-    raters = np.zeros_like(updates[0][0][ITEM_RATERS], np.float64) if updates else 0.0
+    if not updates:
+        raise ValueError("no updates to average")
+    raters = np.zeros(len(updates[0][0][ITEM_RATERS]))
     total = sum(w for _, w in updates)
     steps = {name: np.zeros(value.shape) for name, value in current.items()}
     for arrays, weight in updates:
@@ -79,6 +82,8 @@ class ItemFedAvg(FedAvg):
             try:
                 arrays = to_numpy_dict(record)
                 check_update(arrays, weight, template)
+                if self.row_weighted:
+                    rater_counts(arrays[ITEM_RATERS], len(arrays[ITEM_RATERS]))
                 scalars = MetricMean.scalars(metrics, self.weighted_by_key)
             except ValueError as err:
                 self._reject(msg, f"bad update: {err}")

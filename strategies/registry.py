@@ -67,13 +67,14 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),
     }
     if cfg.task == "mf":
+        from privacy.secagg.weighting import row_weighted
         from strategies.items import ItemFedAvg
 
         builders["fedavg"] = lambda: ItemFedAvg(**common)
     strategy = builders[s.name]()
     if cfg.task == "mf":
         strategy.server_lr = s.server_lr
-        strategy.row_weighted = cfg.privacy.dp == "off"
+        strategy.row_weighted = row_weighted(cfg)
     strategy.seed = cfg.seed
     strategy.sampling = cfg.train.sampling
     if cfg.privacy.dp in ("client", "distributed"):

@@ -201,6 +201,11 @@ def load_mf_data(cfg: RunConfig) -> FederatedData:
             )
         groups = [users[i : i + 1] for i in users]
     else:
+        if d.num_clients > train.num_users:
+            raise ConfigError(
+                f"data.num-clients = {d.num_clients} silos of {train.num_users} users would "
+                "leave some silos empty"
+            )
         rng = seeding.numpy_rng(cfg.seed, seeding.PARTITION)
         groups = [np.sort(g) for g in np.array_split(rng.permutation(users), d.num_clients)]
     clients = tuple(_client(train, test, g) for g in groups)

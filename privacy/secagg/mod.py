@@ -45,7 +45,7 @@ from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode
-from privacy.secagg.weighting import coordinate_weights, row_weighted, weighted_input
+from privacy.secagg.weighting import row_weighted, weighted_input
 
 
 class SecAggClientError(ValueError):
@@ -126,13 +126,15 @@ def _train(
         std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
         noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
         update = update + noise.normal(0.0, std, update.shape)
-    weight, rows = float(metrics[NUM_EXAMPLES]), None
+    counts = None
     if row_weighted(cfg):
         if ITEM_RATERS not in trained:
             raise SecAggClientError(f"per-item averaging needs the reply's {ITEM_RATERS!r}")
-        counts = to_numpy(trained[ITEM_RATERS]).astype(np.float64)
-        rows = (coordinate_weights(received, weight, counts), counts)
-    x = weighted_input(update, weight, cfg, rows)
+        counts = to_numpy(trained[ITEM_RATERS])
+    try:
+        x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg, received, counts)
+    except ValueError as err:
+        raise SecAggClientError(f"cannot mask this update: {err}") from None
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})

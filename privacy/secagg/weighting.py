@@ -27,18 +27,33 @@ def row_weighted(cfg: RunConfig) -> bool:
     return cfg.task == "mf" and cfg.privacy.dp == "off"
 
 
+def rater_counts(counts: np.ndarray, num_items: int) -> np.ndarray:
+    """A client's per-item rater counts as float64, checked: one whole, non-negative count
+    per item row (a negative or fractional count would cancel or distort other clients')."""
+    counts = np.asarray(counts, np.float64)
+    if counts.shape != (num_items,):
+        raise ValueError(f"{num_items} item rows need {num_items} rater counts, got {counts.shape}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or np.any(counts != np.rint(counts)):
+        raise ValueError("rater counts must be whole numbers >= 0")
+    return counts
+
+
+def _num_items(model: ArrayRecord) -> int:
+    return next(to_numpy(model[name]).shape[0] for name in model if name in ROW_WEIGHTED)
+
+
 def coordinate_weights(model: ArrayRecord, weight: float, counts: np.ndarray) -> np.ndarray:
     """Each coordinate's weight: the rater count of its row for the arrays averaged per row
-    (``ROW_WEIGHTED``), the client's ``weight`` for the others."""
+    (``ROW_WEIGHTED``, one row per item), the client's ``weight`` for the others."""
     parts = []
     for name in model:
-        size = to_numpy(model[name]).size
+        array = to_numpy(model[name])
         if name in ROW_WEIGHTED:
-            if size % len(counts):
-                raise ValueError(f"array {name!r} does not have one row per item")
-            parts.append(np.repeat(counts.astype(np.float64), size // len(counts)))
+            if array.shape[0] != len(counts):
+                raise ValueError(f"array {name!r} has {array.shape[0]} rows, not one per item")
+            parts.append(np.repeat(counts, array.size // len(counts)))
         else:
-            parts.append(np.full(size, weight))
+            parts.append(np.full(array.size, weight))
     return np.concatenate(parts)
 
 
@@ -46,24 +61,34 @@ def weighted_input(
     update: np.ndarray,
     weight: float,
     cfg: RunConfig,
-    rows: tuple[np.ndarray, np.ndarray] | None = None,
+    model: ArrayRecord | None = None,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """What a client masks, all over ``W = secagg.max-weight``: ``w * clip(update)`` followed
     by ``w``, so that the server can divide the sums. Client-level DP weighs every client
-    alike (``w = W``), as its sensitivity analysis assumes. With per-item averaging, ``rows``
-    is (each coordinate's weight from :func:`coordinate_weights`, the client's rater count
-    per item): coordinates are weighted by it and the counts come before ``w``."""
+    alike (``w = W``), as its sensitivity analysis assumes. With per-item averaging, the
+    coordinates of each item row of ``model`` are weighted by the client's rater ``counts``
+    instead, and the counts come before ``w``."""
     s = cfg.secagg
     if cfg.privacy.dp in ("client", "distributed"):
         weight = s.max_weight
-    counts = np.zeros(0) if rows is None else rows[1]
-    largest = max(weight, float(counts.max(initial=0)))
-    if largest > s.max_weight:
-        raise ValueError(f"client weight {largest:g} exceeds secagg.max-weight {s.max_weight:g}")
+    if weight > s.max_weight:
+        raise ValueError(f"client weight {weight:g} exceeds secagg.max-weight {s.max_weight:g}")
+    if counts is None:
+        counts, weights = np.zeros(0), weight
+    else:
+        if model is None:
+            raise ValueError("per-item weighting needs the model the counts refer to")
+        counts = rater_counts(counts, _num_items(model))
+        if counts.max(initial=0) > s.max_weight:
+            raise ValueError(
+                f"a rater count of {counts.max():g} exceeds secagg.max-weight {s.max_weight:g}"
+            )
+        weights = coordinate_weights(model, weight, counts)
     out = np.empty(len(update) + len(counts) + 1)
     body = out[: len(update)]
     np.clip(update, -s.bound, s.bound, out=body)
-    body *= weight if rows is None else rows[0]
+    body *= weights
     out[len(update) : -1] = counts
     out[-1] = weight
     out /= s.max_weight
@@ -77,14 +102,19 @@ def average_of_sum(
     weighted mean update (client-level DP: the sum, which the DP strategy divides), and the
     cohort's rater counts per item where rows are averaged (else None)."""
     size = sum(to_numpy(a).size for a in model.values())
+    per_item = row_weighted(cfg)
+    expected = size + (_num_items(model) if per_item else 0) + 1
+    if len(total) != expected:
+        raise ValueError(f"the unmasked sum has {len(total)} entries, expected {expected}")
     body, weight = total[:size], total[-1]
     if weight <= 0:
         raise ValueError("the unmasked total weight is not positive")
-    if not row_weighted(cfg):
+    if not per_item:
         dp = cfg.privacy.dp in ("client", "distributed")
         return (body if dp else body / weight), None
-    counts = total[size:-1]
-    denominators = coordinate_weights(model, weight, counts)
+    # the counts are whole numbers over W: rounding removes their fixed-point error, and the
+    # rows are divided by the same exact counts that are returned
+    counts = np.rint(total[size:-1] * cfg.secagg.max_weight)
+    denominators = coordinate_weights(model, weight, counts / cfg.secagg.max_weight)
     step = np.divide(body, denominators, out=np.zeros_like(body), where=denominators > 0)
-    # counts are integers over W; rounding removes the fixed-point error from them
-    return step, np.rint(counts * cfg.secagg.max_weight)
+    return step, counts

@@ -11,7 +11,7 @@ from fedcore.config import ConfigError, parse_config
 from fedcore.keys import ITEM_RATERS
 from fedcore.server import run_server
 from fedcore.tasks import get_task
-from fedcore.tasks.mf import MfClientData
+from fedcore.tasks.mf import MfClientData, load_mf_data
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 from strategies.items import item_average
 
@@ -201,6 +201,12 @@ def test_client_level_dp_applies_the_server_rate_after_the_noise():
     for name, step in steps[0].items():
         assert np.abs(step).max() > 1e-3  # the noise alone moves every array
         np.testing.assert_allclose(steps[1][name], 2 * step, atol=1e-5)
+
+
+def test_more_silos_than_users_are_refused():
+    silos = {"dataset": "ml-100k", "num-clients": 944, "partition": "iid"}
+    with pytest.raises(ConfigError, match="empty"):
+        load_mf_data(parse_config(MF | {"data": silos}))
 
 
 def test_a_user_rating_an_item_twice_is_refused():

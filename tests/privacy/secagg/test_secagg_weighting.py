@@ -1,13 +1,14 @@
 """What clients mask and how the server averages the sum: against the strategies' own means."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedcore.arrays import to_record
 from fedcore.config import parse_config
 from fedcore.keys import ITEM_RATERS
-from privacy.secagg.weighting import average_of_sum, coordinate_weights, weighted_input
+from privacy.secagg.weighting import average_of_sum, rater_counts, weighted_input
 from strategies.items import item_average
 
 MF = {
@@ -38,8 +39,7 @@ def test_the_unmasked_sum_gives_the_per_item_average(clients, items, seed):
         new = {k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in current.items()}
         weight = float(rng.integers(1, 500))
         update = np.concatenate([(new[k] - current[k]).ravel() for k in current]).astype(float)
-        rows = (coordinate_weights(model, weight, counts), counts)
-        total = total + weighted_input(update, weight, cfg, rows)
+        total = total + weighted_input(update, weight, cfg, model, counts)
         updates.append(({**new, ITEM_RATERS: counts}, weight))
     step, raters = average_of_sum(model, total, cfg)
     expected = item_average(current, updates)
@@ -60,3 +60,33 @@ def test_without_counts_the_sum_gives_the_weighted_mean():
     step, raters = average_of_sum(model, total, cfg)
     np.testing.assert_allclose(step, (10 * x[0] + 30 * x[1]) / 40)
     assert raters is None
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([1.0, -1.0, 0.0], "whole numbers >= 0"),
+        ([1.0, 0.5, 0.0], "whole numbers >= 0"),
+        ([1.0, np.nan, 0.0], "whole numbers >= 0"),
+        ([1.0, 2.0], "3 item rows need 3 rater counts"),
+    ],
+)
+def test_bad_rater_counts_are_refused(counts, message):
+    cfg = parse_config(MF)
+    model = to_record(
+        {"item_bias": np.zeros(3, np.float32), "global_bias": np.zeros(1, np.float32)}
+    )
+    with pytest.raises(ValueError, match=message):
+        weighted_input(np.zeros(4), 1.0, cfg, model, np.array(counts))
+    with pytest.raises(ValueError, match=message):
+        rater_counts(np.array(counts), 3)
+
+
+def test_a_sum_of_the_wrong_length_is_refused():
+    cfg = parse_config(MF)
+    model = to_record(
+        {"item_bias": np.zeros(3, np.float32), "global_bias": np.zeros(1, np.float32)}
+    )
+    total = weighted_input(np.zeros(4), 1.0, cfg, model, np.ones(3))
+    with pytest.raises(ValueError, match="9 entries, expected 8"):
+        average_of_sum(model, np.concatenate([total, [0.0]]), cfg)
