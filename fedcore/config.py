@@ -149,7 +149,9 @@ class EvaluateConfig:
 class StrategyConfig:
     name: str = _opt("fedavg", choices=STRATEGIES, doc="server strategy")
     proximal_mu: float = _opt(0.01, ge=0, doc="FedProx proximal weight")
-    server_lr: float = _opt(1.0, gt=0, doc="FedAvgM server learning rate")
+    server_lr: float = _opt(
+        1.0, gt=0, doc="server learning rate (fedavgm; the mf task's per-item FedAvg)"
+    )
     eta: float = _opt(0.01, gt=0, doc="FedAdam/FedYogi/FedAdagrad server learning rate")
     server_momentum: float = _opt(0.9, ge=0, le=1, doc="FedAvgM server momentum")
     beta_1: float = _opt(0.9, ge=0, le=1, doc="FedAdam/FedYogi first-moment decay")
@@ -559,10 +561,10 @@ def _check_secagg(cfg: RunConfig) -> None:
                 f"(secagg.mode = 'full' or 'sparse')"
             )
         return
-    from privacy.secagg.quantize import OverflowConfigError, fixed_point
+    from privacy.secagg.quantize import OverflowConfigError, fixed_point, input_bound
 
     try:  # the largest cohort is every client
-        fixed_point(cfg.data.num_clients, max(cfg.secagg.bound, 1.0), cfg.secagg.frac_bits)
+        fixed_point(cfg.data.num_clients, input_bound(cfg.secagg.bound), cfg.secagg.frac_bits)
     except OverflowConfigError as err:
         raise ConfigError(str(err)) from None
     if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:

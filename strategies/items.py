@@ -22,36 +22,56 @@ from strategies.aggregate import MetricMean, check_update
 from strategies.fedavg import FedAvg
 
 
+class ItemMean:
+    """The running per-item mean of ``(arrays, num_ratings)`` replies (each with its
+    ``item-raters`` counts): the server holds one sum per array and the counts, whatever the
+    cohort size."""
+
+    def __init__(self, current: dict[str, np.ndarray]) -> None:
+        self.current = current
+        self.steps = {name: np.zeros(value.shape) for name, value in current.items()}
+        self.raters: np.ndarray | None = None
+        self.total_weight, self.count = 0.0, 0
+
+    def add(self, arrays: dict[str, np.ndarray], weight: float) -> None:
+        counts = arrays[ITEM_RATERS]
+        self.raters = counts.astype(np.float64) if self.raters is None else self.raters + counts
+        self.total_weight += weight
+        self.count += 1
+        rows = np.flatnonzero(counts)  # a client moves only the items its users rated
+        for name, value in self.current.items():
+            if name in ROW_WEIGHTED:
+                delta = arrays[name][rows].astype(np.float64) - value[rows]
+                self.steps[name][rows] += delta * _rows(counts[rows], delta)
+            else:
+                self.steps[name] += weight * (arrays[name].astype(np.float64) - value)
+
+    def result(self, server_lr: float = 1.0) -> dict[str, np.ndarray]:
+        """The new shared model: each item row moved by its raters' mean update, the rest by
+        the weighted mean, all times ``server_lr``."""
+        if self.count == 0:
+            raise ValueError("no updates to average")
+        out = {}
+        for name, value in self.current.items():
+            step = self.steps[name]
+            if name in ROW_WEIGHTED:
+                step = step / np.maximum(_rows(self.raters, step), 1.0)
+            else:
+                step = step / max(self.total_weight, 1.0)
+            out[name] = (value + server_lr * step).astype(value.dtype)
+        return out
+
+
 def item_average(
     current: dict[str, np.ndarray],
     updates: list[tuple[dict[str, np.ndarray], float]],
     server_lr: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The new shared model from ``(arrays, num_ratings)`` replies (each with its
-    ``item-raters`` counts): a pure function, checked against a brute-force loop in tests."""
-    if not updates:
-        raise ValueError("no updates to average")
-    raters = np.zeros(len(updates[0][0][ITEM_RATERS]))
-    total = sum(w for _, w in updates)
-    steps = {name: np.zeros(value.shape) for name, value in current.items()}
+    """:class:`ItemMean` of ``updates`` in one call (checked against a brute-force loop)."""
+    mean = ItemMean(current)
     for arrays, weight in updates:
-        counts = arrays[ITEM_RATERS]
-        raters += counts
-        rows = np.flatnonzero(counts)  # a client moves only the items its users rated
-        for name, value in current.items():
-            if name in ROW_WEIGHTED:
-                delta = arrays[name][rows].astype(np.float64) - value[rows]
-                steps[name][rows] += delta * _rows(counts[rows], delta)
-            else:
-                steps[name] += weight * (arrays[name].astype(np.float64) - value)
-    out = {}
-    for name, value in current.items():
-        if name in ROW_WEIGHTED:
-            step = steps[name] / np.maximum(_rows(raters, steps[name]), 1.0)
-        else:
-            step = steps[name] / max(total, 1.0)
-        out[name] = (value + server_lr * step).astype(value.dtype)
-    return out
+        mean.add(arrays, weight)
+    return mean.result(server_lr)
 
 
 def _rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -77,7 +97,7 @@ class ItemFedAvg(FedAvg):
         template = dict(self._template)
         if self.row_weighted:
             template[ITEM_RATERS] = (self._template["item_bias"][0], np.float32)
-        updates, metrics_mean = [], MetricMean()
+        items_mean, metrics_mean = ItemMean(self._current), MetricMean()
         for msg, record, metrics, weight in self._contents(replies, with_arrays=True):
             try:
                 arrays = to_numpy_dict(record)
@@ -90,13 +110,12 @@ class ItemFedAvg(FedAvg):
                 continue
             if not self.row_weighted:  # each client counts once on every row
                 arrays[ITEM_RATERS], weight = np.ones(template["item_bias"][0], np.float32), 1.0
-            updates.append((arrays, weight))
+            items_mean.add(arrays, weight)
             metrics_mean.add(scalars, weight)
         self._log_failures("aggregate_train")
-        if not updates:
+        if items_mean.count == 0:
             return None, None
-        new = item_average(self._current, updates, self.server_lr)
-        return to_record(new), MetricRecord(metrics_mean.result())
+        return to_record(items_mean.result(self.server_lr)), MetricRecord(metrics_mean.result())
 
     def after_noise(self, arrays: ArrayRecord) -> ArrayRecord:
         """The server learning rate on the noised DP mean: applied before the noise, it would

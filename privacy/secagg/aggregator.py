@@ -46,7 +46,7 @@ from fedcore.keys import (
 from privacy.plan import min_in_sum
 from privacy.secagg import graph, shamir
 from privacy.secagg.protocol import PublicKeys, SecAggAbort, SecAggServer
-from privacy.secagg.quantize import decode, fixed_point
+from privacy.secagg.quantize import decode, fixed_point, input_bound
 from privacy.secagg.weighting import average_of_sum
 
 Observe = Callable[[Iterable[Message]], Iterator[Message]]
@@ -76,7 +76,7 @@ class SecureAggregator:
         self.last_stage_seconds = {}
         if not messages:
             return []
-        fp = fixed_point(len(messages), max(s.bound, 1.0), s.frac_bits)
+        fp = fixed_point(len(messages), input_bound(s.bound), s.frac_bits)
         for m in messages:
             m.content[CONFIG][SECAGG_STAGE] = "train"
             m.content[CONFIG][SECAGG_BITS] = fp.bits

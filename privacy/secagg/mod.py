@@ -3,9 +3,9 @@
 The server runs four message exchanges per round, all of type ``train`` with the stage in the
 config record (``secagg-stage``):
 
-- ``train``: the mod lets the ClientApp train, then keeps the update ``w - w_global``
-  (clipped to ``secagg.bound``, times ``weight / secagg.max-weight``, with that weight as
-  one more entry) encoded in fixed point in the node's ``Context.state``, and replies with the
+- ``train``: the mod lets the ClientApp train, then keeps what it will mask (the update
+  ``w - w_global``, clipped and weighted as :func:`~privacy.secagg.weighting.weighted_input`
+  says) encoded in fixed point in the node's ``Context.state``, and replies with the
   training metrics and its public keys instead of the model.
 - ``share-keys``, ``masked-input``, ``unmask``: the mod answers from the protocol state in
   ``Context.state`` without calling the ClientApp.
@@ -44,7 +44,7 @@ from fedcore.keys import (
 from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
-from privacy.secagg.quantize import FixedPoint, encode
+from privacy.secagg.quantize import FixedPoint, encode, input_bound
 from privacy.secagg.weighting import row_weighted, weighted_input
 
 
@@ -73,8 +73,7 @@ def fixed_point_of(cfg: RunConfig, bits: int) -> FixedPoint:
     """The round's encoding: the server picks the modulus for the cohort it sampled."""
     if bits not in (32, 64):
         raise SecAggClientError(f"modulus of 2^{bits} is not supported")
-    # the weight entry (<= 1) must fit the clipping range too
-    return FixedPoint(max(cfg.secagg.bound, 1.0), cfg.secagg.frac_bits, bits)
+    return FixedPoint(input_bound(cfg.secagg.bound), cfg.secagg.frac_bits, bits)
 
 
 def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:

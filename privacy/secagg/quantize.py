@@ -66,6 +66,12 @@ def modulus_bits(clients: int, bound: float, frac_bits: int) -> int:
     )
 
 
+def input_bound(clip_bound: float) -> float:
+    """The range of every masked entry: the clipped update (``secagg.bound``) and the weight
+    entries, which are at most 1 once divided by ``secagg.max-weight``."""
+    return max(clip_bound, 1.0)
+
+
 def fixed_point(clients: int, bound: float, frac_bits: int) -> FixedPoint:
     """The encoding for a cohort of at most ``clients``."""
     return FixedPoint(bound, frac_bits, modulus_bits(clients, bound, frac_bits))
