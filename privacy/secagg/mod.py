@@ -95,7 +95,7 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
         record = context.state.config_records.get(SECAGG_STATE)
         if record is None or int(record["round"]) != int(config.get(SERVER_ROUND, -1)):
             raise SecAggClientError(f"stage {stage!r} without a training stage this round")
-        client = client_from_state(record)
+        client = client_from_state(record["client"])
         payload = msg.content.config_records.get(SECAGG, ConfigRecord())
         if stage == "share-keys":
             reply = _share_keys(client, payload)
@@ -103,7 +103,7 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
             reply = _masked_input(client, payload, context)
         else:
             reply = _unmask(client, payload)
-        context.state[SECAGG_STATE] = ConfigRecord(client_state(client))
+        context.state[SECAGG_STATE] = _state_record(client)
         return Message(reply, reply_to=msg)
 
     return mod
@@ -137,7 +137,7 @@ def _train(
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})
-    context.state[SECAGG_STATE] = ConfigRecord(client_state(client))
+    context.state[SECAGG_STATE] = _state_record(client)
     keys = client.advertise()
     content = RecordDict(
         {
@@ -150,6 +150,10 @@ def _train(
     if DP_EVENT in reply.content.config_records:
         content[DP_EVENT] = reply.content[DP_EVENT]
     return Message(content, reply_to=msg)
+
+
+def _state_record(client: SecAggClient) -> ConfigRecord:
+    return ConfigRecord({"round": client.round_id, "client": client_state(client)})
 
 
 def _share_keys(client: SecAggClient, payload: ConfigRecord) -> RecordDict:

@@ -27,7 +27,7 @@ import functools
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -312,70 +312,108 @@ class SecAggServer:
 
 
 _KEYS = struct.Struct("32s32s32s")  # channel, mask, seed hash
+_HEADER = struct.Struct(">IIdIId?")  # cid, round, bound, frac-bits, bits, threshold, unmasked
+_LENGTH = struct.Struct(">I")
+_ID = np.dtype(">u4")
 
 
-def client_state(client: SecAggClient) -> dict:
-    """A client's state as plain values (ints, floats, bytes and lists of ints), for a Flower
-    ``ConfigRecord`` in the node's ``Context.state``: a deployed ClientApp may run each
-    message in a fresh process. Keys, shares and channel keys travel as single byte strings
-    (one entry per peer would cost a record entry each)."""
-    ids = sorted(client._roster)
-    received = sorted(client._received)
-    channels = sorted(client._channels)
-    return {
-        "cid": client.cid,
-        "round": client.round_id,
-        "bound": client.fp.bound,
-        "frac-bits": client.fp.frac_bits,
-        "bits": client.fp.bits,
-        "threshold": client.threshold_fraction,
-        "c-sk": client._c_raw,
-        "s-sk": client._s_raw,
-        "b": client._b,
-        "public": _KEYS.pack(*astuple(client.advertise())),
-        "roster-ids": ids,
-        "roster-keys": b"".join(
-            _KEYS.pack(k.channel, k.mask, k.seed_hash) for k in (client._roster[i] for i in ids)
-        ),
-        "neighbours": list(client._neighbours),
-        "received-ids": received,
-        "received-s": b"".join(shamir.to_bytes(client._received[i][0]) for i in received),
-        "received-b": b"".join(shamir.to_bytes(client._received[i][1]) for i in received),
-        "channel-ids": channels,
-        "channel-keys": b"".join(client._channels[i] for i in channels),
-        "u2": sorted(client._u2),
-        "unmasked": client._unmasked,
-    }
+def _packed_keys(keys: PublicKeys) -> bytes:
+    return _KEYS.pack(keys.channel, keys.mask, keys.seed_hash)
 
 
-def client_from_state(state: Mapping) -> SecAggClient:
-    """The client :func:`client_state` saved."""
-    fp = FixedPoint(float(state["bound"]), int(state["frac-bits"]), int(state["bits"]))
-    client = SecAggClient(
-        int(state["cid"]),
-        int(state["round"]),
-        fp,
-        float(state["threshold"]),
-        _c_raw=bytes(state["c-sk"]),
-        _s_raw=bytes(state["s-sk"]),
-        _b=bytes(state["b"]),
-        _public=PublicKeys(*_KEYS.unpack(state["public"])),
+def _ids(values) -> bytes:
+    return np.asarray(list(values), _ID).tobytes()
+
+
+def _from_ids(data: bytes) -> list[int]:
+    return np.frombuffer(data, _ID).tolist()
+
+
+def client_state(client: SecAggClient) -> bytes:
+    """A client's state as one byte string, for a Flower ``ConfigRecord`` in the node's
+    ``Context.state``: a deployed ClientApp may run each message in a fresh process. One
+    length-prefixed field after another (ids as big-endian uint32, keys, shares and channel
+    keys concatenated), so Flower checks one value instead of every id and key."""
+    ids, received, channels = (
+        sorted(client._roster),
+        sorted(client._received),
+        sorted(client._channels),
     )
-    keys = _KEYS.iter_unpack(state["roster-keys"])
-    client._roster = {
-        int(i): PublicKeys(*k) for i, k in zip(state["roster-ids"], keys, strict=True)
-    }
-    client._neighbours = [int(v) for v in state["neighbours"]]
-    ids = [int(i) for i in state["received-ids"]]
-    s_shares = shamir.many_from_bytes(state["received-s"], len(ids))
-    b_shares = shamir.many_from_bytes(state["received-b"], len(ids))
+    fp = client.fp
+    fields = [
+        _HEADER.pack(
+            client.cid,
+            client.round_id,
+            fp.bound,
+            fp.frac_bits,
+            fp.bits,
+            client.threshold_fraction,
+            client._unmasked,
+        ),
+        client._c_raw,
+        client._s_raw,
+        client._b,
+        _packed_keys(client.advertise()),
+        _ids(ids),
+        b"".join(_packed_keys(client._roster[i]) for i in ids),
+        _ids(client._neighbours),
+        _ids(received),
+        b"".join(shamir.to_bytes(client._received[i][0]) for i in received),
+        b"".join(shamir.to_bytes(client._received[i][1]) for i in received),
+        _ids(channels),
+        b"".join(client._channels[i] for i in channels),
+        _ids(sorted(client._u2)),
+    ]
+    return b"".join(_LENGTH.pack(len(f)) + f for f in fields)
+
+
+def _fields(blob: bytes, count: int) -> list[bytes]:
+    out, at = [], 0
+    while at < len(blob):
+        (size,) = _LENGTH.unpack_from(blob, at)
+        out.append(blob[at + _LENGTH.size : at + _LENGTH.size + size])
+        at += _LENGTH.size + size
+    if len(out) != count or at != len(blob):
+        raise ValueError(f"expected {count} fields")
+    return out
+
+
+def client_from_state(blob: bytes) -> SecAggClient:
+    """The client :func:`client_state` saved; ValueError if ``blob`` is not such a state."""
+    try:
+        fields = _fields(bytes(blob), 14)  # in client_state's order
+        header, c_sk, s_sk, b, public = fields[:5]
+        roster_ids, roster_keys, neighbours = fields[5:8]
+        received_ids, received_s, received_b = fields[8:11]
+        channel_ids, channel_keys, u2 = fields[11:]
+        cid, round_id, bound, frac_bits, bits, threshold_fraction, unmasked = _HEADER.unpack(header)
+        ids = _from_ids(received_ids)
+        client = SecAggClient(
+            cid,
+            round_id,
+            FixedPoint(bound, frac_bits, bits),
+            threshold_fraction,
+            _c_raw=c_sk,
+            _s_raw=s_sk,
+            _b=b,
+            _public=PublicKeys(*_KEYS.unpack(public)),
+        )
+        keys = _KEYS.iter_unpack(roster_keys)
+        client._roster = {
+            i: PublicKeys(*k) for i, k in zip(_from_ids(roster_ids), keys, strict=True)
+        }
+        s_shares = shamir.many_from_bytes(received_s, len(ids))
+        b_shares = shamir.many_from_bytes(received_b, len(ids))
+        channels = _from_ids(channel_ids)
+        if len(channel_keys) != 32 * len(channels):
+            raise ValueError("channel keys do not match their ids")
+    except (struct.error, ValueError) as err:
+        raise ValueError(f"malformed secure-aggregation client state: {err}") from None
+    client._neighbours = _from_ids(neighbours)
     client._received = {i: (s_shares[k], b_shares[k]) for k, i in enumerate(ids)}
-    blob = state["channel-keys"]
-    client._channels = {
-        int(i): blob[32 * k : 32 * (k + 1)] for k, i in enumerate(state["channel-ids"])
-    }
-    client._u2 = {int(u) for u in state["u2"]}
-    client._unmasked = bool(state["unmasked"])
+    client._channels = {i: channel_keys[32 * k : 32 * (k + 1)] for k, i in enumerate(channels)}
+    client._u2 = set(_from_ids(u2))
+    client._unmasked = unmasked
     return client
 
 
