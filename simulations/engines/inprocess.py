@@ -28,6 +28,7 @@ from simulations.faults import simulation_client_app
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
+BATCH = 8  # messages a worker process takes per task
 
 
 def node_ids(num_nodes: int) -> list[int]:
@@ -173,12 +174,27 @@ class InProcessGrid(Grid):
                 msg.content = _own_records(msg.content)
                 yield deliver(self._app, msg, self._contexts[msg.metadata.dst_node_id])
             return
-        futures: list[Future] = []
+        # A worker takes up to BATCH consecutive messages of its nodes per task: one task per
+        # message spent more time in the pool's queue and pickling than in small ClientApps.
+        tasks: list[list[Future]] = [[] for _ in self._pools]
+        batches: list[list[Message]] = [[] for _ in self._pools]
+        slots = []  # each message's (worker, task, position), in send order
+
+        def submit(worker: int) -> None:
+            tasks[worker].append(self._pools[worker].submit(_worker_deliver, batches[worker]))
+            batches[worker] = []
+
         for msg in messages:
             worker = (msg.metadata.dst_node_id - FIRST_NODE_ID) % len(self._pools)
-            futures.append(self._pools[worker].submit(_worker_deliver, msg))
-        for fut in futures:
-            yield fut.result()
+            batches[worker].append(msg)
+            slots.append((worker, len(tasks[worker]), len(batches[worker]) - 1))
+            if len(batches[worker]) == BATCH:
+                submit(worker)
+        for worker, batch in enumerate(batches):
+            if batch:
+                submit(worker)
+        for worker, task, position in slots:
+            yield tasks[worker][task].result()[position]
 
     def close(self) -> None:
         for pool in self._pools:
@@ -206,8 +222,9 @@ def _worker_init(
     _WORKER.update(app=app_factory(cfg), contexts=make_contexts(cfg, ids))
 
 
-def _worker_deliver(msg: Message) -> Message:
-    return deliver(_WORKER["app"], msg, _WORKER["contexts"][msg.metadata.dst_node_id])
+def _worker_deliver(messages: list[Message]) -> list[Message]:
+    app, contexts = _WORKER["app"], _WORKER["contexts"]
+    return [deliver(app, msg, contexts[msg.metadata.dst_node_id]) for msg in messages]
 
 
 def run_inprocess(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
