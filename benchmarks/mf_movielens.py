@@ -151,7 +151,9 @@ def round_time(setup: str, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", choices=list(GROUPS), required=True, help="which table")
-    parser.add_argument("--folds", nargs="+", choices=FOLDS, help="default: all (secagg: u1)")
+    parser.add_argument(
+        "--folds", nargs="+", choices=FOLDS, help="default: all (distributed DP: u1)"
+    )
     parser.add_argument("--rounds", type=int, help="override the scenario's train.rounds")
     parser.add_argument("--jobs", type=int, default=2, help="accuracy runs at a time")
     parser.add_argument(

@@ -34,7 +34,6 @@ from fedcore.keys import (
     PARTITION_ID,
     PROXIMAL_MU,
     SERVER_ROUND,
-    TRAIN_SECONDS,
 )
 from fedcore.tasks import ClientData, ClientUpdate, FederatedData, Task, TrainParams, get_task
 from privacy.ledger import DpEvent
@@ -225,14 +224,15 @@ def _train_local_dp(
 
 def _releasable(update: ClientUpdate, model: nn.Module, cfg: RunConfig) -> ClientUpdate:
     """What a DP client may send: the model's arrays (clipped and noised here or by the
-    server), without what a task sends beside them (the ``mf`` task's per-item rater counts),
-    and of the metrics only the training time: the loss and the update's norm are computed
-    from the data without noise. Where the unit of privacy is the whole client, its number of
-    examples goes too (sent as 1: under client-level DP every client weighs alike)."""
+    server), without what a task sends beside them (the ``mf`` task's per-item rater counts)
+    and without its metrics: the loss is computed from the data without noise, and even the
+    training time grows with the number of examples. Where the unit of privacy is the whole
+    client, its number of examples goes too (sent as 1: under client-level DP every client
+    weighs alike); example-level DP keeps it, as DP-SGD's accounting takes it as public."""
     return replace(
         update,
         state={k: update.state[k] for k in model.state_dict()},
-        metrics={k: v for k, v in update.metrics.items() if k == TRAIN_SECONDS},
+        metrics={},
         num_examples=1 if cfg.privacy.dp in CLIENT_LEVEL_DP else update.num_examples,
     )
 

@@ -542,8 +542,9 @@ def _check_task(cfg: RunConfig) -> None:
             )
         if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
             raise ConfigError(
-                "task 'mf' takes secure aggregation or local DP, not both: under secure "
-                "aggregation its per-item rater counts are masked but not noised"
+                "task 'mf' takes secure aggregation or local DP, not both: local DP noises each "
+                "update for release in the clear; under secure aggregation use privacy.dp = "
+                "'distributed', where each client adds only its share of the noise"
             )
     elif graph_data or cfg.data.partition == "louvain" or cfg.data.dataset == "ml-100k":
         raise ConfigError(

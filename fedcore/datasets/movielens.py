@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,8 @@ def _fetch_ml100k(folder: Path) -> None:
             ):
                 shutil.copyfileobj(src, out)
         except (OSError, http.client.HTTPException) as err:
-            raise DatasetError(f"could not download {ML100K_URL}: {err}") from None
-        except (zipfile.BadZipFile, KeyError) as err:
+            raise DatasetError(f"could not download {ML100K_URL} into {folder}: {err}") from None
+        except (zipfile.BadZipFile, zlib.error, KeyError) as err:
             raise DatasetError(f"{ML100K_URL} is not GroupLens' ML-100K zip: {err}") from None
         actual = sha256_file(part)
         if actual != ML100K_SHA256["u.data"]:

@@ -405,14 +405,17 @@ def client_from_state(blob: bytes) -> SecAggClient:
         s_shares = shamir.many_from_bytes(received_s, len(ids))
         b_shares = shamir.many_from_bytes(received_b, len(ids))
         channels = _from_ids(channel_ids)
-        if len(channel_keys) != 32 * len(channels):
+        if len(channel_keys) != crypto.KEY_BYTES * len(channels):
             raise ValueError("channel keys do not match their ids")
+        if {len(c_sk), len(s_sk), len(b)} != {crypto.KEY_BYTES}:
+            raise ValueError("a private key or seed is not 32 bytes")
+        client._neighbours = _from_ids(neighbours)
+        client._u2 = set(_from_ids(u2))
     except (struct.error, ValueError) as err:
         raise ValueError(f"malformed secure-aggregation client state: {err}") from None
-    client._neighbours = _from_ids(neighbours)
     client._received = {i: (s_shares[k], b_shares[k]) for k, i in enumerate(ids)}
-    client._channels = {i: channel_keys[32 * k : 32 * (k + 1)] for k, i in enumerate(channels)}
-    client._u2 = set(_from_ids(u2))
+    key = crypto.KEY_BYTES
+    client._channels = {i: channel_keys[key * k : key * (k + 1)] for k, i in enumerate(channels)}
     client._unmasked = unmasked
     return client
 

@@ -39,7 +39,10 @@ def rater_counts(counts: np.ndarray, num_items: int) -> np.ndarray:
 
 
 def _num_items(model: ArrayRecord) -> int:
-    return next(to_numpy(model[name]).shape[0] for name in model if name in ROW_WEIGHTED)
+    for name in model:
+        if name in ROW_WEIGHTED:
+            return to_numpy(model[name]).shape[0]
+    raise ValueError(f"per-item weighting needs one of {sorted(ROW_WEIGHTED)} in the model")
 
 
 def coordinate_weights(model: ArrayRecord, weight: float, counts: np.ndarray) -> np.ndarray:

@@ -194,7 +194,11 @@ class InProcessGrid(Grid):
             if batch:
                 submit(worker)
         for worker, task, position in slots:
-            yield tasks[worker][task].result()[position]
+            replies = tasks[worker][task].result()
+            if position == len(replies) - 1:  # its last reply: the task lets go of them all
+                tasks[worker][task] = None
+            yield replies[position]
+            del replies
 
     def close(self) -> None:
         for pool in self._pools:

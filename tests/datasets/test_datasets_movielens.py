@@ -20,9 +20,12 @@ def test_ml100k_has_the_published_counts():
 @pytest.mark.parametrize("kind", ["base", "test"])
 def test_splits_rebuilt_from_u_data_equal_the_shipped_files(split, kind):
     data = resolve_data_dir(None)
+    path = data / "ml-100k" / f"{split}.{kind}"
+    if not path.is_file():  # a cache filled by fedcore's download holds u.data only
+        pytest.skip(f"{path} is not there to compare with")
     train, test = official_split(data, split)
     ours = train if kind == "base" else test
-    shipped = np.loadtxt(data / "ml-100k" / f"{split}.{kind}", dtype=np.int64)
+    shipped = np.loadtxt(path, dtype=np.int64)
     ours_rows = np.stack([ours.users, ours.items, ours.ratings.astype(np.int64)], axis=1)
     expected = shipped[:, :3] - np.array([1, 1, 0])
     assert np.array_equal(np.unique(ours_rows, axis=0), np.unique(expected, axis=0))

@@ -31,6 +31,19 @@ def test_one_and_two_workers_give_the_identical_model():
         np.testing.assert_array_equal(one[k], two[k])
 
 
+def test_workers_batching_messages_give_the_identical_model(monkeypatch):
+    """Workers take several messages per task (here 2, so 7 clients on 2 workers make tasks
+    of 2, 2 and a last partial one each); the replies still come back in send order."""
+    from simulations.engines import inprocess
+
+    monkeypatch.setattr(inprocess, "BATCH", 2)  # read by the server process only
+    raw = {**SMALL, "data": {"num-clients": 7}}
+    one, _ = _final(run_inprocess, parse_config(raw))
+    two, _ = _final(run_inprocess, parse_config({**raw, "engine": {"workers": 2}}))
+    for k in one:
+        np.testing.assert_array_equal(one[k], two[k])
+
+
 def test_same_seed_same_model_and_other_seed_differs():
     a, _ = _final(run_inprocess, parse_config(SMALL))
     b, _ = _final(run_inprocess, parse_config(SMALL))

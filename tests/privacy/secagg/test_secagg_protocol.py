@@ -146,11 +146,31 @@ def test_tampered_share_aborts_instead_of_unmasking_garbage():
         run_round(np.zeros((4, 3)), tamper="share")
 
 
-def test_client_state_survives_a_round_trip_through_plain_values():
+def test_client_state_survives_a_round_trip_through_bytes_at_every_stage():
+    """A deployed client saves its state after each stage and may restore it in a fresh
+    process: the round completes through the saved state, and a restored client that already
+    revealed its shares still refuses to reveal again."""
     fp = fixed_point(3, 1.0, 8)
     server, clients, inbox = keys_shared(fp)
-    restored = {i: client_from_state(client_state(c)) for i, c in clients.items()}
+
+    def restore(client):
+        state = client_state(client)
+        assert isinstance(state, bytes)
+        return client_from_state(state)
+
+    restored = {i: restore(c) for i, c in clients.items()}
     masked = {i: c.masked_input(np.full(4, i, fp.dtype), inbox[i]) for i, c in restored.items()}
+    restored = {i: restore(c) for i, c in restored.items()}
     survivors = server.collect_masked(masked)
     total = server.unmask({i: restored[i].unmask(survivors) for i in survivors})
     np.testing.assert_array_equal(total, np.full(4, 6, fp.dtype))
+    with pytest.raises(ProtocolViolation, match="already revealed"):
+        restore(restored[1]).unmask(survivors)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 200, -1])
+def test_a_damaged_client_state_is_refused(cut):
+    _, clients, _ = keys_shared(fixed_point(3, 1.0, 8))
+    state = client_state(clients[1])
+    with pytest.raises(ValueError, match="malformed secure-aggregation client state"):
+        client_from_state(state[:cut])
