@@ -329,6 +329,13 @@ def _from_ids(data: bytes) -> list[int]:
     return np.frombuffer(data, _ID).tolist()
 
 
+def _shares_bytes(shares: list[shamir.Share]) -> bytes:
+    """Shares as :func:`shamir.to_bytes` writes them, concatenated, in one conversion."""
+    if not shares:
+        return b""
+    return shamir.to_bytes(np.stack(shares))
+
+
 def client_state(client: SecAggClient) -> bytes:
     """A client's state as one byte string, for a Flower ``ConfigRecord`` in the node's
     ``Context.state``: a deployed ClientApp may run each message in a fresh process. One
@@ -358,8 +365,8 @@ def client_state(client: SecAggClient) -> bytes:
         b"".join(_packed_keys(client._roster[i]) for i in ids),
         _ids(client._neighbours),
         _ids(received),
-        b"".join(shamir.to_bytes(client._received[i][0]) for i in received),
-        b"".join(shamir.to_bytes(client._received[i][1]) for i in received),
+        _shares_bytes([client._received[i][0] for i in received]),
+        _shares_bytes([client._received[i][1] for i in received]),
         _ids(channels),
         b"".join(client._channels[i] for i in channels),
         _ids(sorted(client._u2)),
