@@ -139,9 +139,8 @@ class CellStore:
 def round_time(setup: str, rounds: int) -> dict:
     """Seconds per round (median; training and evaluation of all 943 users) and peak MB."""
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    cfg = load_scenario(scenario_path("movielens-fcf"), SETUPS[setup] | {"train.rounds": rounds})
     records: list[dict] = []
-    run_inprocess(cfg, records.append)
+    run_inprocess(config(setup, "u1", rounds), records.append)
     return {
         "round_s": statistics.median(r["seconds"] for r in records),
         "peak_mb": max(r["peak-memory-mb"] for r in records),

@@ -198,7 +198,6 @@ class InProcessGrid(Grid):
             if position == len(replies) - 1:  # its last reply: the task lets go of them all
                 tasks[worker][task] = None
             yield replies[position]
-            del replies
 
     def close(self) -> None:
         for pool in self._pools:
