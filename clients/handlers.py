@@ -155,8 +155,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     noise = (cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
     if event.mechanism == "dp-sgd":
         dp = privacy.dp_sgd_params(cfg, data.num_train)
+        batches = seeding.batch_generator(*noise)  # not ``rng``: derived from the seed
         update = task.train_one_client_dp(
-            model, data, params, dp, rng, seeding.noise_generator(*noise)
+            model, data, params, dp, batches, seeding.noise_generator(*noise)
         )
     else:
         update = _train_local_dp(task, model, data, params, rng, event, seeding.noise_rng(*noise))

@@ -23,6 +23,7 @@ SAMPLING = 4
 FAULTS = 5
 DP_NOISE = 6
 SECAGG = 7
+DP_BATCHES = 8
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
@@ -38,21 +39,39 @@ def torch_generator(seed: int, stream: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def noise_rng(seeded: bool, seed: int, *keys: int) -> np.random.Generator:
-    """The generator of DP noise. From the OS CSPRNG unless ``seeded``: noise that anyone who
-    knows the run seed can regenerate can also be subtracted, which voids the guarantee."""
+def secret_rng(seeded: bool, seed: int, stream: int, *keys: int) -> np.random.Generator:
+    """A generator for randomness a privacy guarantee rests on, seeded from the OS CSPRNG
+    unless ``seeded`` (experiments only): noise that anyone who knows the run seed can
+    regenerate can be subtracted, and sampling they can recompute amplifies nothing."""
     if seeded:
-        return numpy_rng(seed, DP_NOISE, *keys)
+        return numpy_rng(seed, stream, *keys)
     return np.random.default_rng(secrets.randbits(128))
 
 
-def noise_generator(seeded: bool, seed: int, *keys: int) -> torch.Generator:
-    """The torch counterpart of :func:`noise_rng` (for DP-SGD's per-step noise)."""
+def secret_generator(seeded: bool, seed: int, stream: int, *keys: int) -> torch.Generator:
+    """The torch counterpart of :func:`secret_rng`."""
     import torch
 
     if seeded:
-        return torch_generator(seed, DP_NOISE, *keys)
+        return torch_generator(seed, stream, *keys)
     return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def noise_rng(seeded: bool, seed: int, *keys: int) -> np.random.Generator:
+    """The generator of DP noise (:func:`secret_rng` on its own stream)."""
+    return secret_rng(seeded, seed, DP_NOISE, *keys)
+
+
+def noise_generator(seeded: bool, seed: int, *keys: int) -> torch.Generator:
+    """The torch generator of DP-SGD's per-step noise."""
+    return secret_generator(seeded, seed, DP_NOISE, *keys)
+
+
+def batch_generator(seeded: bool, seed: int, server_round: int, partition_id: int):
+    """The generator of one client's DP-SGD Poisson batches in one round: secret, since the
+    accountant's amplification by subsampling assumes nobody can tell which examples a step
+    used."""
+    return secret_generator(seeded, seed, DP_BATCHES, server_round, partition_id)
 
 
 def client_generator(seed: int, server_round: int, partition_id: int) -> torch.Generator:

@@ -43,6 +43,9 @@ class FedAvg(flwr_strategy.FedAvg):
     Attributes:
         seed: run seed; the cohort of round ``r`` is drawn from a generator keyed by
             (seed, r), so a run is reproducible without touching Python's global RNG.
+        secret_sampling: set under DP: cohorts come from the OS CSPRNG instead, because
+            amplification by sampling assumes nobody can recompute who was sampled, and the
+            seed is published (in ``config.toml``, and to every node).
         wait_seconds: how long to wait for ``min_available_nodes`` to connect (round 1).
         sampling: ``"fixed-size"`` (a cohort of ``max(fraction * n, min_train_nodes)``
             without replacement) or ``"poisson"`` (each node independently with probability
@@ -55,6 +58,7 @@ class FedAvg(flwr_strategy.FedAvg):
     """
 
     seed: int = 0
+    secret_sampling: bool = False
     wait_seconds: float = 300.0
     sampling: str = "fixed-size"
     dp_cohort_size: float | None = None
@@ -91,7 +95,9 @@ class FedAvg(flwr_strategy.FedAvg):
                 INFO, "Waiting for nodes: %d connected, %d needed", len(nodes), max(size, available)
             )
             time.sleep(1.0)
-        rng = seeding.numpy_rng(self.seed, seeding.SAMPLING, server_round, purpose)
+        rng = seeding.secret_rng(
+            not self.secret_sampling, self.seed, seeding.SAMPLING, server_round, purpose
+        )
         if poisson:
             chosen = np.flatnonzero(rng.random(len(nodes)) < fraction)
         else:

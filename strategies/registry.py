@@ -76,6 +76,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         strategy.server_lr = s.server_lr
         strategy.row_weighted = row_weighted(cfg)
     strategy.seed = cfg.seed
+    strategy.secret_sampling = cfg.privacy.dp != "off" and not cfg.privacy.seeded_noise
     strategy.sampling = cfg.train.sampling
     if cfg.privacy.dp in ("client", "distributed"):
         from strategies.dp import wrap_with_dp
