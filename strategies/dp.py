@@ -13,7 +13,9 @@ subclasses them and changes what a privacy guarantee depends on:
   the round. The wrapped FedAvg divides the sum by the expected cohort size (its
   ``dp_cohort_size``), so a missing client costs signal, not privacy.
 - With client-side clipping, an update longer than the clip norm is rejected: a client
-  without the clipping mod would otherwise void the guarantee unnoticed.
+  without the clipping mod would otherwise void the guarantee unnoticed. Whether the replies
+  are individual updates or one secure sum is decided from the configuration and the typed
+  :class:`~privacy.secagg.aggregator.SecureSumReply`, never from a record a client writes.
 - Every release is recorded as a :class:`~privacy.ledger.DpEvent` with the sampling that
   actually ran (``last_dp_events``), and the adaptive count's noise is folded into the
   event's effective noise multiplier.
@@ -36,7 +38,7 @@ from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
 from privacy.mechanisms import adaptive_update_noise, add_gaussian, update_norm
 from privacy.plan import DpPlan, dp_plan
-from privacy.secagg.aggregator import SECURE_SUM
+from privacy.secagg.aggregator import SecureSumReply
 from strategies.fedavg import FedAvg
 
 # Relative slack for float32 rounding when checking that clients clipped their updates.
@@ -49,8 +51,10 @@ class _Accounted:
     plan: DpPlan
     budget: tuple[float, float, str] | None = None  # (epsilon, delta, accountant)
 
-    def _start(self, plan: DpPlan, budget: tuple[float, float, str] | None) -> None:
-        self.plan, self.budget = plan, budget
+    def _start(
+        self, plan: DpPlan, budget: tuple[float, float, str] | None, secure: bool = False
+    ) -> None:
+        self.plan, self.budget, self.secure = plan, budget, secure
         self.ledger = PrivacyLedger()
         self.last_dp_events: list[dict] = []
         self.stop_reason: str | None = None
@@ -106,21 +110,27 @@ class _Accounted:
 
     def _usable(self, replies: Iterable[Message]) -> list[Message]:
         """The replies without errors, and with client-side clipping, only updates within
-        the clip norm (checked against the model sent)."""
+        the clip norm (checked against the model sent). Under secure aggregation the one
+        reply is the server's :class:`SecureSumReply`; a sum of k clipped updates is at most
+        k clip norms long."""
         self._dropped, kept, self._in_sum = [], [], None
         for msg in replies:
             node = msg.metadata.src_node_id
-            if not msg.has_error():
-                metrics = next(iter(msg.content.metric_records.values()), {})
-                if SECURE_SUM in metrics:
-                    self._in_sum = int(metrics[SECURE_SUM])
             if msg.has_error():
                 self._dropped.append(f"node {node}: {msg.error.reason}")
                 continue
-            if self._clipped_by_clients and not self._within_clip(msg):
+            summands = 1
+            if self.secure:
+                if not isinstance(msg, SecureSumReply):
+                    raise TypeError(
+                        f"under secure aggregation the strategy takes the server's "
+                        f"SecureSumReply, got a {type(msg).__name__} from node {node}"
+                    )
+                summands = self._in_sum = len(msg.clients)
+            if self._clipped_by_clients and not self._within_clip(msg, summands):
                 self._dropped.append(
-                    f"node {node}: update is longer than the clip norm {self._round_clip:.4g}; "
-                    f"is Flower's clipping mod installed on that client?"
+                    f"node {node}: update is longer than {summands} x the clip norm "
+                    f"{self._round_clip:.4g}; is Flower's clipping mod installed on that client?"
                 )
                 continue
             kept.append(msg)
@@ -130,9 +140,7 @@ class _Accounted:
 
     _clipped_by_clients = False
 
-    def _within_clip(self, msg: Message) -> bool:
-        if SECURE_SUM in next(iter(msg.content.metric_records.values()), {}):
-            return True  # a securely aggregated sum: each client's mod clipped before masking
+    def _within_clip(self, msg: Message, summands: int) -> bool:
         records = list(msg.content.array_records.values())
         if len(records) != 1:
             return True  # malformed: the wrapped strategy rejects it with the reason
@@ -140,7 +148,7 @@ class _Accounted:
             norm = update_norm(to_numpy_dict(records[0]), self.strategy._current)
         except (KeyError, ValueError):
             return True  # mis-shaped: likewise
-        return norm <= self._round_clip * (1 + _CLIP_TOLERANCE)
+        return norm <= summands * self._round_clip * (1 + _CLIP_TOLERANCE)
 
     def _add_noise_to_aggregated_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         std = self.noise_multiplier * self._round_clip / self.num_sampled_clients
@@ -184,6 +192,9 @@ class DistributedNoise(ClientSideFixedClipping):
 
     def _add_noise_to_aggregated_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         return arrays
+
+    def _within_clip(self, msg: Message, summands: int) -> bool:
+        return True  # the sum carries the clients' noise, which no clip bound covers
 
     def _released_noise(self) -> float:
         if self._in_sum is None:
@@ -229,5 +240,5 @@ def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:
         )
         # Flower derives the update noise for centred count bits; its mods send {0, 1} bits.
         strategy.noise_multiplier = update_noise
-    strategy._start(plan, budget)
+    strategy._start(plan, budget, secure=cfg.secagg.mode != "off")
     return strategy

@@ -51,6 +51,19 @@ from privacy.secagg.weighting import average_of_sum
 
 Observe = Callable[[Iterable[Message]], Iterator[Message]]
 SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
+# (for the round's record only: the server decides from SecureSumReply.clients, never from a
+# record a client could have written)
+
+
+class SecureSumReply(Message):
+    """The one reply standing for a securely aggregated cohort, built by the server.
+
+    Attributes:
+        clients: the node ids whose masked inputs are in the sum. Server code that needs to
+            know it (the DP strategy's clip and noise bookkeeping) reads this typed field.
+    """
+
+    clients: tuple[int, ...] = ()
 _ABORTED = 0  # Flower error code for the replies of an aborted round
 
 
@@ -154,9 +167,7 @@ class SecureAggregator:
             )
             total = decode(server.unmask({ids[n]: _shares(r) for n, r in revealed.items()}), fp)
             in_sum = [node_of[i] for i in sorted(server.u3)]
-            aggregate = self._aggregate(
-                by_node[in_sum[0]], arrays, total, [trained[n] for n in in_sum]
-            )
+            aggregate = self._aggregate(by_node[in_sum[0]], arrays, total, in_sum, trained)
         except (SecAggAbort, KeyError, ValueError) as err:
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
@@ -191,8 +202,13 @@ class SecureAggregator:
         )
 
     def _aggregate(
-        self, template: Message, arrays: ArrayRecord, total: np.ndarray, replies: list[Message]
-    ) -> Message:
+        self,
+        template: Message,
+        arrays: ArrayRecord,
+        total: np.ndarray,
+        in_sum: list[int],
+        trained: dict[int, Message],
+    ) -> SecureSumReply:
         """One reply standing for the cohort: the model after the unmasked aggregate (and,
         for per-item averaging, the cohort's rater counts, so the strategy's per-item mean of
         this one reply is the step itself)."""
@@ -207,11 +223,14 @@ class SecureAggregator:
             offset += size
         if counts is not None:
             new[ITEM_RATERS] = counts.astype(np.float32)
+        replies = [trained[n] for n in in_sum]
         metrics = _mean_metrics(replies)
         metrics[NUM_EXAMPLES] = sum(float(r.content[METRICS][NUM_EXAMPLES]) for r in replies)
         metrics[SECURE_SUM] = len(replies)
         content = RecordDict({ARRAYS: to_record(new), METRICS: MetricRecord(metrics)})
-        return Message(content, reply_to=template)
+        reply = SecureSumReply(content, reply_to=template)
+        reply.clients = tuple(in_sum)
+        return reply
 
 
 def _public_keys(reply: Message) -> PublicKeys:

@@ -63,7 +63,7 @@ def test_a_round_is_one_dp_sgd_step_over_every_clients_examples():
             client,
             params,
             dp_sgd_params(cfg, client.num_train),
-            seeding.client_generator(cfg.seed, 1, pid),
+            seeding.batch_generator(True, cfg.seed, 1, pid),
             seeding.noise_generator(True, cfg.seed, 1, pid),
         )
         for k, v in update.state.items():

@@ -3,16 +3,21 @@
 import json
 
 import pytest
-from flwr.app import Context, Message
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.handlers import handle_evaluate, handle_train
+from fedcore.arrays import to_record
 from fedcore.config import ConfigError, parse_config
 from fedcore.server import run_server
+from fedcore.tasks import get_task
 from privacy.accounting import epsilon
 from privacy.ledger import PrivacyLedger
 from simulations import runner
+from privacy.secagg.aggregator import SECURE_SUM
 from simulations.engines.inprocess import InProcessGrid
+from strategies import build_strategy
 from strategies.dp import dp_plan
 
 # Tiny noise in the mechanics tests pushes the best RDP order to an end of the range.
@@ -30,6 +35,12 @@ BASE = {
 def dp_config(train=None, **privacy):
     settings = {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 0.5} | privacy
     return parse_config(BASE | {"train": BASE["train"] | (train or {}), "privacy": settings})
+
+
+def _model_record(cfg):
+    task = get_task(cfg.task)
+    model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
+    return to_record(model.state_dict())
 
 
 def simulate(cfg, path):
@@ -105,23 +116,74 @@ def test_client_side_clipping_gives_the_same_model_as_server_side(tmp_path):
     assert client["final_metrics"][key] == pytest.approx(server["final_metrics"][key], abs=1e-6)
 
 
-def test_unclipped_updates_are_rejected_when_clients_should_clip():
-    cfg = dp_config({"rounds": 1}, clipping="client", **{"clip-norm": 1e-4})
-    app = ClientApp()  # no clipping mod: the clients send raw updates
+def _unclipping_app(cfg, forged_metrics=None):
+    """A ClientApp without the clipping mod: its clients send raw updates (and, playing a
+    client that breaks the rules, any extra metrics it likes)."""
+    app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, context, cfg)
+        reply = handle_train(msg, context, cfg)
+        for key, value in (forged_metrics or {}).items():
+            reply.content["metrics"][key] = value
+        return reply
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         return handle_evaluate(msg, context, cfg)
 
+    return app
+
+
+def test_unclipped_updates_are_rejected_when_clients_should_clip():
+    cfg = dp_config({"rounds": 1}, clipping="client", **{"clip-norm": 1e-4})
+    rounds = []
+    with InProcessGrid(cfg, client_app=_unclipping_app(cfg)) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    failures = rounds[0]["train-failures"]
+    assert len(failures) == 10 and all("clipping mod" in f for f in failures)
+
+
+def test_a_client_set_secure_sum_metric_does_not_switch_off_the_clip_check():
+    cfg = dp_config({"rounds": 1}, clipping="client", **{"clip-norm": 1e-4})
+    app = _unclipping_app(cfg, {SECURE_SUM: 1})
     rounds = []
     with InProcessGrid(cfg, client_app=app) as grid:
         run_server(grid, cfg, on_round=rounds.append)
     failures = rounds[0]["train-failures"]
     assert len(failures) == 10 and all("clipping mod" in f for f in failures)
+
+
+def test_under_secure_aggregation_the_strategy_takes_only_the_servers_sum():
+    cfg = dp_config(clipping="client")
+    strategy = build_strategy(
+        parse_config(
+            BASE
+            | {
+                "privacy": {
+                    "dp": "client",
+                    "clipping": "client",
+                    "clip-norm": 1.0,
+                    "noise-multiplier": 0.5,
+                },
+                "secagg": {"mode": "full"},
+            }
+        )
+    )
+    with InProcessGrid(cfg) as grid:
+        msgs = list(strategy.configure_train(1, _model_record(cfg), ConfigRecord(), grid))
+        grid.push_messages(msgs)
+    forged = Message(
+        RecordDict(
+            {
+                "arrays": _model_record(cfg),
+                "metrics": MetricRecord({"num-examples": 1, SECURE_SUM: 1}),
+            }
+        ),
+        reply_to=msgs[0],
+    )
+    with pytest.raises(TypeError, match="SecureSumReply"):
+        strategy.aggregate_train(1, [forged])
 
 
 def test_adaptive_clipping_noises_each_round_with_the_norm_it_clipped_to(tmp_path):
@@ -143,8 +205,9 @@ def test_client_level_budget_stops_the_run_before_it_is_exceeded(tmp_path):
     assert "privacy budget exhausted" in rounds[-1]["stopped"] and len(rounds) == 2
 
 
-def test_poisson_client_sampling_varies_the_cohort_reproducibly(tmp_path):
-    cfg = dp_config({"sampling": "poisson", "rounds": 6})
+def test_poisson_client_sampling_varies_the_cohort_reproducibly_when_seeded(tmp_path):
+    # reproducible only under the experiments-only opt-in: under DP the cohort is secret
+    cfg = dp_config({"sampling": "poisson", "rounds": 6}, **{"seeded-noise": True})
     sizes = []
     for _ in range(2):
         rounds = []
