@@ -251,8 +251,8 @@ class PrivacyConfig:
         0.0,
         ge=0,
         le=0.9,
-        doc="sample-distributed: share of the cohort that may drop out; clients add enough "
-        "noise for the rest, and a sum of fewer clients is not released",
+        doc="sample-distributed, distributed: share of the cohort that may drop out; clients "
+        "add enough noise for the rest, and a sum of fewer clients is not released",
     )
     accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
     clipping: str = _opt(
@@ -272,8 +272,10 @@ class PrivacyConfig:
     )
     seeded_noise: bool = _opt(
         False,
-        doc="draw DP noise from the run seed (reproducible, but anyone who knows the seed can "
-        "remove the noise: for experiments only); default: the OS CSPRNG",
+        doc="experiments only: draw DP noise, and under DP the client cohorts and DP-SGD "
+        "batches, from the run seed (reproducible, but anyone who knows the seed can remove "
+        "the noise and recompute who was sampled, so the run has no guarantee); default: the "
+        "OS CSPRNG",
     )
 
 
@@ -474,10 +476,10 @@ def _check_sample_distributed(cfg: RunConfig) -> None:
     step at the same sampling rate and only the sum is seen."""
     p = cfg.privacy
     if p.dp != "sample-distributed":
-        if p.dropout_tolerance > 0:
+        if p.dropout_tolerance > 0 and p.dp != "distributed":
             raise ConfigError(
-                f"privacy.dropout-tolerance applies to privacy.dp = 'sample-distributed' only "
-                f"(privacy.dp is {p.dp!r})"
+                f"privacy.dropout-tolerance applies to privacy.dp = 'sample-distributed' or "
+                f"'distributed' only (privacy.dp is {p.dp!r})"
             )
         return
     need = [

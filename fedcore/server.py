@@ -87,7 +87,8 @@ def run_server(
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
     arrays = to_record(model.state_dict())
     strategy = build_strategy(cfg)
-    secure = SecureAggregator(cfg) if cfg.secagg.mode != "off" else None
+    guard = getattr(strategy, "check_release", None)  # distributed DP's noise floor
+    secure = SecureAggregator(cfg, guard) if cfg.secagg.mode != "off" else None
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()

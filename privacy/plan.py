@@ -25,6 +25,9 @@ class DpPlan:
         sample_rate: the Poisson probability, or cohort / population; 1.0 with "none".
         population: the number of clients the cohort is drawn from.
         cohort_size: the expected number of clients per round (the averaging denominator).
+        min_in_sum: distributed DP: the fewest surviving clients whose noise shares carry the
+            whole noise; each client sizes its share for this many, and the server releases
+            no sum of fewer (``privacy.dropout-tolerance`` of the cohort may drop out).
         seed: run seed.
         seeded_noise: draw the noise from the seed (reproducible, for experiments only).
     """
@@ -36,11 +39,16 @@ class DpPlan:
     cohort_size: float
     seed: int
     seeded_noise: bool = False
+    min_in_sum: int = 1
 
     def client_noise_std(self, clip_norm: float) -> float:
-        """Distributed DP: each client's share of the noise, so that the sum over the
-        expected cohort carries ``noise_multiplier * clip_norm``."""
-        return self.noise_multiplier * clip_norm / self.cohort_size**0.5
+        """Distributed DP: each client's share of the noise, so that a sum of ``min_in_sum``
+        clients (or more) carries at least ``noise_multiplier * clip_norm``."""
+        return self.noise_multiplier * clip_norm / self.min_in_sum**0.5
+
+    def realised_noise(self, in_sum: int) -> float:
+        """Distributed DP: the noise multiplier a sum of ``in_sum`` clients' shares carries."""
+        return self.noise_multiplier * (in_sum / self.min_in_sum) ** 0.5
 
     def event(self, server_round: int, clip_norm: float, noise: float | None = None) -> DpEvent:
         """The round's release (``noise``: the realised noise multiplier, if not planned)."""
@@ -80,7 +88,13 @@ def dp_plan(cfg: RunConfig) -> DpPlan:
         "client",
         n if sampling == "fixed-size" else None,
     )
-    return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise)
+    floor = _surviving(cohort, p.dropout_tolerance)
+    return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise, floor)
+
+
+def _surviving(cohort: float, tolerance: float) -> int:
+    """The fewest of ``cohort`` clients left when ``tolerance`` of them drop out."""
+    return max(1, math.ceil((1 - tolerance) * cohort - 1e-9))
 
 
 def min_in_sum(cfg: RunConfig) -> int:
@@ -89,4 +103,4 @@ def min_in_sum(cfg: RunConfig) -> int:
     Every client takes part in every round (the configuration checks it); up to
     ``privacy.dropout-tolerance`` of them may drop out, and the server releases no sum of
     fewer than this many clients."""
-    return max(1, math.ceil((1 - cfg.privacy.dropout_tolerance) * cfg.data.num_clients - 1e-9))
+    return _surviving(cfg.data.num_clients, cfg.privacy.dropout_tolerance)

@@ -91,8 +91,7 @@ class _Accounted:
         arrays, metrics = super().aggregate_train(server_round, self._usable(replies))
         if arrays is not None:  # after the noise: what the inner strategy makes of it
             arrays = self.strategy.after_noise(arrays)
-        noise = self._released_noise()
-        if arrays is not None and noise > 0:
+        if arrays is not None and (noise := self._released_noise()) > 0:
             event = self.plan.event(server_round, self._round_clip, noise)
             self.ledger = self.ledger.record(event)
             self.last_dp_events = [event.to_dict()]
@@ -197,9 +196,32 @@ class DistributedNoise(ClientSideFixedClipping):
         return True  # the sum carries the clients' noise, which no clip bound covers
 
     def _released_noise(self) -> float:
-        if self._in_sum is None:
-            raise RuntimeError("distributed DP without a securely aggregated sum")
-        return self.plan.noise_multiplier * (self._in_sum / self.plan.cohort_size) ** 0.5
+        if self._in_sum is None:  # the round was aborted: no sum, nothing of the data released
+            return 0.0
+        return self.plan.realised_noise(self._in_sum)
+
+    def check_release(self, server_round: int, in_sum: int) -> str | None:
+        """Called by the secure aggregator before it unmasks a sum of ``in_sum`` clients:
+        the reason not to release it, if any. A sum of fewer clients than the shares were
+        sized for carries less noise than planned; one that the realised noise would take
+        past the budget is not released either."""
+        if in_sum < self.plan.min_in_sum:
+            return (
+                f"only {in_sum} masked inputs arrived; the clients' shares of the DP noise "
+                f"cover a sum of at least {self.plan.min_in_sum} (privacy.dropout-tolerance), "
+                f"so this sum is not released"
+            )
+        if self.budget is None:
+            return None
+        limit, delta, accountant = self.budget
+        event = self.plan.event(server_round, self._round_clip, self.plan.realised_noise(in_sum))
+        exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
+        if exceeds:
+            return (
+                f"privacy budget: releasing this sum of {in_sum} clients would reach epsilon "
+                f"{eps:.3f} > budget {limit} (delta {delta}); not released"
+            )
+        return None
 
 
 def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:

@@ -70,8 +70,13 @@ _ABORTED = 0  # Flower error code for the replies of an aborted round
 class SecureAggregator:
     """Runs secure aggregation rounds for ``cfg`` (``cfg.secagg.mode`` is not "off")."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(
+        self, cfg: RunConfig, release_guard: Callable[[int, int], str | None] | None = None
+    ) -> None:
+        """``release_guard(server_round, in_sum)``: the DP strategy's last word before a sum
+        is unmasked (a reason to refuse it, or None)."""
         self.cfg = cfg
+        self.release_guard = release_guard
         self.last_stage_seconds: dict[str, float] = {}
 
     def send_and_receive(
@@ -161,6 +166,10 @@ class SecureAggregator:
                 {ids[n]: np.array(to_numpy(r.content[SECAGG][MASKED])) for n, r in masked.items()}
             )
             self._check_noise_covered(len(survivors))
+            if self.release_guard is not None:
+                refusal = self.release_guard(server_round, len(survivors))
+                if refusal is not None:
+                    raise SecAggAbort(refusal)
             revealed = exchange(
                 "unmask",
                 {node_of[i]: ConfigRecord({"survivors": sorted(survivors)}) for i in survivors},

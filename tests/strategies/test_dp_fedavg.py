@@ -284,3 +284,33 @@ def test_dp_noise_cannot_be_regenerated_from_the_run_seed(tmp_path):
         runs[name] = summary["final_metrics"][key]
     assert runs["a"] != runs["b"]
     assert runs["c"] == runs["d"]
+
+
+def _distributed(**privacy):
+    settings = {
+        "dp": "distributed",
+        "clip-norm": 1.0,
+        "noise-multiplier": 1.0,
+        "dropout-tolerance": 0.2,
+    } | privacy
+    return parse_config(
+        BASE | {"secagg": {"mode": "full", "bound": 8.0}, "privacy": settings}
+    )
+
+
+def test_distributed_dp_sizes_each_share_for_the_surviving_floor():
+    plan = dp_plan(_distributed())  # a cohort of 10, of which 2 may drop out
+    assert plan.min_in_sum == 8
+    assert plan.client_noise_std(1.0) == pytest.approx(1.0 / 8**0.5)
+    assert plan.realised_noise(8) == pytest.approx(1.0)
+
+
+def test_distributed_dp_checks_the_budget_with_the_realised_noise_before_unmasking():
+    plan = dp_plan(_distributed())
+    one_round = epsilon([plan.event(1, 1.0, plan.realised_noise(10))], DELTA)
+    strategy = build_strategy(_distributed(**{"budget-epsilon": 1.1 * one_round}))
+    assert "not released" in strategy.check_release(1, 7)  # below the floor
+    assert strategy.check_release(1, 10) is None
+    # a ledger close to the budget: a release would cross it, so nothing is unmasked
+    strategy.ledger = strategy.ledger.record(plan.event(1, 1.0, plan.realised_noise(10)))
+    assert "privacy budget" in strategy.check_release(2, 10)

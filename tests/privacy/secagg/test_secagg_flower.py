@@ -95,16 +95,42 @@ def test_client_level_dp_composes_with_secure_aggregation():
     assert rounds[-1]["train-failures"] == []
 
 
-def test_distributed_dp_records_the_noise_the_surviving_clients_added():
-    privacy = {"dp": "distributed", "clip-norm": 1.0, "noise-multiplier": 0.5}
+def _distributed_dp_rounds(tolerance):
+    privacy = {
+        "dp": "distributed",
+        "clip-norm": 1.0,
+        "noise-multiplier": 0.5,
+        "dropout-tolerance": tolerance,
+    }
     settings = {"secagg": {"mode": "full", "bound": 8.0}, "privacy": privacy}
     faults = {"client-failure-rate": 0.3}
     _, rounds = run(settings | {"faults": faults, "data": {"num-clients": 10}})
+    return rounds
+
+
+def test_distributed_dp_releases_no_sum_with_less_noise_than_planned():
+    """Playing the dropouts: each client's share is sized for the whole cohort (tolerance 0),
+    so a round that lost a client would carry less noise than accounted: not released."""
+    rounds = _distributed_dp_rounds(0.0)
+    assert any(r["train-failures"] for r in rounds)  # the seed makes clients fail
     for r in rounds:
-        (event,) = r["privacy-events"]
+        server_events = [e for e in r["privacy-events"] if e["client"] is None]
+        if r["train-failures"]:
+            assert server_events == []
+            assert any("not released" in f for f in r["train-failures"])
+        else:
+            assert [e["noise_multiplier"] for e in server_events] == [0.5]
+
+
+def test_distributed_dp_records_the_noise_the_surviving_clients_added():
+    """With tolerance 0.5, shares are sized for 5 of the 10 clients: every released sum of
+    k >= 5 carries z * sqrt(k / 5) >= z, which is what the ledger records."""
+    rounds = _distributed_dp_rounds(0.5)
+    for r in rounds:
+        (event,) = [e for e in r["privacy-events"] if e["client"] is None]
         in_sum = r["train-clients"] - len(r["train-failures"])
-        assert event["noise_multiplier"] == pytest.approx(0.5 * (in_sum / 10) ** 0.5)
-        assert event["client"] is None and event["neighbouring"] == "client"
+        assert event["noise_multiplier"] == pytest.approx(0.5 * (in_sum / 5) ** 0.5)
+        assert event["noise_multiplier"] >= 0.5 and event["neighbouring"] == "client"
 
 
 @pytest.mark.parametrize(
