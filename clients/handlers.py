@@ -17,6 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from clients import privacy
+from clients.policy import node_policy
 from fedcore import seeding
 from fedcore.arrays import load_into, to_numpy, to_record
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
@@ -130,6 +131,8 @@ def _config(msg: Message) -> ConfigRecord:
 
 def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Train the received global model on this node's partition and reply with the result."""
+    policy = node_policy(context)
+    policy.enforce(cfg)
     task, data, model = _setup(msg, context, cfg)
     config = _config(msg)
     server_round = int(config.get(SERVER_ROUND, 0))
@@ -150,10 +153,13 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
         if cfg.privacy.dp != "off":
             update = _releasable(update, model, cfg)
         return _reply(msg, update, {})
+    policy.check_noise(event.noise_multiplier)
     ledger = privacy.load_ledger(context)
-    privacy.check_budget(cfg, ledger, event)  # before any data is touched
+    privacy.check_budget(cfg, ledger, event, policy.max_epsilon)  # before data is touched
     noise = (cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
-    if event.mechanism == "dp-sgd":
+    if cfg.privacy.dp == "distributed":  # the clipping and secure-aggregation mods clip and
+        update = task.train_one_client(model, data, params, rng)  # noise it on its way out
+    elif event.mechanism == "dp-sgd":
         dp = privacy.dp_sgd_params(cfg, data.num_train)
         batches = seeding.batch_generator(*noise)  # not ``rng``: derived from the seed
         update = task.train_one_client_dp(
@@ -187,10 +193,14 @@ def _client_mechanism(
             neighbouring="example",
             **common,
         )
-    if cfg.privacy.dp == "local":
+    if cfg.privacy.dp in ("local", "distributed"):
+        # Distributed DP: the sum this client's update enters carries at least the planned
+        # noise (the server unmasks no smaller sum), and the server, which picks the cohort,
+        # knows the client took part: against it the round counts without sampling
+        # amplification and under replace-one neighbouring, as local DP does.
         return DpEvent(
             mechanism="gaussian",
-            noise_multiplier=privacy.local_noise(cfg),
+            noise_multiplier=privacy.client_level_noise(cfg),
             sample_rate=1.0,
             steps=1,
             sampling="none",
@@ -247,10 +257,21 @@ def _reply(
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:
-    """Evaluate the received global model on this node's local test split."""
+    """Evaluate the received global model on this node's local test split.
+
+    Under DP no DP mechanism covers these metrics, so the configuration refuses client
+    evaluation unless ``privacy.clear-evaluation`` (simulation only) lets the experimenter
+    see them; even then a client-level-DP node never sends its number of examples."""
+    node_policy(context).enforce(cfg)
+    if cfg.privacy.dp != "off" and not cfg.privacy.clear_evaluation:
+        raise ClientInputError(
+            f"this node evaluates nothing under privacy.dp = {cfg.privacy.dp!r}: its test-set "
+            f"size and un-noised loss and accuracy are covered by no DP mechanism"
+        )
     task, data, model = _setup(msg, context, cfg)
     if len(data.y_test) == 0:
         raise ClientInputError("this node holds no test examples to evaluate on")
     metrics = task.evaluate(model, data.x_test, data.y_test)
-    record = MetricRecord({NUM_EXAMPLES: len(data.y_test), **metrics})
+    count = 1 if cfg.privacy.dp in CLIENT_LEVEL_DP else len(data.y_test)
+    record = MetricRecord({NUM_EXAMPLES: count, **metrics})
     return Message(RecordDict({METRICS: record}), reply_to=msg)

@@ -1,14 +1,15 @@
 """Client-side DP wiring: parameters, the node's own ledger, and the budget check.
 
 A node's ledger lives in its ``Context.state``, so it persists across rounds in simulation
-and across messages on a deployed SuperNode. Before training, a node whose next round would
-take it past ``privacy.budget-epsilon`` declines with the reason; after training it records
-the mechanism it applied and reports its epsilon.
+and across messages on a deployed SuperNode (on disk, per data file, across runs). Before
+training, a node whose next round would take it past its budget declines with the reason;
+after training it records the mechanism it applied and reports its epsilon.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -16,17 +17,40 @@ from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
+from scipy.stats import binom
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
-from fedcore.keys import LEDGER, STATE_DIR
+from fedcore.keys import DATA_PATH, LEDGER, STATE_DIR
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
-from privacy.plan import min_in_sum
+from privacy.plan import dp_plan, min_in_sum
 
 
 class BudgetExhausted(RuntimeError):
     """This round would take the client past its privacy budget; it declines to train."""
+
+
+def participation_rate(cfg: RunConfig) -> float:
+    """The chance that a given client trains in a given round: ``train.fraction`` under
+    Poisson sampling, cohort / population for a fixed-size cohort."""
+    n, fraction = cfg.data.num_clients, cfg.train.fraction
+    if cfg.train.sampling == "poisson":
+        return fraction
+    return min(n, max(int(n * fraction), cfg.train.min_clients)) / n
+
+
+@functools.lru_cache(maxsize=64)
+def planned_participations(cfg: RunConfig) -> int:
+    """The rounds a client is calibrated to take part in: the
+    ``privacy.calibration-quantile`` quantile of Binomial(rounds, participation rate), so
+    that at most that share of the clients would pass the target if none declined. The
+    others decline once at their budget (by default the target): see :func:`budget`."""
+    rounds, rate = cfg.train.rounds, participation_rate(cfg)
+    if rate >= 1:
+        return rounds
+    quantile = float(binom.ppf(cfg.privacy.calibration_quantile, rounds, rate))
+    return max(1, math.ceil(quantile))
 
 
 @functools.lru_cache(maxsize=1024)  # calibration is a search over the accountant: once per client
@@ -34,9 +58,9 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
     """DP-SGD parameters for a client with ``num_examples`` local examples.
 
     The sampling rate defaults to ``batch-size / n``. With a target epsilon, the noise is
-    calibrated once for the planned horizon: ``rounds * fraction`` expected participations of
-    ``local-epochs / q`` steps each (one step for distributed DP-SGD, whose noise each client
-    adds a ``1 / sqrt(min_in_sum)`` share of).
+    calibrated once for :func:`planned_participations` rounds of ``local-epochs / q`` steps
+    each (one step for distributed DP-SGD, whose noise each client adds a
+    ``1 / sqrt(min_in_sum)`` share of).
     """
     p = cfg.privacy
     q = p.sample_rate or min(1.0, cfg.train.batch_size / num_examples)
@@ -45,9 +69,7 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
     dp = DpSgdParams(p.noise_multiplier, p.clip_norm, q, one_step=distributed, noise_share=share)
     if p.noise_multiplier > 0:
         return dp
-    planned = max(1, round(cfg.train.rounds * cfg.train.fraction)) * dp.steps(
-        cfg.train.local_epochs
-    )
+    planned = planned_participations(cfg) * dp.steps(cfg.train.local_epochs)
     z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
     return replace(dp, noise_multiplier=z)
 
@@ -55,23 +77,56 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
 @functools.lru_cache(maxsize=64)
 def local_noise(cfg: RunConfig) -> float:
     """Local DP's noise multiplier: configured, or calibrated so a client taking part in
-    ``rounds * fraction`` rounds (rounded up) spends ``privacy.target-epsilon``."""
+    :func:`planned_participations` rounds spends ``privacy.target-epsilon``."""
     p = cfg.privacy
     if p.noise_multiplier > 0:
         return p.noise_multiplier
-    participations = max(1, math.ceil(cfg.train.rounds * cfg.train.fraction))
     return calibrate_noise(
-        p.target_epsilon, p.delta, 1.0, participations, p.accountant, "none", "local"
+        p.target_epsilon, p.delta, 1.0, planned_participations(cfg), p.accountant, "none", "local"
     )
 
 
+def client_level_noise(cfg: RunConfig) -> float:
+    """The noise multiplier that covers one client-level-DP client's update in a round:
+    local DP's own, or distributed DP's planned noise of the sum (no smaller sum is
+    unmasked, so a released sum carries at least that)."""
+    return local_noise(cfg) if cfg.privacy.dp == "local" else dp_plan(cfg).noise_multiplier
+
+
+# Modes whose target epsilon is calibrated per client, so that it is also each client's
+# default budget. Distributed DP's target is the released model's (amplified) figure.
+PER_CLIENT_TARGET = frozenset({"sample", "sample-distributed", "local"})
+
+
+def budget(cfg: RunConfig, node_max: float = 0.0) -> float:
+    """The epsilon a client declines to pass (0: no limit): ``privacy.budget-epsilon``, else
+    the target where the target is per client, capped by the node's own policy."""
+    p = cfg.privacy
+    run = p.budget_epsilon or (p.target_epsilon if p.dp in PER_CLIENT_TARGET else 0.0)
+    limits = [b for b in (run, node_max) if b > 0]
+    return min(limits, default=0.0)
+
+
 def _ledger_file(context: Context) -> Path | None:
-    """A deployed node's ledger on disk (node config ``state-dir``), one file per run, so a
-    SuperNode that restarts mid-run resumes its accounting instead of starting from zero."""
+    """A deployed node's ledger on disk (node config ``state-dir``), so a SuperNode that
+    restarts resumes its accounting instead of starting from zero. A node with its own data
+    file keeps one ledger per data file (by content hash), across runs: privacy is spent on
+    the data, whichever run spends it. Without a data file, one per run."""
     state_dir = context.node_config.get(STATE_DIR)
     if state_dir is None:
         return None
+    data = context.node_config.get(DATA_PATH)
+    if data is not None:
+        return Path(str(state_dir)) / f"ledger-data-{_file_digest(str(data))}.json"
     return Path(str(state_dir)) / f"ledger-run-{context.run_id}.json"
+
+
+def _file_digest(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:32]
+    except OSError as err:
+        raise RuntimeError(f"cannot read this node's data file {path}: {err}") from None
 
 
 def load_ledger(context: Context) -> PrivacyLedger:
@@ -102,16 +157,20 @@ def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
         os.replace(tmp, path)
 
 
-def check_budget(cfg: RunConfig, ledger: PrivacyLedger, event: DpEvent) -> None:
-    """Raise :class:`BudgetExhausted` if recording ``event`` would exceed the budget."""
+def check_budget(
+    cfg: RunConfig, ledger: PrivacyLedger, event: DpEvent, node_max: float = 0.0
+) -> None:
+    """Raise :class:`BudgetExhausted` if recording ``event`` would exceed the client's
+    :func:`budget`."""
     p = cfg.privacy
-    if p.budget_epsilon <= 0:
+    limit = budget(cfg, node_max)
+    if limit <= 0:
         return
-    exceeds, eps = would_exceed(ledger, [event], p.budget_epsilon, p.delta, p.accountant)
+    exceeds, eps = would_exceed(ledger, [event], limit, p.delta, p.accountant)
     if exceeds:
         raise BudgetExhausted(
             f"privacy budget exhausted: round {event.round} would take client {event.client} "
-            f"to epsilon {eps:.3f} > budget {p.budget_epsilon} (delta {p.delta}); declining"
+            f"to epsilon {eps:.3f} > budget {limit:g} (delta {p.delta}); declining"
         )
 
 

@@ -60,19 +60,40 @@ ASSUMPTIONS = {
     "distributed": (
         "Distributed client-level DP: each client clips its update and adds a share of the "
         "noise before secure aggregation, so the server sees only the noised sum, never an "
-        "individual update; it assumes the secure aggregation holds."
+        "individual update, and no sum of fewer clients than the shares were sized for is "
+        "unmasked; it assumes the secure aggregation holds. The server picks the cohorts, so "
+        "against it each client is accounted without sampling amplification, composing the "
+        "rounds it took part in under replace-one neighbouring (the per-client figures); the "
+        "amplified figure holds only against observers of the released models who cannot "
+        "tell who was sampled."
+    ),
+    "seeded": (
+        "NO GUARANTEE: this run drew its DP noise and sampling from the run seed "
+        "(privacy.seeded-noise, for experiments only). Anyone who knows the seed, which is in "
+        "config.toml and was sent to every node, can recompute who was sampled and subtract "
+        "the noise; the figures above say what the mechanisms would give with secret "
+        "randomness."
+    ),
+    "clear-evaluation": (
+        "Not covered: client evaluation replies (privacy.clear-evaluation, simulation only) "
+        "carried each client's un-noised loss and accuracy, and under sample-level DP its "
+        "test-set size."
     ),
     "none": "No sampling amplification: the mechanism saw every unit each time it ran.",
     "not-covered": (
-        "Not covered: client participation is not hidden (the server knows who took part), "
-        "evaluation metrics sent in the clear, and anything outside the recorded mechanisms."
+        "Not covered: client participation is not hidden from the server (it picks the "
+        "cohorts and sees who replies), and anything outside the recorded mechanisms."
     ),
 }
 
 
-def _assumptions(ledger: PrivacyLedger, dp: str) -> dict[str, str]:
+def _assumptions(ledger: PrivacyLedger, privacy: dict) -> dict[str, str]:
     present = {e.neighbouring for e in ledger.events} | {e.sampling for e in ledger.events}
-    present.add(dp)
+    present.add(privacy.get("dp", "off"))
+    if privacy.get("seeded-noise", False):
+        present.add("seeded")
+    if privacy.get("clear-evaluation", False):
+        present.add("clear-evaluation")
     return {k: v for k, v in ASSUMPTIONS.items() if k in present or k == "not-covered"}
 
 
@@ -88,6 +109,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     delta = float(privacy.get("delta", 1e-5))
     accountant = privacy.get("accountant", "rdp")
     budget = float(privacy.get("budget-epsilon", 0.0))
+    target = float(privacy.get("target-epsilon", 0.0))
     ledger_path = run_dir / "ledger.jsonl"
     ledger = PrivacyLedger.load(ledger_path) if ledger_path.exists() else PrivacyLedger()
     parties = {str(c): ledger.for_client(c) for c in ledger.clients()}
@@ -138,7 +160,20 @@ def build_report(run_dir: Path) -> dict[str, Any]:
             if clients
             else 0.0,
             "client_level_epsilon": clients.get(EVERY_CLIENT, {}).get("epsilon"),
+            # the per-client figures hold against every party, the server included; the
+            # server-side one only against observers of the released models
+            "against_every_party": max(
+                (c["epsilon"] for k, c in clients.items() if k != EVERY_CLIENT), default=None
+            ),
+            "against_release_observers": clients.get(EVERY_CLIENT, {}).get("epsilon"),
+            "seeded": bool(privacy.get("seeded-noise", False)),
+            "target_epsilon": target or None,
+            "clients_over_target": sorted(
+                (k for k, c in clients.items() if target and c["epsilon"] > target),
+                key=lambda k: k.zfill(12),
+            ),
         },
+        "dp": privacy.get("dp", "off"),
         "mechanisms": [
             dict(
                 zip(
@@ -159,7 +194,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "clients": clients,
         "epsilon_bands": bands,
         "utility": utility,
-        "assumptions": _assumptions(ledger, privacy.get("dp", "off")),
+        "assumptions": _assumptions(ledger, privacy),
         "events": len(ledger.events),
     }
 
@@ -223,15 +258,8 @@ def _client_order(item: tuple[str, dict]) -> tuple[int, str]:
 
 
 def to_markdown(report: dict) -> str:
-    g = report["guarantee"]
-    lines = [
-        "# Privacy report",
-        "",
-        f"Guarantee: ({g['max_client_epsilon']:.3f}, {report['delta']:g})-DP for every client "
-        f"(median client epsilon {g['median_client_epsilon']:.3f}), neighbouring relation: "
-        f"{', '.join(g['neighbouring']) or 'none'}; accountant: {report['accountant']}; "
-        f"{report['events']} recorded mechanism applications.",
-        "",
+    lines = ["# Privacy report", "", *_guarantee_lines(report), ""]
+    lines += [
         "## Mechanisms",
         "",
         "| mechanism | noise multiplier | sample rate | clip norm | sampling | neighbouring |",
@@ -271,6 +299,48 @@ def to_markdown(report: dict) -> str:
     ]
     lines += ["", "## Assumptions", ""] + [f"- {t}" for t in report["assumptions"].values()]
     return "\n".join(lines) + "\n"
+
+
+def _guarantee_lines(report: dict) -> list[str]:
+    """The guarantee in words: against whom each figure holds, and who passed the target."""
+    g, delta = report["guarantee"], report["delta"]
+    lines = []
+    if g.get("seeded"):
+        lines += [
+            "**No guarantee: this run's DP noise and sampling were drawn from the published "
+            "run seed (privacy.seeded-noise, experiments only).** The figures below are what "
+            "the same mechanisms give with secret randomness.",
+            "",
+        ]
+    if g.get("against_every_party") is not None:
+        lines.append(
+            f"Against every party, the server included: ({g['against_every_party']:.3f}, "
+            f"{delta:g})-DP for every client (median client epsilon "
+            f"{g['median_client_epsilon']:.3f})."
+        )
+    if g.get("against_release_observers") is not None:
+        whom = (
+            "the server picks the cohorts and is not such an observer"
+            if report.get("dp") == "distributed"
+            else "the server itself is trusted with the updates"
+        )
+        lines.append(
+            f"Against observers of the released models only ({whom}): "
+            f"({g['against_release_observers']:.3f}, {delta:g})-DP for every client."
+        )
+    if not lines or lines[-1] == "":
+        lines.append(f"No DP mechanism ran: ({g['max_client_epsilon']:.3f}, {delta:g}).")
+    lines.append(
+        f"Neighbouring relation: {', '.join(g['neighbouring']) or 'none'}; accountant: "
+        f"{report['accountant']}; {report['events']} recorded mechanism applications."
+    )
+    if g.get("target_epsilon"):
+        over = g.get("clients_over_target") or []
+        lines.append(
+            f"Target epsilon {g['target_epsilon']:g}: "
+            + (f"exceeded by clients {', '.join(over)}." if over else "no client exceeds it.")
+        )
+    return lines
 
 
 def _markdown_to_html(markdown: str) -> str:

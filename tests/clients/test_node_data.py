@@ -8,6 +8,8 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from clients.handlers import ClientInputError, handle_evaluate, handle_train
+from clients.policy import PolicyViolation
+from clients.privacy import BudgetExhausted
 from fedcore.arrays import to_record
 from fedcore.config import parse_config
 from fedcore.datasets import DatasetError
@@ -97,14 +99,20 @@ def test_a_file_that_is_not_npz_is_refused(tmp_path):
         load_node_file(path, "digits")
 
 
-def test_the_ledger_survives_a_restarted_node(tmp_path):
-    cfg = parse_config(
+def _dp(**privacy):
+    settings = {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0} | privacy
+    return parse_config(
         {
             "model": {"hidden": [8]},
             "train": {"local-epochs": 1},
-            "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
+            "evaluate": {"fraction": 0.0},
+            "privacy": settings,
         }
     )
+
+
+def test_the_ledger_survives_a_restarted_node(tmp_path):
+    cfg = _dp()
     node_config = {
         PARTITION_ID: 0,
         DATA_PATH: str(_digits_file(tmp_path)),
@@ -116,6 +124,72 @@ def test_the_ledger_survives_a_restarted_node(tmp_path):
     handle_train(_message(cfg, 2), restarted, cfg)
     events = [json.loads(e)["round"] for e in restarted.state[LEDGER]["events"]]
     assert events == [1, 2]
-    other_run = _context(node_config, run_id=8)  # a new run starts a new ledger
+    # privacy is spent on the data, whichever run spends it: a new run on the same file
+    # continues its ledger
+    other_run = _context(node_config, run_id=8)
     handle_train(_message(cfg, 1), other_run, cfg)
-    assert len(other_run.state[LEDGER]["events"]) == 1
+    assert len(other_run.state[LEDGER]["events"]) == 3
+
+
+def _node(tmp_path, **policy):
+    return {
+        PARTITION_ID: 0,
+        DATA_PATH: str(_digits_file(tmp_path)),
+        STATE_DIR: str(tmp_path / "state"),
+        **{f"policy-{k.replace('_', '-')}": v for k, v in policy.items()},
+    }
+
+
+def test_a_node_refuses_a_run_with_less_noise_than_its_policy(tmp_path):
+    node = _node(tmp_path, min_noise_multiplier=1.0)
+    with pytest.raises(PolicyViolation, match="below this node's policy-min-noise-multiplier"):
+        handle_train(_message(CFG), _context(node), _dp(**{"noise-multiplier": 0.5}))
+    with pytest.raises(PolicyViolation, match="requires noise"):
+        handle_train(_message(CFG), _context(node), CFG)  # a run without DP at all
+    handle_train(_message(CFG), _context(node), _dp(**{"noise-multiplier": 1.0}))
+
+
+def test_a_deployed_node_refuses_seeded_noise_and_clear_evaluation(tmp_path):
+    node = _node(tmp_path)
+    with pytest.raises(PolicyViolation, match="seeded-noise"):
+        handle_train(_message(CFG), _context(node), _dp(**{"seeded-noise": True}))
+    cfg = parse_config(
+        {
+            "model": {"hidden": [8]},
+            "privacy": {
+                "dp": "sample",
+                "clip-norm": 1.0,
+                "noise-multiplier": 1.0,
+                "clear-evaluation": True,
+            },
+        }
+    )
+    with pytest.raises(PolicyViolation, match="clear-evaluation"):
+        handle_evaluate(_message(CFG), _context(node), cfg)
+
+
+def test_a_node_caps_the_epsilon_its_data_spends_across_runs(tmp_path):
+    cfg = _dp()
+    one = _context(_node(tmp_path), run_id=1)
+    handle_train(_message(cfg, 1), one, cfg)
+    spent = float(handle_train(_message(cfg, 2), one, cfg).content["metrics"]["epsilon"])
+    # the operator allows a little more than two rounds' worth, whatever the runs ask for
+    node = _node(tmp_path, max_epsilon=spent * 1.05)
+    second_run = _context(node, run_id=2)
+    with pytest.raises(BudgetExhausted, match="budget"):
+        handle_train(_message(cfg, 1), second_run, cfg)
+
+
+def test_a_node_requires_secure_aggregation_if_its_policy_says_so(tmp_path):
+    node = _node(tmp_path, min_secagg_threshold=0.5)
+    with pytest.raises(PolicyViolation, match="secure aggregation"):
+        handle_train(_message(CFG), _context(node), CFG)
+
+
+def test_a_malformed_policy_value_is_a_clear_error(tmp_path):
+    node = {**_node(tmp_path), "policy-max-epsilon": "lots"}
+    with pytest.raises(PolicyViolation, match="policy-max-epsilon"):
+        handle_train(_message(CFG), _context(node), CFG)
+    node = {**_node(tmp_path), "policy-max-epsilonn": 1.0}
+    with pytest.raises(PolicyViolation, match="unknown node config key"):
+        handle_train(_message(CFG), _context(node), CFG)

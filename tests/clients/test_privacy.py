@@ -6,6 +6,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 
 from clients.privacy import dp_sgd_params
+from privacy.accounting import epsilon
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import LEDGER
 from fedcore.server import run_server
@@ -18,6 +19,7 @@ DP = {
     "data": {"num-clients": 3},
     "model": {"hidden": [32]},
     "train": {"rounds": 2, "local-epochs": 1},
+    "evaluate": {"fraction": 0.0},
     "privacy": {"dp": "sample", "noise-multiplier": 1.1, "clip-norm": 1.0},
 }
 
@@ -96,3 +98,73 @@ def test_client_past_its_budget_declines_and_the_run_goes_on():
 def test_misconfigured_privacy_is_an_error_not_a_silent_no_op(privacy, names):
     with pytest.raises(ConfigError, match=names):
         parse_config({"privacy": privacy})
+
+
+def _local_dp(**privacy):
+    return parse_config(
+        {
+            "data": {"num-clients": 10},
+            "model": {"hidden": [8]},
+            "train": {"rounds": 20, "local-epochs": 1, "fraction": 0.2},
+            "evaluate": {"fraction": 0.0},
+            "privacy": {"dp": "local", "clip-norm": 1.0, "target-epsilon": 2.0} | privacy,
+        }
+    )
+
+
+def test_calibration_plans_a_high_quantile_of_a_clients_rounds():
+    from scipy.stats import binom
+
+    from clients.privacy import planned_participations
+
+    cfg = _local_dp()  # a client takes part in Binomial(20, 0.2) rounds: mean 4
+    assert planned_participations(cfg) == binom.ppf(0.9, 20, 0.2) == 6
+    assert planned_participations(_local_dp(**{"calibration-quantile": 0.5})) == 4
+
+
+def test_no_client_ends_above_the_target_epsilon(tmp_path):
+    """Calibrated for the median client, about a third of these clients would take part more
+    often than planned; each declines once its next round would pass the target, its default
+    budget, and the report says so."""
+    cfg = _local_dp(**{"calibration-quantile": 0.5})
+    runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
+    assert max(c["epsilon"] for c in report["clients"].values()) <= 2.0
+    assert report["guarantee"]["clients_over_target"] == []
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    declined = [f for r in rounds for f in r["train-failures"] if "budget exhausted" in f]
+    took_part = {c: v["rounds_participated"] for c, v in report["clients"].items()}
+    assert declined or max(took_part.values()) <= 4  # declines happened where they had to
+
+
+def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server(tmp_path):
+    """The server picks the cohort, so against it a client gets no sampling amplification:
+    the report states each client's epsilon over the rounds it took part in beside the
+    amplified figure, which holds only against observers of the released models."""
+    cfg = parse_config(
+        {
+            "data": {"num-clients": 10},
+            "model": {"hidden": [8]},
+            "train": {"rounds": 4, "local-epochs": 1, "fraction": 0.5},
+            "evaluate": {"fraction": 0.0},
+            "secagg": {"mode": "full", "bound": 8.0},
+            "privacy": {"dp": "distributed", "clip-norm": 1.0, "noise-multiplier": 1.0},
+        }
+    )
+    runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
+    g = report["guarantee"]
+    assert g["against_every_party"] > 0 and g["against_release_observers"] > 0
+    ledger = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl")
+    for client in ledger.clients():  # one un-amplified release per round it took part in
+        events = ledger.for_client(client).events
+        assert {(e.sampling, e.neighbouring) for e in events} == {("none", "local")}
+        assert report["clients"][str(client)]["epsilon"] == pytest.approx(
+            epsilon(events, 1e-5)
+        )
+    assert g["against_every_party"] == max(
+        c["epsilon"] for k, c in report["clients"].items() if k != "all"
+    )
+    text = (tmp_path / "run" / "privacy_report.md").read_text()
+    assert "Against every party, the server included" in text
+    assert "Against observers of the released models only" in text

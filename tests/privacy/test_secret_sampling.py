@@ -22,6 +22,7 @@ from strategies import build_strategy
 DP_CLIENT = {
     "data": {"num-clients": 10},
     "train": {"fraction": 0.3},
+    "evaluate": {"fraction": 0.0},
     "privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }
 
@@ -73,6 +74,7 @@ def test_dp_sgd_batches_cannot_be_recomputed_from_the_seed(monkeypatch, seeded):
             "data": {"num-clients": 2},
             "model": {"hidden": [8]},
             "train": {"local-epochs": 1},
+            "evaluate": {"fraction": 0.0},
             "privacy": {
                 "dp": "sample",
                 "clip-norm": 1.0,

@@ -28,7 +28,14 @@ SILOS = MF | {  # 20 silos of users: the same code path, a faster run
     "data": {"dataset": "ml-100k", "num-clients": 20, "partition": "iid"},
     "train": MF["train"] | {"rounds": 2},
 }
-LOCAL_DP = {"dp": "local", "clip-norm": 0.5, "target-epsilon": 8.0, "delta": 1e-5}
+# clear-evaluation: the tests read the clients' test error (a simulation-only opt-in)
+LOCAL_DP = {
+    "dp": "local",
+    "clip-norm": 0.5,
+    "target-epsilon": 8.0,
+    "delta": 1e-5,
+    "clear-evaluation": True,
+}
 
 
 def _run(raw: dict) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -163,7 +170,12 @@ def test_user_level_dp_releases_only_noised_item_updates():
 def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     """Distributed DP: each client clips its item update and adds its share of the noise
     under secure aggregation, and sends no rater counts; the server's view is the noised sum."""
-    privacy = {"dp": "distributed", "clip-norm": 0.5, "noise-multiplier": 1.0}
+    privacy = {
+        "dp": "distributed",
+        "clip-norm": 0.5,
+        "noise-multiplier": 1.0,
+        "clear-evaluation": True,
+    }
     sent, rounds = _run_spied(
         SILOS | {"secagg": {"mode": "full", "bound": 5.0}, "privacy": privacy}
     )
@@ -177,10 +189,14 @@ def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     assert all("arrays" not in r.content.array_records for r in sent)
     trained = [r for r in sent if "metrics" in r.content.metric_records and "secagg" in r.content]
     assert len(trained) == 2 * 20  # the training stage: its metrics say nothing of the ratings
-    for reply in trained:
-        assert dict(reply.content["metrics"]).keys() == {"num-examples"}
+    for reply in trained:  # (its epsilon against the server depends on its rounds only)
+        assert dict(reply.content["metrics"]).keys() == {"num-examples", "epsilon"}
         assert reply.content["metrics"]["num-examples"] == 1
-    assert all(len(r["privacy-events"]) == 1 for r in rounds)
+    for r in rounds:  # the released sum's event, and each client's own un-amplified one
+        clients = [e["client"] for e in r["privacy-events"]]
+        assert clients.count(None) == 1 and sorted(c for c in clients if c is not None) == list(
+            range(20)
+        )
     assert rounds[-1]["train-failures"] == []
     assert np.isfinite(rounds[-1]["client-eval"]["mse"])
 
@@ -190,7 +206,11 @@ def test_client_level_dp_applies_the_server_rate_after_the_noise():
     step at rate 2 is twice the step at rate 1, noise included (applied before the noise, the
     rate would scale the sensitivity the noise is calibrated to)."""
     privacy = {"dp": "client", "clip-norm": 0.5, "noise-multiplier": 1.0, "seeded-noise": True}
-    raw = SILOS | {"train": SILOS["train"] | {"rounds": 1}, "privacy": privacy}
+    raw = SILOS | {
+        "train": SILOS["train"] | {"rounds": 1},
+        "evaluate": {"server": False, "fraction": 0.0},
+        "privacy": privacy,
+    }
     cfg = parse_config(raw)
     task = get_task("mf")
     init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT)
