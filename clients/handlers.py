@@ -197,14 +197,15 @@ def _client_mechanism(
         # Distributed DP: the sum this client's update enters carries at least the planned
         # noise (the server unmasks no smaller sum), and the server, which picks the cohort,
         # knows the client took part: against it the round counts without sampling
-        # amplification and under replace-one neighbouring, as local DP does.
+        # amplification, under zero-out neighbouring (its data replaced by none, its clipped
+        # update by zero: one clip norm, accounted as add/remove-one).
         return DpEvent(
             mechanism="gaussian",
             noise_multiplier=privacy.client_level_noise(cfg),
             sample_rate=1.0,
             steps=1,
             sampling="none",
-            neighbouring="local",
+            neighbouring="local" if cfg.privacy.dp == "local" else "client",
             **common,
         )
     return None

@@ -63,7 +63,9 @@ ASSUMPTIONS = {
         "individual update, and no sum of fewer clients than the shares were sized for is "
         "unmasked; it assumes the secure aggregation holds. The server picks the cohorts, so "
         "against it each client is accounted without sampling amplification, composing the "
-        "rounds it took part in under replace-one neighbouring (the per-client figures); the "
+        "rounds it took part in (the per-client figures), under zero-out neighbouring: since "
+        "the server knows who took part, a neighbouring dataset replaces the client's data by "
+        "none, its clipped update by zero (one clip norm, accounted as add/remove-one); the "
         "amplified figure holds only against observers of the released models who cannot "
         "tell who was sampled."
     ),

@@ -158,7 +158,7 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server(tmp_p
     ledger = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl")
     for client in ledger.clients():  # one un-amplified release per round it took part in
         events = ledger.for_client(client).events
-        assert {(e.sampling, e.neighbouring) for e in events} == {("none", "local")}
+        assert {(e.sampling, e.neighbouring) for e in events} == {("none", "client")}
         assert report["clients"][str(client)]["epsilon"] == pytest.approx(
             epsilon(events, 1e-5)
         )
