@@ -5,7 +5,10 @@ An update coordinate ``x`` clipped to ``[-bound, bound]`` becomes the integer
 ``x * 2^f``), stored modulo ``2^k`` in two's complement, so numpy's unsigned wrap-around is the
 modular arithmetic. The sum over ``n`` clients stays within ``n * (bound * 2^f + 1)`` in
 absolute value, which must be below ``2^(k-1)`` for the sum to decode; :func:`modulus_bits`
-picks the smallest ``k`` in {32, 64} for which it is, and refuses otherwise.
+picks the smallest ``k`` in {32, 64} for which it is, and refuses otherwise. The scaling is
+done in float64, whose 52-bit mantissa must hold ``bound * 2^f`` with room for the dither: past
+``2^52`` the spacing of doubles reaches 1, ``u`` is rounded away and the rounding is no longer
+stochastic, so such an encoding is refused (:class:`PrecisionConfigError`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,25 @@ DTYPES = {32: np.uint32, 64: np.uint64}
 _SIGNED = {32: np.int32, 64: np.int64}
 
 
+MAX_SCALED = 2**52  # float64 spacing is 1 from here on: the stochastic-rounding dither is lost
+
+
 class OverflowConfigError(ValueError):
     """The configured cohort, bound and precision could overflow every available modulus."""
+
+
+class PrecisionConfigError(ValueError):
+    """``bound * 2^frac-bits`` exceeds what float64 scales with its rounding dither intact."""
+
+
+def check_precision(bound: float, frac_bits: int) -> None:
+    """:class:`PrecisionConfigError` if ``bound * 2^frac_bits > 2^52``."""
+    if bound * 2.0**frac_bits > MAX_SCALED:
+        raise PrecisionConfigError(
+            f"secure aggregation's encoding would lose its stochastic rounding: bound {bound:g} "
+            f"x 2^{frac_bits} = {bound * 2.0**frac_bits:.3g} > 2^52, beyond which float64 "
+            "cannot hold the dither; lower secagg.frac-bits or secagg.bound"
+        )
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,11 @@ class FixedPoint:
     bound: float
     frac_bits: int
     bits: int
+
+    def __post_init__(self) -> None:
+        if self.bits not in DTYPES:
+            raise ValueError(f"the modulus is 2^32 or 2^64, not 2^{self.bits}")
+        check_precision(self.bound, self.frac_bits)
 
     @property
     def dtype(self) -> type[np.unsignedinteger]:
@@ -53,12 +78,14 @@ class FixedPoint:
 
 def modulus_bits(clients: int, bound: float, frac_bits: int) -> int:
     """The smallest of 32 and 64 bits whose modulus holds the sum of ``clients`` encoded
-    values; :class:`OverflowConfigError` with the arithmetic if neither does."""
+    values; :class:`OverflowConfigError` with the arithmetic if neither does (and
+    :class:`PrecisionConfigError` if float64 could not encode the values stochastically)."""
     if clients < 1 or not bound > 0 or frac_bits < 0:
         raise ValueError("clients >= 1, bound > 0 and frac_bits >= 0 are required")
     largest = clients * (math.ceil(bound * 2**frac_bits) + 1)
     for bits in (32, 64):
         if largest < 2 ** (bits - 1):
+            check_precision(bound, frac_bits)
             return bits
     raise OverflowConfigError(
         f"secure aggregation could overflow: {clients} clients x (bound {bound:g} x 2^"

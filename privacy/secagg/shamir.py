@@ -5,8 +5,8 @@ prime field p = 2^31 - 1, and every limb is shared with its own random polynomia
 the vector of the nine evaluations. With p < 2^31 every product fits in 64 bits, so sharing
 is Horner's rule on numpy arrays over (points x limbs) at once, with no per-byte or per-point
 Python loop; reconstruction is a Lagrange interpolation at zero with the weights computed once
-per set of points. Coefficients come from the operating system's CSPRNG: a seeded generator
-would make the shares predictable.
+per set of points. Coefficients come from the operating system's CSPRNG (a seeded generator
+would make the shares predictable), drawn uniformly by rejection sampling.
 """
 
 from __future__ import annotations
@@ -42,10 +42,16 @@ def _from_limbs(limbs: np.ndarray) -> bytes:
 
 
 def _random_field(shape: tuple[int, ...]) -> np.ndarray:
-    """Uniform field elements from the OS CSPRNG (64 random bits reduced mod p: the bias is
-    below 2^-33)."""
+    """Uniform field elements from the OS CSPRNG, by rejection sampling: 31 random bits are
+    kept when they are below p and drawn again otherwise (only 2^31 - 1 itself is rejected),
+    so every element of GF(p) is exactly equally likely; a reduction mod p would not be."""
     count = int(np.prod(shape))
-    return np.frombuffer(os.urandom(8 * count), np.uint64).reshape(shape) % PRIME
+    out = np.empty(0, np.uint64)
+    while len(out) < count:
+        need = count - len(out)
+        words = np.frombuffer(os.urandom(4 * need), "<u4").astype(np.uint64) & np.uint64(PRIME)
+        out = np.concatenate([out, words[words < PRIME]])
+    return out.reshape(shape)
 
 
 def share(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, Share]:

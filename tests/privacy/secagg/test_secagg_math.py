@@ -88,3 +88,58 @@ def test_share_bytes_round_trip_and_reject_out_of_field_values():
     np.testing.assert_array_equal(shamir.from_bytes(shamir.to_bytes(s)), s)
     with pytest.raises(ValueError, match="outside the field"):
         shamir.from_bytes(b"\xff" * shamir.SHARE_BYTES)
+
+
+class _Source:
+    """Stands in for ``os`` in :mod:`shamir`: ``urandom`` returns the queued byte strings."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+
+    def urandom(self, size: int) -> bytes:
+        chunk = self.chunks.pop(0)
+        return (chunk * (size // len(chunk) + 1))[:size]
+
+
+def test_shamir_coefficients_at_or_above_p_are_redrawn_not_reduced(monkeypatch):
+    """All-ones random words are 2^31 - 1 = p once cut to 31 bits (and 3 mod p as 64 bits): a
+    reduction would map them into the field, biasing it; rejection sampling draws again."""
+    monkeypatch.setattr(shamir, "os", _Source(b"\xff" * 8, (5).to_bytes(4, "little")))
+    np.testing.assert_array_equal(shamir._random_field((2, 3)), np.full((2, 3), 5))
+
+
+_WORDS = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([2**31 - 1, 2**32 - 1, 0, 2**31]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(_WORDS, min_size=1, max_size=40), count=st.integers(1, 6))
+def test_shamir_coefficients_are_the_random_words_below_p_in_order(words, count):
+    """Against a brute-force reference: the field elements are exactly the 31-bit random words
+    that are below p, in the order drawn (uniform on GF(p) when the words are)."""
+    words = words + [1] * count  # enough acceptable words to finish
+    stream = b"".join(w.to_bytes(4, "little") for w in words)
+    reference = [w & (2**31 - 1) for w in words if w & (2**31 - 1) < shamir.PRIME][:count]
+
+    class Stream:
+        at = 0
+
+        def urandom(self, size):
+            out = stream[self.at : self.at + size]
+            self.at += size
+            return out.ljust(size, b"\x01")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(shamir, "os", Stream())
+        assert shamir._random_field((count,)).tolist() == reference
+
+
+def test_an_encoding_beyond_float64_precision_is_refused():
+    """bound x 2^f above 2^52: float64's spacing reaches 1 and the stochastic-rounding dither
+    is rounded away, so encoding would be biased; exactly 2^52 is still allowed."""
+    assert modulus_bits(1, 2.0**12, 40) == 64  # 2^52
+    with pytest.raises(ValueError, match="2\\^52"):
+        modulus_bits(1, 2.0**12 + 1, 40)
+    from privacy.secagg.quantize import FixedPoint
+
+    with pytest.raises(ValueError, match="2\\^52"):
+        FixedPoint(2.0**13, 40, 64)
