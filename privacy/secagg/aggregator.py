@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcore.arrays import to_numpy, to_record
-from fedcore.config import RunConfig
+from fedcore.config import ConfigError, RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import (
     ARRAYS,
@@ -45,9 +45,9 @@ from fedcore.keys import (
 )
 from privacy.plan import min_in_sum
 from privacy.secagg import graph, shamir
-from privacy.secagg.protocol import PublicKeys, SecAggAbort, SecAggServer
+from privacy.secagg.protocol import MalformedInput, PublicKeys, SecAggAbort, SecAggServer
 from privacy.secagg.quantize import decode, fixed_point, input_bound
-from privacy.secagg.weighting import average_of_sum
+from privacy.secagg.weighting import average_of_sum, masked_length
 
 Observe = Callable[[Iterable[Message]], Iterator[Message]]
 SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
@@ -92,6 +92,8 @@ class SecureAggregator:
         model they carry, ``observe`` sees every reply of every stage (traffic, DP events)."""
         s = self.cfg.secagg
         self.last_stage_seconds = {}
+        if s.insecure_demo:
+            _refuse_insecure_demo_when_deployed(grid)
         if not messages:
             return []
         fp = fixed_point(len(messages), input_bound(s.bound), s.frac_bits)
@@ -133,11 +135,18 @@ class SecureAggregator:
         node_of = {i: node for node, i in ids.items()}
         degree = None if s.mode == "full" else (s.degree or graph.default_degree(len(nodes)))
         server = SecAggServer(
-            server_round, fp, s.threshold, degree, seed=self.cfg.seed, min_clients=2
+            server_round,
+            fp,
+            s.threshold,
+            degree,
+            seed=self.cfg.seed,
+            input_length=masked_length(arrays, self.cfg),
+            insecure_demo=s.insecure_demo,
         )
         try:
-            keys = {ids[n]: _public_keys(trained[n]) for n in nodes}
-            neighbours = server.collect_keys(keys)
+            parsed = _parsed(trained, _public_keys, "train", failures)
+            neighbours = server.collect_keys({ids[n]: k for n, k in parsed.items()})
+            keys = server.roster
             shared = exchange(
                 "share-keys",
                 {  # each client gets the keys of its neighbours only (SecAgg+: O(log n))
@@ -151,8 +160,8 @@ class SecureAggregator:
                     for i in keys
                 },
             )
-            sent = {ids[n]: _ciphertexts(r) for n, r in shared.items()}
-            inbox = server.route_shares(sent)
+            sent = _parsed(shared, _ciphertexts, "share-keys", failures)
+            inbox = server.route_shares({ids[n]: c for n, c in sent.items()})
             masked = exchange(
                 "masked-input",
                 {
@@ -163,7 +172,7 @@ class SecureAggregator:
                 },
             )
             survivors = server.collect_masked(
-                {ids[n]: np.array(to_numpy(r.content[SECAGG][MASKED])) for n, r in masked.items()}
+                {ids[n]: y for n, y in _parsed(masked, _masked, "masked-input", failures).items()}
             )
             self._check_noise_covered(len(survivors))
             if self.release_guard is not None:
@@ -174,13 +183,16 @@ class SecureAggregator:
                 "unmask",
                 {node_of[i]: ConfigRecord({"survivors": sorted(survivors)}) for i in survivors},
             )
-            total = decode(server.unmask({ids[n]: _shares(r) for n, r in revealed.items()}), fp)
+            shares = _parsed(revealed, _shares, "unmask", failures)
+            total = decode(server.unmask({ids[n]: v for n, v in shares.items()}), fp)
             in_sum = [node_of[i] for i in sorted(server.u3)]
             aggregate = self._aggregate(by_node[in_sum[0]], arrays, total, in_sum, trained)
-        except (SecAggAbort, KeyError, ValueError) as err:
+        except SecAggAbort as err:  # anything else is a bug: its traceback reaches the log
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
             return [_error_reply(m, reason) for m in messages]
+        for i, why in server.dropped.items():
+            failures[node_of[i]] = why
         replies = [aggregate]
         replies += [
             _error_reply(by_node[n], f"dropped out at {why}") for n, why in failures.items()
@@ -242,9 +254,54 @@ class SecureAggregator:
         return reply
 
 
+def _refuse_insecure_demo_when_deployed(grid: Grid) -> None:
+    """``secagg.insecure-demo`` is for simulation. A ServerApp run by a SuperLink (a deployed
+    run, ``flwr run`` against a SuperLink) gets Flower's ``HttpGrid``; the simulation engines
+    give an ``InMemoryGrid`` (Flower's) or fedcore's in-process Grid."""
+    from flwr.superlink.grid.http_grid import HttpGrid  # Flower's deployed-runtime Grid
+
+    if isinstance(grid, HttpGrid):
+        raise ConfigError(
+            "secagg.insecure-demo = true is refused in a deployed run (the ServerApp runs under "
+            "a SuperLink): it lifts the security floor of secure aggregation"
+        )
+
+
+def _parsed(
+    replies: dict[int, Message], parse: Callable[[Message], object], stage: str, failures: dict
+) -> dict[int, object]:
+    """``parse`` of each reply; a client whose reply is malformed is dropped, with the reason
+    in ``failures``, as Bonawitz et al.'s server drops a client that does not follow the
+    protocol (its honest neighbours' sum is still recovered)."""
+    out = {}
+    for node, reply in replies.items():
+        try:
+            out[node] = parse(reply)
+        except MalformedInput as err:
+            failures[node] = f"{stage}: malformed, dropped: {err}"
+    return out
+
+
+def _record(reply: Message, kind: type) -> ConfigRecord | ArrayRecord:
+    record = reply.content.get(SECAGG)
+    if not isinstance(record, kind):
+        raise MalformedInput(f"the reply has no {kind.__name__} {SECAGG!r}")
+    return record
+
+
 def _public_keys(reply: Message) -> PublicKeys:
-    record = reply.content[SECAGG]
-    return PublicKeys(record["channel"], record["mask"], record["seed-hash"])
+    record = _record(reply, ConfigRecord)
+    fields = [record.get(k) for k in ("channel", "mask", "seed-hash")]
+    if not all(isinstance(f, bytes) for f in fields):
+        raise MalformedInput("the reply's public keys are not all bytes")
+    return PublicKeys(*fields)
+
+
+def _masked(reply: Message) -> np.ndarray:
+    record = _record(reply, ArrayRecord)
+    if MASKED not in record:
+        raise MalformedInput(f"the reply has no {MASKED!r} array")
+    return np.array(to_numpy(record[MASKED]))
 
 
 def _roster_record(keys: dict[int, PublicKeys]) -> dict:
@@ -258,20 +315,31 @@ def _roster_record(keys: dict[int, PublicKeys]) -> dict:
 
 
 def _ciphertexts(reply: Message) -> dict[int, bytes]:
-    record = reply.content[SECAGG]
-    return dict(
-        zip([int(v) for v in record.get("to", [])], record.get("ciphertexts", []), strict=True)
-    )
+    record = _record(reply, ConfigRecord)
+    to, blobs = record.get("to", []), record.get("ciphertexts", [])
+    if not isinstance(to, list) or not isinstance(blobs, list) or len(to) != len(blobs):
+        raise MalformedInput("the reply's receivers and ciphertexts differ in length")
+    ids = all(isinstance(v, int) and not isinstance(v, bool) for v in to)
+    if not ids or len(set(to)) != len(to):
+        raise MalformedInput("the reply's receivers are not distinct client ids")
+    return dict(zip(to, blobs, strict=True))
 
 
 def _shares(reply: Message) -> dict[int, tuple[str, np.ndarray]]:
-    record = reply.content[SECAGG]
-    owners, kinds, blobs = record["owners"], record["kinds"], record["shares"]
-    if not len(owners) == len(kinds) == len(blobs):
-        raise ValueError("the unmasking reply's owners, kinds and shares differ in length")
-    if any(len(b) != shamir.SHARE_BYTES for b in blobs):
-        raise ValueError(f"a revealed share is not {shamir.SHARE_BYTES} bytes")
-    shares = shamir.many_from_bytes(b"".join(blobs), len(blobs))
+    record = _record(reply, ConfigRecord)
+    owners, kinds, blobs = (record.get(k, []) for k in ("owners", "kinds", "shares"))
+    if not all(isinstance(f, list) for f in (owners, kinds, blobs)):
+        raise MalformedInput("the unmasking reply's owners, kinds and shares are not lists")
+    if not all(isinstance(o, int) and not isinstance(o, bool) for o in owners):
+        raise MalformedInput("the unmasking reply's owners are not client ids")
+    if not len(owners) == len(kinds) == len(blobs) or len(set(owners)) != len(owners):
+        raise MalformedInput("the unmasking reply's owners, kinds and shares do not match")
+    if any(not isinstance(b, bytes) or len(b) != shamir.SHARE_BYTES for b in blobs):
+        raise MalformedInput(f"a revealed share is not {shamir.SHARE_BYTES} bytes")
+    try:
+        shares = shamir.many_from_bytes(b"".join(blobs), len(blobs))
+    except ValueError as err:  # an element outside the field
+        raise MalformedInput(str(err)) from None
     return {int(o): (k, shares[i]) for i, (o, k) in enumerate(zip(owners, kinds, strict=True))}
 
 

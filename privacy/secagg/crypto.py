@@ -1,7 +1,9 @@
 """The cryptographic primitives of secure aggregation, all from ``cryptography``.
 
-- Key agreement: X25519, the shared secret run through HKDF-SHA256 with a label, so the
-  share-encryption key and the mask seed of a pair are independent.
+- Key agreement: X25519, the shared secret run through HKDF-SHA256 whose info is a label, the
+  round and both public keys, so the share-encryption key and the mask seed of a pair are
+  independent, and a key pair reused in another round or with another peer key gives
+  unrelated keys.
 - Masks: the AES-256-CTR keystream of a 32-byte seed, read as integers mod 2^k. Each round
   uses fresh keys, so a zero nonce never repeats under one key.
 - Share transport: AES-256-GCM, with the round and the (sender, receiver) pair as associated
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -44,13 +47,35 @@ def public_key(private: X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(*_RAW)
 
 
-def agree(private: X25519PrivateKey, peer_public: bytes, label: bytes) -> bytes:
-    """A 32-byte key both ends derive alike: HKDF-SHA256 of the X25519 shared secret."""
+def check_public_key(raw: object) -> None:
+    """:class:`TamperedError` unless ``raw`` is a usable X25519 public key: 32 bytes, and not
+    a low-order point (whose shared secret is all zeros whatever the private key)."""
+    if not isinstance(raw, bytes) or len(raw) != KEY_BYTES:
+        raise TamperedError(f"a public key is {KEY_BYTES} bytes")
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as err:
+        raise TamperedError(f"invalid public key: {err}") from None
+
+
+def pair_info(label: bytes, round_id: int, key_a: bytes, key_b: bytes) -> bytes:
+    """The HKDF info of a pair key: the label, the round and both public keys (in byte
+    order, so both ends write the same)."""
+    low, high = sorted((key_a, key_b))
+    return label + struct.pack(">Q", round_id) + low + high
+
+
+def agree(
+    private: X25519PrivateKey, own_public: bytes, peer_public: bytes, label: bytes, round_id: int
+) -> bytes:
+    """A 32-byte key both ends derive alike: HKDF-SHA256 of the X25519 shared secret, bound
+    to the round and to both public keys (:func:`pair_info`)."""
     try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as err:
         raise TamperedError(f"invalid public key: {err}") from None
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label).derive(shared)
+    info = pair_info(label, round_id, own_public, peer_public)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
 class MaskExpander:

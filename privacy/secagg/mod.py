@@ -28,6 +28,7 @@ from fedcore.config import RunConfig
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
+    DATA_PATH,
     DP_EVENT,
     ITEM_RATERS,
     MASKED,
@@ -83,6 +84,13 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
         cfg = resolve(context)
         if cfg.secagg.mode == "off" or msg.metadata.message_type != MessageType.TRAIN:
             return call_next(msg, context)
+        if cfg.secagg.insecure_demo and DATA_PATH in context.node_config:
+            # Flower tells a ClientApp nothing about its runtime; a node with its own data file
+            # is a deployed SuperNode (simulated nodes read partitions of the run's dataset)
+            raise SecAggClientError(
+                "secagg.insecure-demo = true is refused on a deployed node (node config "
+                f"{DATA_PATH!r}): it lifts the security floor of secure aggregation"
+            )
         config = msg.content.config_records.get(CONFIG, ConfigRecord())
         stage = config.get(SECAGG_STAGE)
         if stage == "train":
@@ -135,7 +143,7 @@ def _train(
     except ValueError as err:
         raise SecAggClientError(f"cannot mask this update: {err}") from None
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
-    client = SecAggClient(0, server_round, fp, cfg.secagg.threshold)
+    client = SecAggClient(0, server_round, fp, cfg.secagg.threshold, cfg.secagg.insecure_demo)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})
     context.state[SECAGG_STATE] = _state_record(client)
     keys = client.advertise()

@@ -18,7 +18,12 @@ honest-but-curious variant, with an optional sparse graph (SecAgg+, Bell et al. 
    with ``sum(x)`` over ``U3``.
 
 Fewer than a client's threshold of shares anywhere aborts the round with
-:class:`SecAggAbort`: no sum is better than a wrong one.
+:class:`SecAggAbort`: no sum is better than a wrong one. So does a round below the security
+floor of :mod:`privacy.secagg.floor` (cohort, threshold, surviving neighbours), unless the
+round is an insecure demo. A client whose message is malformed (a public key that is not a
+distinct X25519 key, a ciphertext or masked input of the wrong size) is dropped from the round
+as if it had gone silent, the way Bonawitz et al.'s server ignores what does not follow the
+protocol: its honest neighbours' sum is still recovered. The server's ``dropped`` says why.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privacy.secagg import crypto, graph, shamir
+from privacy.secagg import crypto, floor, graph, shamir
+from privacy.secagg.floor import threshold
 from privacy.secagg.quantize import FixedPoint
 
 _SHARE = struct.Struct(
     f">II{shamir.SHARE_BYTES}s{shamir.SHARE_BYTES}s"
 )  # sender, receiver, share of s_sk, share of b
 _MASK, _CHANNEL = b"fedcore secagg mask", b"fedcore secagg channel"
+_NONCE_TAG = 12 + 16  # AES-GCM's nonce and tag around each encrypted pair of shares
+CIPHERTEXT_BYTES = _NONCE_TAG + _SHARE.size
 
 
 class SecAggAbort(RuntimeError):
@@ -46,6 +54,11 @@ class SecAggAbort(RuntimeError):
 
 class ProtocolViolation(ValueError):
     """A request a client must refuse (it would reveal more than the protocol allows)."""
+
+
+class MalformedInput(ValueError):
+    """A client's message the server cannot use (a public key of the wrong length, a low-order
+    or duplicate key, a ciphertext or masked input of the wrong size): the client is dropped."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +71,19 @@ class PublicKeys:
     seed_hash: bytes  # SHA-256 of the self-mask seed b
 
 
-def threshold(group_size: int, fraction: float) -> int:
-    """Shares needed among ``group_size`` holders: more than ``fraction`` of them."""
-    return min(group_size, int(fraction * group_size) + 1)
+def check_public_keys(keys: object) -> PublicKeys:
+    """``keys`` if it is a :class:`PublicKeys` of two usable X25519 keys and a 32-byte seed
+    commitment; :class:`MalformedInput` naming what is wrong otherwise."""
+    if not isinstance(keys, PublicKeys):
+        raise MalformedInput(f"expected public keys, got {type(keys).__name__}")
+    try:
+        crypto.check_public_key(keys.channel)
+        crypto.check_public_key(keys.mask)
+    except crypto.TamperedError as err:
+        raise MalformedInput(str(err)) from None
+    if not isinstance(keys.seed_hash, bytes) or len(keys.seed_hash) != crypto.KEY_BYTES:
+        raise MalformedInput(f"a seed commitment is {crypto.KEY_BYTES} bytes")
+    return keys
 
 
 def _associated(round_id: int, sender: int, receiver: int) -> bytes:
@@ -86,6 +109,7 @@ class SecAggClient:
     round_id: int
     fp: FixedPoint
     threshold_fraction: float
+    insecure_demo: bool = False
     _c_raw: bytes = field(default_factory=crypto.new_private_bytes, repr=False)
     _s_raw: bytes = field(default_factory=crypto.new_private_bytes, repr=False)
     _b: bytes = field(default_factory=lambda: os.urandom(shamir.SECRET_BYTES), repr=False)
@@ -112,7 +136,13 @@ class SecAggClient:
     def _channel(self, peer: int) -> bytes:
         """The pair's share-encryption key (computed once per peer)."""
         if peer not in self._channels:
-            self._channels[peer] = crypto.agree(self._c_sk, self._roster[peer].channel, _CHANNEL)
+            self._channels[peer] = crypto.agree(
+                self._c_sk,
+                self.advertise().channel,
+                self._roster[peer].channel,
+                _CHANNEL,
+                self.round_id,
+            )
         return self._channels[peer]
 
     def advertise(self) -> PublicKeys:
@@ -139,6 +169,16 @@ class SecAggClient:
         self._roster, self._neighbours = dict(roster), sorted(neighbours)
         holders = sorted([*self._neighbours, self.cid])
         t = threshold(len(holders), self.threshold_fraction)
+        if not self.insecure_demo:
+            if len(holders) < floor.MIN_COHORT:
+                raise ProtocolViolation(
+                    f"{len(holders)} holders of this client's secrets are below the floor of "
+                    f"{floor.MIN_COHORT}: a sum with one other client reveals it"
+                )
+            try:
+                floor.check_threshold(len(holders), t)
+            except floor.BelowFloorError as err:
+                raise ProtocolViolation(str(err)) from None
         xs = holders  # client ids are the Shamir x-coordinates (ids are 1..n, never 0)
         s_shares = shamir.share(self._s_raw, t, xs)
         b_shares = shamir.share(self._b, t, xs)
@@ -177,7 +217,9 @@ class SecAggClient:
         expand = crypto.MaskExpander(len(x), self.fp.dtype)
         y = x + expand(self._b)
         for v in sorted(self._u2 - {self.cid}):
-            seed = crypto.agree(self._s_sk, self._roster[v].mask, _MASK)
+            seed = crypto.agree(
+                self._s_sk, self.advertise().mask, self._roster[v].mask, _MASK, self.round_id
+            )
             _apply_pair_mask(y, expand, seed, self.cid, v)
         return y
 
@@ -188,10 +230,15 @@ class SecAggClient:
             raise ProtocolViolation("shares were already revealed for this round")
         holders = [*self._neighbours, self.cid]
         t = threshold(len(holders), self.threshold_fraction)
-        if len(survivors & set(holders)) < t:
+        need = floor.min_survivors(t, self.insecure_demo)
+        if len(survivors & set(holders)) < need:
             # Bonawitz et al.: with fewer survivors than the threshold, revealing shares of
-            # the dropped could let the server unmask a survivor; refuse instead.
-            raise ProtocolViolation(f"only {len(survivors & set(holders))} of {t} needed survive")
+            # the dropped could let the server unmask a survivor; the floor asks one more, so
+            # an honest neighbour's pair mask still hides this client from t - 1 colluders.
+            raise ProtocolViolation(
+                f"only {len(survivors & set(holders))} of this client's holders survive, "
+                f"{need} are needed"
+            )
         self._unmasked = True
         out = {}
         for v in sorted(self._u2):
@@ -209,7 +256,10 @@ class SecAggServer:
         threshold_fraction: a client's secrets need more than this fraction of its holders.
         degree: neighbours per client (SecAgg+), or None for the complete graph.
         seed: the public seed of the neighbour graph.
-        min_clients: abort whenever fewer clients than this remain.
+        input_length: the length of every masked input (None: the most common length).
+        insecure_demo: lift the security floor (:mod:`privacy.secagg.floor`).
+
+    ``dropped`` maps each client dropped for a malformed message to the reason.
     """
 
     round_id: int
@@ -217,48 +267,124 @@ class SecAggServer:
     threshold_fraction: float
     degree: int | None
     seed: int
-    min_clients: int = 2
+    input_length: int | None = None
+    insecure_demo: bool = False
     roster: dict[int, PublicKeys] = field(default_factory=dict)
     graph: dict[int, list[int]] = field(default_factory=dict)
     u2: set[int] = field(default_factory=set)
     _sum: np.ndarray | None = None
     u3: set[int] = field(default_factory=set)
+    dropped: dict[int, str] = field(default_factory=dict)
 
     def _need(self, have: int, stage: str) -> None:
-        if have < self.min_clients:
-            raise SecAggAbort(f"{stage}: {have} clients left, at least {self.min_clients} needed")
+        least = 2 if self.insecure_demo else floor.MIN_COHORT
+        if have < least:
+            raise SecAggAbort(f"{stage}: {have} clients left, at least {least} needed")
 
-    def collect_keys(self, keys: Mapping[int, PublicKeys]) -> dict[int, list[int]]:
-        """Fix ``U1`` and the neighbour graph; returns each client's neighbours."""
-        self._need(len(keys), "advertise keys")
-        self.roster = dict(keys)
+    def _drop(self, client: int, stage: str, err: MalformedInput) -> None:
+        self.dropped[client] = f"{stage}: malformed, dropped: {err}"
+
+    def collect_keys(self, keys: Mapping[int, object]) -> dict[int, list[int]]:
+        """Fix ``U1`` (the clients whose keys are valid and distinct from every other key)
+        and the neighbour graph; returns each client's neighbours."""
+        valid: dict[int, PublicKeys] = {}
+        for u, k in keys.items():
+            try:
+                valid[u] = check_public_keys(k)
+            except MalformedInput as err:
+                self._drop(u, "advertise keys", err)
+        owners: dict[bytes, set[int]] = {}
+        for u, k in valid.items():
+            owners.setdefault(k.channel, set()).add(u)
+            owners.setdefault(k.mask, set()).add(u)
+        for u, k in list(valid.items()):
+            # a copy cannot be told from its original: every holder of a key used twice goes
+            # (a client whose two keys are equal included, as Bonawitz et al. require)
+            if len(owners[k.channel] | owners[k.mask]) > 1 or k.channel == k.mask:
+                self._drop(u, "advertise keys", MalformedInput("a public key is not unique"))
+                del valid[u]
+        self._need(len(valid), "advertise keys")
+        self.roster = valid
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.round_id]))
-        self.graph = graph.neighbours(list(keys), self.degree, rng)
+        self.graph = graph.neighbours(list(valid), self.degree, rng)
+        if not self.insecure_demo:
+            for u, peers in self.graph.items():
+                holders = len(peers) + 1
+                try:
+                    floor.check_threshold(holders, threshold(holders, self.threshold_fraction))
+                except floor.BelowFloorError as err:
+                    raise SecAggAbort(f"client {u}: {err}") from None
         return self.graph
 
-    def route_shares(self, sent: Mapping[int, Mapping[int, bytes]]) -> dict[int, dict[int, bytes]]:
-        """Fix ``U2``; each receiver's ciphertexts, keyed by sender."""
-        self._need(len(sent), "share keys")
-        self.u2 = set(sent)
-        inbox: dict[int, dict[int, bytes]] = {v: {} for v in self.u2}
+    def route_shares(self, sent: Mapping[int, Mapping[int, object]]) -> dict[int, dict[int, bytes]]:
+        """Fix ``U2`` (the clients of ``U1`` that sent one well-sized ciphertext to each of
+        their neighbours); each receiver's ciphertexts, keyed by sender."""
+        valid: dict[int, Mapping[int, object]] = {}
         for u, blobs in sent.items():
+            try:
+                if u not in self.graph:
+                    raise MalformedInput("not in the round's roster")
+                if set(blobs) != set(self.graph[u]):
+                    raise MalformedInput("ciphertexts are not addressed to its neighbours")
+                sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs.values()]
+                if any(size != CIPHERTEXT_BYTES for size in sizes):
+                    raise MalformedInput(f"a ciphertext is not {CIPHERTEXT_BYTES} bytes")
+            except MalformedInput as err:
+                self._drop(u, "share keys", err)
+                continue
+            valid[u] = blobs
+        self._need(len(valid), "share keys")
+        self.u2 = set(valid)
+        inbox: dict[int, dict[int, bytes]] = {v: {} for v in self.u2}
+        for u, blobs in valid.items():
             for v, blob in blobs.items():
                 if v in inbox:
                     inbox[v][u] = blob
         return inbox
 
-    def collect_masked(self, masked: Mapping[int, np.ndarray]) -> set[int]:
-        """Fix ``U3`` and add the masked inputs; returns ``U3`` for the unmasking request."""
-        self._need(len(masked), "masked input")
-        if not set(masked) <= self.u2:
-            raise SecAggAbort("masked input from a client that did not share its keys")
-        total = None
-        for y in masked.values():
-            y = np.asarray(y)
-            if y.dtype != self.fp.dtype or (total is not None and y.shape != total.shape):
-                raise SecAggAbort(f"masked input of dtype {y.dtype} / shape {y.shape} rejected")
-            total = y.copy() if total is None else total + y
-        self._sum, self.u3 = total, set(masked)
+    def _expected_length(self, masked: Mapping[int, object]) -> int:
+        if self.input_length is not None:
+            return self.input_length
+        lengths = [np.shape(y) for y in masked.values() if np.ndim(y) == 1]
+        if not lengths:
+            return -1
+        return max(set(lengths), key=lengths.count)[0]
+
+    def collect_masked(self, masked: Mapping[int, object]) -> set[int]:
+        """Fix ``U3`` (the clients of ``U2`` whose masked input has the round's dtype and
+        length) and add their masked inputs; returns ``U3`` for the unmasking request.
+        :class:`SecAggAbort` if the sum is below the floor: some client in it has fewer than
+        ``t + 1`` of its holders in it."""
+        length = self._expected_length(masked)
+        valid: dict[int, np.ndarray] = {}
+        for u, y in masked.items():
+            try:
+                if u not in self.u2:
+                    raise MalformedInput("it did not share its keys")
+                if not isinstance(y, np.ndarray) or y.dtype != self.fp.dtype:
+                    raise MalformedInput(f"a masked input must be {np.dtype(self.fp.dtype)}")
+                if y.shape != (length,):
+                    raise MalformedInput(f"masked input of shape {y.shape}, not ({length},)")
+            except MalformedInput as err:
+                self._drop(u, "masked input", err)
+                continue
+            valid[u] = y
+        self._need(len(valid), "masked input")
+        survivors = set(valid)
+        for u in sorted(survivors):
+            holders = {u, *self.graph[u]}
+            need = floor.min_survivors(
+                threshold(len(holders), self.threshold_fraction), self.insecure_demo
+            )
+            if len(holders & survivors) < need:
+                raise SecAggAbort(
+                    f"client {u}: only {len(holders & survivors)} of its {len(holders)} holders "
+                    f"sent masked inputs; {need} are needed before its input is unmasked"
+                )
+        total = np.zeros(length, self.fp.dtype)
+        for y in valid.values():
+            total += y
+        self._sum, self.u3 = total, survivors
         return self.u3
 
     def _reconstruct(self, owner: int, kind: str, got: dict[int, shamir.Share], t: int) -> bytes:
@@ -266,7 +392,7 @@ class SecAggServer:
         aborts the round instead of unmasking garbage."""
         try:
             secret = shamir.reconstruct(got, t)
-        except ValueError:
+        except ValueError:  # the shares are no sharing of a 32-byte secret
             secret = None
         keys = self.roster[owner]
         ok = secret is not None and (
@@ -278,15 +404,33 @@ class SecAggServer:
             raise SecAggAbort(f"client {owner}: the shares do not match its commitment")
         return secret
 
+    def _check_revealed(self, holder: int, given: Mapping[int, object]) -> None:
+        if holder not in self.u3:
+            raise MalformedInput("it was not asked to unmask")
+        owners = ({holder, *self.graph[holder]}) & self.u2
+        for owner, item in given.items():
+            if owner not in owners:
+                raise MalformedInput(f"it holds no share of client {owner}")
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise MalformedInput(f"its share of client {owner} is not a (kind, share) pair")
+            kind, value = item
+            expected = "b" if owner in self.u3 else "s"
+            if kind != expected:
+                raise MalformedInput(f"it revealed a {kind}-share of client {owner}")
+            if np.shape(value) != (shamir.LIMBS,):
+                raise MalformedInput(f"its share of client {owner} is not {shamir.LIMBS} limbs")
+
     def unmask(self, revealed: Mapping[int, Mapping[int, tuple[str, shamir.Share]]]) -> np.ndarray:
-        """The sum of the inputs of ``U3`` (still encoded mod 2^k)."""
-        self._need(len(revealed), "unmasking")
+        """The sum of the inputs of ``U3`` (still encoded mod 2^k); a holder whose reply is
+        malformed is ignored (:class:`SecAggAbort` if too few shares are left)."""
         shares: dict[tuple[str, int], dict[int, shamir.Share]] = {}
         for holder, given in revealed.items():
+            try:
+                self._check_revealed(holder, given)
+            except MalformedInput as err:
+                self._drop(holder, "unmask", err)
+                continue
             for owner, (kind, value) in given.items():
-                expected = "b" if owner in self.u3 else "s"
-                if kind != expected:
-                    raise SecAggAbort(f"client {holder} revealed a {kind}-share of {owner}")
                 shares.setdefault((kind, owner), {})[holder] = value
         total = self._sum.copy()
         expand = crypto.MaskExpander(len(total), self.fp.dtype)
@@ -306,13 +450,16 @@ class SecAggServer:
             mask_key = crypto.load_private(secret)
             for v in self.graph[u]:  # u dropped after sharing: remove v's mask with u
                 if v in self.u3:
-                    seed = crypto.agree(mask_key, self.roster[v].mask, _MASK)
+                    seed = crypto.agree(
+                        mask_key, self.roster[u].mask, self.roster[v].mask, _MASK, self.round_id
+                    )
                     _apply_pair_mask(total, expand, seed, v, u, sign=-1)
         return total
 
 
 _KEYS = struct.Struct("32s32s32s")  # channel, mask, seed hash
-_HEADER = struct.Struct(">IIdIId?")  # cid, round, bound, frac-bits, bits, threshold, unmasked
+_HEADER = struct.Struct(">IIdIId??")  # cid, round, bound, frac-bits, bits, threshold,
+# insecure demo, unmasked
 _LENGTH = struct.Struct(">I")
 _ID = np.dtype(">u4")
 
@@ -355,6 +502,7 @@ def client_state(client: SecAggClient) -> bytes:
             fp.frac_bits,
             fp.bits,
             client.threshold_fraction,
+            client.insecure_demo,
             client._unmasked,
         ),
         client._c_raw,
@@ -393,13 +541,14 @@ def client_from_state(blob: bytes) -> SecAggClient:
         roster_ids, roster_keys, neighbours = fields[5:8]
         received_ids, received_s, received_b = fields[8:11]
         channel_ids, channel_keys, u2 = fields[11:]
-        cid, round_id, bound, frac_bits, bits, threshold_fraction, unmasked = _HEADER.unpack(header)
+        cid, round_id, bound, frac_bits, bits, fraction, insecure, unmasked = _HEADER.unpack(header)
         ids = _from_ids(received_ids)
         client = SecAggClient(
             cid,
             round_id,
             FixedPoint(bound, frac_bits, bits),
-            threshold_fraction,
+            fraction,
+            insecure,
             _c_raw=c_sk,
             _s_raw=s_sk,
             _b=b,
@@ -434,13 +583,15 @@ def secure_sum(
     degree: int | None = None,
     round_id: int = 0,
     seed: int = 0,
+    insecure_demo: bool = False,
 ) -> np.ndarray:
     """The protocol run among ``inputs``' owners in one process, with no dropouts: the sum of
     the encoded inputs mod 2^k, computed only from masked vectors and revealed shares. For a
     one-off secure sum outside the Flower rounds (e.g. FedGCN's neighbour pre-communication)."""
     ids = sorted(inputs)
-    server = SecAggServer(round_id, fp, threshold_fraction, degree, seed)
-    clients = {i: SecAggClient(i, round_id, fp, threshold_fraction) for i in ids}
+    length = len(inputs[ids[0]]) if ids else 0
+    server = SecAggServer(round_id, fp, threshold_fraction, degree, seed, length, insecure_demo)
+    clients = {i: SecAggClient(i, round_id, fp, threshold_fraction, insecure_demo) for i in ids}
     graph_ = server.collect_keys({i: clients[i].advertise() for i in ids})
     inbox = server.route_shares({i: clients[i].share_keys(server.roster, graph_[i]) for i in ids})
     survivors = server.collect_masked(

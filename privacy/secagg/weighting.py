@@ -98,6 +98,13 @@ def weighted_input(
     return out
 
 
+def masked_length(model: ArrayRecord, cfg: RunConfig) -> int:
+    """The length of what every client masks for ``model`` (:func:`weighted_input`): the
+    flat update, the per-item rater counts where rows are averaged, and the weight."""
+    size = sum(to_numpy(a).size for a in model.values())
+    return size + (_num_items(model) if row_weighted(cfg) else 0) + 1
+
+
 def average_of_sum(
     model: ArrayRecord, total: np.ndarray, cfg: RunConfig
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -106,7 +113,7 @@ def average_of_sum(
     cohort's rater counts per item where rows are averaged (else None)."""
     size = sum(to_numpy(a).size for a in model.values())
     per_item = row_weighted(cfg)
-    expected = size + (_num_items(model) if per_item else 0) + 1
+    expected = masked_length(model, cfg)
     if len(total) != expected:
         raise ValueError(f"the unmasked sum has {len(total)} entries, expected {expected}")
     body, weight = total[:size], total[-1]
