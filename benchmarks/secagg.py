@@ -347,11 +347,11 @@ def crypto_floor(n: int, length: int, degree: int | None, repeats: int = 3) -> f
         x, total = np.zeros(length, np.uint32), np.zeros(length, np.uint32)
         for _ in range(n):
             c, s = (crypto.load_private(crypto.new_private_bytes()) for _ in range(2))
-            crypto.public_key(c), crypto.public_key(s)
+            c_pk, s_pk = crypto.public_key(c), crypto.public_key(s)
             y = x + expand(os.urandom(32))
             for peer in peers:
-                crypto.agree(c, peer, b"channel")
-                y += expand(crypto.agree(s, peer, b"mask"))
+                crypto.agree(c, c_pk, peer, b"channel", 1)
+                y += expand(crypto.agree(s, s_pk, peer, b"mask", 1))
             total += y
         for _ in range(n):
             total -= expand(os.urandom(32))
