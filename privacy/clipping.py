@@ -7,6 +7,11 @@ of Li et al. 2022), and the clipped sum is one matrix product, ``(c * G)^T A`` w
 ``c_i = min(1, C / ||grad_i||)`` (Bu et al. 2022). Cost: about one extra matmul per layer on
 top of an ordinary backward pass, against one gradient per example for Opacus' default hooks.
 
+A layer applied several times, or a weight shared by several layers (tied weights), is
+exact too: each use is recorded and a shared weight's per-example norm is that of the sum
+over its uses (see :class:`ClippedGradients`); a tapped parameter used outside its layer's
+``forward`` is refused, since that part of its gradient would escape the clip.
+
 Only models whose trainable layers are ``nn.Linear`` take this path. Any other model falls
 back to Opacus' per-sample gradients (:class:`OpacusClippedGradients`: hooks for the layers
 Opacus knows, functorch for the rest), which are exact but materialise one gradient per
@@ -15,6 +20,8 @@ example; :func:`clipped_gradients` picks the path. A model neither can handle ra
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -48,32 +55,68 @@ class _LinearTap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, weight, bias, tap, layer):
         ctx.save_for_backward(a, weight)
-        ctx.tap, ctx.layer = tap, layer
+        ctx.tap, ctx.layer, ctx.forward_pass = tap, layer, tap._forward_pass
         return nn.functional.linear(a, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
         a, weight = ctx.saved_tensors
-        ctx.tap._inputs[ctx.layer] = a
-        ctx.tap._grads[ctx.layer] = grad_out
+        ctx.tap._uses.append(_Use(ctx.layer, a, grad_out, ctx.forward_pass))
         grad_a = grad_out @ weight if ctx.needs_input_grad[0] else None
         return grad_a, None, None, None, None
+
+
+@dataclass(frozen=True)
+class _Use:
+    """One application of a linear layer in the backward pass just run: its input ``a``
+    and output gradient ``g``, both (batch, features)."""
+
+    layer: nn.Linear
+    a: torch.Tensor
+    g: torch.Tensor
+    forward_pass: int
 
 
 class ClippedGradients:
     """Routes each linear layer through :class:`_LinearTap` during one backward pass, then
     writes the sum of per-example clipped gradients into ``.grad``.
 
-    Use as a context manager around the forward/backward of a summed loss; the layers get
-    their own ``forward`` back on exit.
+    Tied weights are exact: a layer applied several times, or one ``Parameter`` held by
+    several layers, gets example ``i``'s gradient ``sum_u g_ui a_ui^T`` over its uses ``u``,
+    whose squared norm is ``sum_{u,v} (g_ui . g_vi)(a_ui . a_vi)`` (the ghost norm of a sum).
+    A trainable parameter of a tapped layer that receives a gradient some other way (used
+    outside its layer's ``forward``) is refused: that part of its gradient would escape
+    clipping. Use as a context manager around the forward/backward of a summed loss; the
+    layers get their own ``forward`` back on exit.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = linear_layers(model)
-        self._inputs: dict[nn.Linear, torch.Tensor] = {}
-        self._grads: dict[nn.Linear, torch.Tensor] = {}
+        self._uses: list[_Use] = []
+        self._forward_pass = 0
+        self._untapped: set[str] = set()
+        names = {p: name for name, p in model.named_parameters()}
+        self._hooks = [model.register_forward_pre_hook(self._count_forward_pass)]
         for layer in self.layers:
             layer.forward = self._tapped(layer)
+            for p in self._trainable(layer):
+                self._hooks.append(p.register_hook(self._flag_untapped(names[p])))
+
+    @staticmethod
+    def _trainable(layer: nn.Linear) -> list[torch.Tensor]:
+        return [p for p in (layer.weight, layer.bias) if p is not None and p.requires_grad]
+
+    def _count_forward_pass(self, module: nn.Module, args: object) -> None:
+        self._forward_pass += 1
+
+    def _flag_untapped(self, name: str):
+        # The tap returns no gradient for weights and biases, so autograd hands one to a
+        # tapped parameter only when it was used outside its layer's forward.
+        def hook(grad: torch.Tensor | None) -> None:
+            if grad is not None:
+                self._untapped.add(name)
+
+        return hook
 
     def _tapped(self, layer: nn.Linear):
         def forward(a: torch.Tensor) -> torch.Tensor:
@@ -81,37 +124,72 @@ class ClippedGradients:
 
         return forward
 
-    def per_example_norms(self) -> torch.Tensor:
-        """The L2 norm of each example's full gradient (all layers together), shape (B,)."""
-        sq = None
-        for layer in self.layers:
-            a, g = self._inputs[layer], self._grads[layer]
-            if a.dim() != 2:
+    def _uses_by_parameter(self) -> tuple[dict, dict]:
+        """The recorded uses grouped by the trainable weight and bias they apply, after
+        checking that they describe one batch seen by one forward pass."""
+        if self._untapped:
+            raise UnsupportedLayerError(
+                f"parameter(s) {sorted(self._untapped)} of nn.Linear layers received gradient "
+                f"outside their layer's forward (a functional or tied use); the one-pass "
+                f"clipping cannot bound that part of the per-example gradient"
+            )
+        if not self._uses:
+            raise RuntimeError(
+                "no backward pass through the model since the last write_clipped_sum"
+            )
+        if len({u.forward_pass for u in self._uses}) > 1:
+            raise RuntimeError(
+                "gradients of more than one forward pass were recorded: run one backward per "
+                "write_clipped_sum, on the output of a single forward pass"
+            )
+        for u in self._uses:
+            if u.a.dim() != 2:
                 raise UnsupportedLayerError(
-                    f"nn.Linear input of shape {tuple(a.shape)}: the one-pass norm needs "
+                    f"nn.Linear input of shape {tuple(u.a.shape)}: the one-pass norm needs "
                     f"(batch, features) inputs"
                 )
-            g_sq = g.pow(2).sum(dim=1)
-            term = g_sq * a.pow(2).sum(dim=1)
-            if layer.bias is not None:
-                term = term + g_sq
-            sq = term if sq is None else sq + term
+        sizes = sorted({u.a.shape[0] for u in self._uses})
+        if len(sizes) > 1:
+            raise UnsupportedLayerError(
+                f"nn.Linear layers saw batches of sizes {sizes} in one forward pass: rows of "
+                f"different uses are not the same examples"
+            )
+        weights: dict[torch.Tensor, list[_Use]] = {}
+        biases: dict[torch.Tensor, list[_Use]] = {}
+        for u in self._uses:
+            if u.layer.weight.requires_grad:
+                weights.setdefault(u.layer.weight, []).append(u)
+            if u.layer.bias is not None and u.layer.bias.requires_grad:
+                biases.setdefault(u.layer.bias, []).append(u)
+        return weights, biases
+
+    def per_example_norms(self) -> torch.Tensor:
+        """The L2 norm of each example's full gradient (all layers together), shape (B,)."""
+        weights, biases = self._uses_by_parameter()
+        sq = self._uses[0].g.new_zeros(self._uses[0].a.shape[0])
+        for uses in weights.values():
+            for u in uses:
+                for v in uses:
+                    sq = sq + (u.g * v.g).sum(dim=1) * (u.a * v.a).sum(dim=1)
+        for uses in biases.values():
+            sq = sq + sum(u.g for u in uses).pow(2).sum(dim=1)
         return sq.sqrt()
 
     def write_clipped_sum(self, clip_norm: float) -> torch.Tensor:
         """Set each parameter's ``.grad`` to the sum over examples of its clipped gradient
         and return the per-example clip factors."""
         factors = (clip_norm / (self.per_example_norms() + 1e-12)).clamp(max=1.0)
-        for layer in self.layers:
-            a, g = self._inputs[layer], self._grads[layer] * factors[:, None]
-            layer.weight.grad = g.T @ a
-            if layer.bias is not None:
-                layer.bias.grad = g.sum(dim=0)
-        self._inputs.clear()
-        self._grads.clear()
+        weights, biases = self._uses_by_parameter()
+        for weight, uses in weights.items():
+            weight.grad = sum((u.g * factors[:, None]).T @ u.a for u in uses)
+        for bias, uses in biases.items():
+            bias.grad = sum((u.g * factors[:, None]).sum(dim=0) for u in uses)
+        self._uses.clear()
         return factors
 
     def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
         for layer in self.layers:
             layer.__dict__.pop("forward", None)  # back to nn.Linear.forward
 

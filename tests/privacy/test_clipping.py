@@ -27,13 +27,15 @@ def _batch(b, d, k, seed):
 
 
 def _brute_force(model, x, y, clip):
-    """Clip each example's gradient, computed one example at a time, and sum."""
-    total = [torch.zeros_like(p) for p in model.parameters()]
+    """Clip each example's gradient, computed one example at a time, and sum (over the
+    trainable parameters, in ``model.parameters()`` order)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
     norms = []
     for i in range(len(y)):
         model.zero_grad()
         F.cross_entropy(model(x[i : i + 1]), y[i : i + 1], reduction="sum").backward()
-        grads = [p.grad.clone() for p in model.parameters()]
+        grads = [p.grad.clone() for p in params]
         norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
         norms.append(norm)
         factor = min(1.0, clip / (norm.item() + 1e-12))
@@ -130,3 +132,128 @@ def test_opacus_fallback_clipped_sum_equals_brute_force(b, clip, seed):
 def test_linear_models_take_the_one_pass_path():
     with clipped_gradients(_mlp(3, 3, 2, 0)) as clipper:
         assert isinstance(clipper, ClippedGradients)
+
+
+class _LinearUsedTwice(nn.Module):
+    """Tied weights: one nn.Linear applied twice in a forward pass."""
+
+    def __init__(self, d, k):
+        super().__init__()
+        self.shared = nn.Linear(d, d)
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+class _ModuleListHoldingOneLayerTwice(nn.Module):
+    """Tied weights: a module list holding the same nn.Linear twice, applied in turn."""
+
+    def __init__(self, d, k):
+        super().__init__()
+        shared = nn.Linear(d, d)
+        self.layers = nn.ModuleList([shared, shared, nn.Linear(d, k)])
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x)) + x
+        return self.layers[-1](x)
+
+
+class _TwoLinearsSharingAWeight(nn.Module):
+    """Tied weights: two nn.Linear modules holding one weight Parameter (own biases)."""
+
+    def __init__(self, d, k):
+        super().__init__()
+        self.first, self.second = nn.Linear(d, d), nn.Linear(d, d)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(d, k, bias=False)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+_TIED_MODELS = [_LinearUsedTwice, _ModuleListHoldingOneLayerTwice, _TwoLinearsSharingAWeight]
+
+
+def _tied(model_cls, d, k, seed):
+    torch.manual_seed(seed)  # test-local: model weights only
+    return model_cls(d, k)
+
+
+@pytest.mark.parametrize("model_cls", _TIED_MODELS)
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 8), clip=st.floats(0.01, 10.0), seed=st.integers(0, 1000))
+def test_tied_weights_per_example_norms_equal_brute_force(model_cls, b, clip, seed):
+    model = _tied(model_cls, 4, 3, seed)
+    x, y = _batch(b, 4, 3, seed)
+    _, expected_norms = _brute_force(model, x, y, clip)
+    model.zero_grad(set_to_none=True)
+    with clipped_gradients(model) as clipper:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        torch.testing.assert_close(
+            clipper.per_example_norms(), expected_norms, rtol=1e-4, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("model_cls", _TIED_MODELS)
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 8), clip=st.floats(0.01, 10.0), seed=st.integers(0, 1000))
+def test_tied_weights_clipped_sum_equals_brute_force(model_cls, b, clip, seed):
+    model = _tied(model_cls, 4, 3, seed)
+    x, y = _batch(b, 4, 3, seed)
+    expected, _ = _brute_force(model, x, y, clip)
+    model.zero_grad(set_to_none=True)
+    with clipped_gradients(model) as clipper:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        clipper.write_clipped_sum(clip)
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-5)
+
+
+class _HeadTiedToItsInput(nn.Module):
+    """A weight used both by its layer and functionally (tied output projection)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        return torch.tanh(self.proj(x)) @ self.proj.weight.T
+
+
+def test_weight_used_outside_its_layer_forward_is_refused():
+    model = _HeadTiedToItsInput(4)
+    x, y = _batch(5, 4, 4, 0)
+    with ClippedGradients(model) as clipper:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        with pytest.raises(UnsupportedLayerError, match=r"proj\.weight"):
+            clipper.write_clipped_sum(1.0)
+
+
+def test_two_forward_passes_before_one_write_are_refused():
+    model = _mlp(3, 3, 2, 0)
+    x, y = _batch(4, 3, 2, 0)
+    with ClippedGradients(model) as clipper:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        with pytest.raises(RuntimeError, match="more than one forward pass"):
+            clipper.write_clipped_sum(1.0)
+
+
+def test_frozen_bias_is_neither_counted_nor_written():
+    model = _mlp(3, 4, 2, 0)
+    model[0].bias.requires_grad_(False)
+    x, y = _batch(6, 3, 2, 0)
+    expected, expected_norms = _brute_force(model, x, y, 0.5)
+    model.zero_grad(set_to_none=True)
+    with ClippedGradients(model) as clipper:
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        torch.testing.assert_close(
+            clipper.per_example_norms(), expected_norms, rtol=1e-4, atol=1e-5
+        )
+        clipper.write_clipped_sum(0.5)
+    assert model[0].bias.grad is None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p, e in zip(trainable, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-5)
