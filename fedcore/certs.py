@@ -5,7 +5,8 @@ The CA signs the SuperLink's certificate for the host names and IP addresses the
 every SuperNode (and the ``flwr`` CLI) trusts that CA alone (``ca.crt``). SuperNode keys are
 ECDSA P-384 pairs in OpenSSH format: the private key for ``flower-supernode
 --auth-supernode-private-key``, the public key for ``flwr supernode register``.
-Private keys are written readable by their owner only.
+Private keys are written readable by their owner only, each as a fresh file that replaces
+the target path (an existing file's permissions or a symlink there are not inherited).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,11 +127,36 @@ def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with permissions ``mode``, as a file of its own.
+
+    The bytes go to a fresh file (``O_CREAT | O_EXCL``: never an existing file or a symlink)
+    in the same directory, created with ``mode`` and set to it whatever the umask, which then
+    replaces ``path`` atomically. So an existing world-readable key file does not lend the new
+    key its permissions, and a symlink at ``path`` is replaced, its target left untouched.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_secret(path: Path, data: bytes) -> None:
     """Write ``data`` readable by the owner only (created so, never world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    _write_file(path, data, 0o600)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Write a certificate or public key, readable by all (``0o644``)."""
+    _write_file(path, data, 0o644)
 
 
 def write_server_certs(out: Path, hosts: list[str]) -> ServerCerts:
@@ -138,9 +165,9 @@ def write_server_certs(out: Path, hosts: list[str]) -> ServerCerts:
     ca_key, ca_cert = make_ca()
     key, cert = make_server_cert(ca_key, ca_cert, hosts)
     files = ServerCerts(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_secret(files.ca_key, _private_pem(ca_key))
-    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_secret(files.server_key, _private_pem(key))
     return files
 
@@ -159,10 +186,11 @@ def write_node_keys(out: Path, name: str) -> tuple[Path, Path]:
             serialization.NoEncryption(),
         ),
     )
-    public.write_bytes(
+    _write_public(
+        public,
         key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        + b"\n"
+        + b"\n",
     )
     return private, public
