@@ -65,8 +65,8 @@ def assert_sum_of(total, xs, clients):
     ids=["short", "long", "low-order-point", "not-bytes"],
 )
 def test_a_client_with_a_malformed_public_key_is_dropped_and_the_rest_summed(bad_key):
-    def keys_of(i, honest):
-        return PublicKeys(honest.channel, bad_key, honest.seed_hash) if i == 3 else honest
+    def keys_of(i, honest):  # the channel key: every neighbour uses it at once
+        return PublicKeys(bad_key, honest.mask, honest.seed_hash) if i == 3 else honest
 
     total, xs, server = play(keys_of)
     assert set(server.dropped) == {3} and "malformed" in server.dropped[3]
