@@ -116,6 +116,26 @@ class GraphConfig:
         "aggregates, through secure aggregation, before training)",
     )
     hops: int = _opt(2, ge=1, le=2, doc="gcn precomm: neighbourhood completed for 1 or 2 layers")
+    feature_clip: float = _opt(
+        1.0, gt=0, doc="gcn precomm: each node's feature vector is scaled to L2 norm <= this"
+    )
+    precomm_epsilon: float = _opt(
+        8.0,
+        ge=0,
+        doc="gcn precomm: node-level feature DP of the aggregates (replace one node's "
+        "features, at privacy.delta); calibrates the noise; 0: use precomm-noise-multiplier",
+    )
+    precomm_noise_multiplier: float = _opt(
+        0.0,
+        ge=0,
+        doc="gcn precomm, precomm-epsilon = 0: Gaussian noise std / feature-clip on the "
+        "aggregates; 0: no noise (the aggregates reveal foreign features)",
+    )
+    optimizer: str = _opt(
+        "sgd",
+        choices=("sgd", "adam"),
+        doc="gcn: local optimizer; adam is Kipf & Welling's (with train.lr 0.01)",
+    )
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,17 @@ class TrainConfig:
     )
     target_accuracy: float = _opt(
         0.0, ge=0, le=1, doc="stop once the server test accuracy reaches this (0: never)"
+    )
+    # 5: a healthy cohort of k clients failing independently at rate p aborts a round with
+    # probability p^k, five in a row p^(5k) (about 1e-6 for k = 3 at p = 0.4); a
+    # systematic failure (a crashing client, an unreachable secure-aggregation threshold)
+    # aborts every round and stops after five instead of spending the whole run.
+    # A round that sampled nobody (Poisson sampling) is not a failure and is not counted.
+    max_failed_rounds: int = _opt(
+        5,
+        ge=0,
+        doc="the run fails after this many rounds in a row that sampled clients but "
+        "aggregated no update (0: only if no round aggregated one)",
     )
 
 
@@ -203,9 +234,17 @@ class SecAggConfig:
         "2017); sparse (SecAgg+: O(log n) neighbours each, Bell et al. 2020)",
     )
     threshold: float = _opt(
-        0.5, gt=0, le=0.95, doc="a client's secrets need more than this fraction of its peers"
+        0.5,
+        gt=0,
+        le=0.95,
+        doc="a client's secrets need more than this fraction of its holders (it and its "
+        "neighbours); at least 0.5 unless insecure-demo",
     )
-    degree: int = _opt(0, ge=0, doc="sparse: neighbours per client; 0: 2 ceil(log2 n) + 2")
+    degree: int = _opt(
+        0,
+        ge=0,
+        doc="sparse: neighbours per client, at least 4 unless insecure-demo; 0: 2 ceil(log2 n) + 2",
+    )
     bound: float = _opt(1.0, gt=0, doc="each update coordinate is clipped to [-bound, bound]")
     frac_bits: int = _opt(20, ge=1, le=40, doc="fixed-point fraction bits of the encoding")
     max_weight: float = _opt(
@@ -213,6 +252,11 @@ class SecAggConfig:
         gt=0,
         doc="public bound on a client's weight (num-examples; mf: also its rater count per "
         "item); clients send weight / max-weight",
+    )
+    insecure_demo: bool = _opt(
+        False,
+        doc="simulation only: lift the security floor (threshold >= 0.5, cohort >= 3, degree "
+        ">= 4, t + 1 surviving holders); refused by deployed runs",
     )
 
 
@@ -269,6 +313,18 @@ class PrivacyConfig:
     clip_lr: float = _opt(0.2, gt=0, doc="adaptive: geometric learning rate of the clip norm")
     count_stddev: float = _opt(
         0.0, ge=0, doc="adaptive: noise std of the unclipped count; 0: expected cohort / 20"
+    )
+    calibration_quantile: float = _opt(
+        0.9,
+        gt=0,
+        le=1,
+        doc="target-epsilon (sample, local): calibrate for this quantile of a client's "
+        "number of rounds; a client that would pass its budget (default: the target) declines",
+    )
+    clear_evaluation: bool = _opt(
+        False,
+        doc="simulation only: let DP clients evaluate and reply with un-noised test metrics "
+        "(covered by no DP mechanism; the report says so); deployed nodes refuse it",
     )
     seeded_noise: bool = _opt(
         False,
@@ -469,6 +525,7 @@ def _check_combination(cfg: RunConfig) -> None:
             f"data.partition = 'natural' needs a dataset with natural clients "
             f"(femnist, ml-100k), not {cfg.data.dataset!r}"
         )
+    _check_client_evaluation(cfg)
 
 
 def _check_sample_distributed(cfg: RunConfig) -> None:
@@ -557,6 +614,12 @@ def _check_task(cfg: RunConfig) -> None:
 
 def _check_secagg(cfg: RunConfig) -> None:
     """Secure aggregation hides each update, so nothing may need to look inside one."""
+    if cfg.task == "gcn" and cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
+        raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
+            f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, which "
+            f"needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): with two, "
+            f"each reads the other's from the sum"
+        )
     if cfg.secagg.mode == "off":
         if cfg.faults.crash_stage != "train":
             raise ConfigError(
@@ -564,12 +627,31 @@ def _check_secagg(cfg: RunConfig) -> None:
                 f"(secagg.mode = 'full' or 'sparse')"
             )
         return
-    from privacy.secagg.quantize import OverflowConfigError, fixed_point, input_bound
+    from privacy.secagg.floor import floor_violations
+    from privacy.secagg.quantize import (
+        OverflowConfigError,
+        PrecisionConfigError,
+        fixed_point,
+        input_bound,
+    )
 
     try:  # the largest cohort is every client
         fixed_point(cfg.data.num_clients, input_bound(cfg.secagg.bound), cfg.secagg.frac_bits)
-    except OverflowConfigError as err:
+    except (OverflowConfigError, PrecisionConfigError) as err:
         raise ConfigError(str(err)) from None
+    n, fraction = cfg.data.num_clients, cfg.train.fraction  # the planned cohort, as privacy.plan
+    cohort = (
+        n * fraction
+        if cfg.train.sampling == "poisson"
+        else min(n, max(int(n * fraction), cfg.train.min_clients))
+    )
+    degree = None if cfg.secagg.mode == "full" else cfg.secagg.degree
+    below = floor_violations(cfg.secagg.threshold, cohort, degree, cfg.secagg.insecure_demo)
+    if below:
+        raise ConfigError(
+            "secure aggregation below its security floor: " + "; ".join(below) + " (set "
+            "secagg.insecure-demo = true for a demonstration in simulation)"
+        )
     if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         raise ConfigError(
             f"strategy {cfg.strategy.name!r} needs each client's update, which secure "
@@ -619,6 +701,22 @@ def _check_privacy(p: PrivacyConfig) -> None:
         )
     if p.noise_multiplier > 0 and p.target_epsilon > 0:
         raise ConfigError("set privacy.noise-multiplier or privacy.target-epsilon, not both")
+
+
+def _check_client_evaluation(cfg: RunConfig) -> None:
+    """A DP client's evaluation reply (its test-set size, loss and accuracy, un-noised) is
+    covered by no DP mechanism, so under DP clients do not evaluate unless an experiment
+    asks for it explicitly."""
+    if cfg.privacy.dp != "off" and cfg.evaluate.fraction > 0 and not cfg.privacy.clear_evaluation:
+        raise ConfigError(
+            f"evaluate.fraction = {cfg.evaluate.fraction:g} with privacy.dp = "
+            f"{cfg.privacy.dp!r}: client evaluation replies carry each client's test-set size "
+            f"and un-noised loss and accuracy, which no DP mechanism covers; set "
+            f"evaluate.fraction = 0 (evaluate.server still tests the model on held-out data), "
+            f"or in a simulation privacy.clear-evaluation = true to measure it anyway"
+        )
+    if cfg.privacy.clear_evaluation and cfg.privacy.dp == "off":
+        raise ConfigError("privacy.clear-evaluation applies under DP only (privacy.dp is 'off')")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -22,6 +22,7 @@ SETTINGS = {
     "model": {"hidden": [16]},
     "train": {"rounds": 2, "local-epochs": 1, "lr": 0.5, "momentum": 0.0},
     "secagg": {"mode": "full", "bound": 8.0},
+    "evaluate": {"fraction": 0.0},
     "privacy": {
         "dp": "sample-distributed",
         "clip-norm": 1.0,
@@ -122,17 +123,22 @@ def test_calibration_plans_one_step_per_round():
 
 
 def test_a_sum_with_less_noise_than_accounted_is_not_released():
-    faults = {"client-failure-rate": 0.5, "crash-stage": "masked-input"}
-    initial, _ = _run(_settings(train={"rounds": 1}, faults={"client-failure-rate": 1.0}))
-    after, rounds = _run(_settings(train={"rounds": 1}, faults=faults))
+    # 8 clients: with 4, any dropout would first fall below secure aggregation's own floor
+    faults = {"client-failure-rate": 0.25, "crash-stage": "masked-input"}
+    data = {"num-clients": 8}
+    initial, _ = _run(
+        _settings(train={"rounds": 1}, data=data, faults={"client-failure-rate": 1.0})
+    )
+    after, rounds = _run(_settings(train={"rounds": 1}, data=data, faults=faults))
     reasons = rounds[0]["train-failures"]
-    assert reasons and all("shares of the DP noise cover a sum of at least 4" in r for r in reasons)
+    assert reasons and all("shares of the DP noise cover a sum of at least 8" in r for r in reasons)
     for k in initial:
         np.testing.assert_array_equal(after[k], initial[k])
 
 
 def test_dropouts_within_the_tolerance_are_covered():
-    faults = {"client-failure-rate": 0.25, "crash-stage": "masked-input"}
+    # at most 2 of 8: secure aggregation's floor unmasks a client only with t + 1 = 6 holders
+    faults = {"client-failure-rate": 0.15, "crash-stage": "masked-input"}
     settings = _settings(data={"num-clients": 8}, faults=faults, privacy={"dropout-tolerance": 0.5})
     _, rounds = _run(settings)
     for r in rounds:
@@ -145,7 +151,11 @@ def test_dp_replies_carry_no_unnoised_statistics():
     _, rounds = _run(_settings())
     assert "train-loss" not in rounds[-1]["train"]
     _, rounds = _run(
-        {"data": {"num-clients": 3}, "privacy": {**SETTINGS["privacy"], "dp": "sample"}}
+        {
+            "data": {"num-clients": 3},
+            "evaluate": {"fraction": 0.0},
+            "privacy": {**SETTINGS["privacy"], "dp": "sample"},
+        }
     )
     assert "train-loss" not in rounds[-1]["train"] and "epsilon" in rounds[-1]["train"]
 
@@ -156,7 +166,7 @@ def test_dp_replies_carry_no_unnoised_statistics():
         ({"secagg": {"mode": "off"}}, "secagg.mode"),
         ({"privacy": {"sample-rate": 0.0}}, "privacy.sample-rate"),
         ({"train": {"local-epochs": 2}}, "train.local-epochs = 1"),
-        ({"train": {"fraction": 0.5}}, "train.fraction = 1"),
+        ({"train": {"fraction": 0.5}, "data": {"num-clients": 8}}, "train.fraction = 1"),
     ],
 )
 def test_settings_that_would_not_be_central_dp_sgd_are_refused(change, message):
