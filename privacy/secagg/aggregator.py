@@ -246,7 +246,11 @@ class SecureAggregator:
             new[ITEM_RATERS] = counts.astype(np.float32)
         replies = [trained[n] for n in in_sum]
         metrics = _mean_metrics(replies)
-        metrics[NUM_EXAMPLES] = sum(float(r.content[METRICS][NUM_EXAMPLES]) for r in replies)
+        # from the sum, not the clear metrics (a client may send none): each client masked
+        # its weight over secagg.max-weight; client-level DP weighs every client as one
+        client_level = self.cfg.privacy.dp in ("client", "distributed")
+        weight = len(in_sum) if client_level else total[-1] * self.cfg.secagg.max_weight
+        metrics[NUM_EXAMPLES] = float(np.rint(weight))
         metrics[SECURE_SUM] = len(replies)
         content = RecordDict({ARRAYS: to_record(new), METRICS: MetricRecord(metrics)})
         reply = SecureSumReply(content, reply_to=template)
@@ -349,6 +353,8 @@ def _mean_metrics(replies: list[Message]) -> dict[str, float]:
     weights: dict[str, float] = {}
     for r in replies:
         metrics = r.content[METRICS]
+        if NUM_EXAMPLES not in metrics:  # secagg.clear-metrics = false: nothing in the clear
+            continue
         w = float(metrics[NUM_EXAMPLES])
         for k, v in metrics.items():
             if k != NUM_EXAMPLES and isinstance(v, int | float) and not isinstance(v, bool):

@@ -19,7 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcore import seeding
@@ -149,7 +158,9 @@ def _train(
     keys = client.advertise()
     content = RecordDict(
         {
-            METRICS: metrics,
+            # in the clear beside the masked update, unless the run asks for none: the
+            # number of examples reaches the server anyway, masked, as the update's weight
+            METRICS: metrics if cfg.secagg.clear_metrics else MetricRecord(),
             SECAGG: ConfigRecord(
                 {"channel": keys.channel, "mask": keys.mask, "seed-hash": keys.seed_hash}
             ),

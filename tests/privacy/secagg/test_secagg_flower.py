@@ -173,3 +173,31 @@ def test_distributed_dp_refuses_a_bound_that_would_cut_the_noise():
     cfg = parse_config(SMALL | {"secagg": {"mode": "full", "bound": 1.0}, "privacy": privacy})
     with pytest.raises(ConfigError, match="would cut the clients' noise"):
         build_strategy(cfg)
+
+
+def test_clients_can_send_no_training_metrics_in_the_clear():
+    """secagg.clear-metrics = false: a training reply holds keys and nothing else of the
+    client's data (no loss, time or example count); the weighted mean is the same, its
+    weights coming from the sum."""
+    from fedcore.apps import make_client_app
+    from fedcore.server import run_server
+
+    settings = {"secagg": {"mode": "full", "clear-metrics": False}, "train": {"rounds": 1}}
+    cfg = parse_config(SMALL | settings)
+    replies, rounds = [], []
+
+    def spy(msg, context, call_next):
+        reply = call_next(msg, context)
+        if msg.content[CONFIG].get("secagg-stage") == "train":
+            replies.append(reply)
+        return reply
+
+    with InProcessGrid(cfg, client_app=make_client_app(cfg, [spy])) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    assert len(replies) == 6 and all(len(r.content["metrics"]) == 0 for r in replies)
+    assert "train-loss" not in rounds[0]["train"] and rounds[0]["train-failures"] == []
+    clear, _ = run(settings | {"secagg": {"mode": "full"}})
+    hidden, _ = run(settings)
+    for k in clear:
+        np.testing.assert_array_equal(hidden[k], clear[k])
+
