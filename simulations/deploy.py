@@ -74,6 +74,56 @@ def write_client_files(cfg: RunConfig, out: Path) -> list[Path]:
     )
 
 
+def toml_string(value: str | Path) -> str:
+    """``value`` as a TOML basic string, quotes included, that also survives Flower's
+    ``--node-config`` parser.
+
+    That parser cuts ``key="..."`` out of the command line with a regular expression that
+    ends the value at the next ``"``, escaped or not, before TOML sees it; so ``"`` is written
+    ``\\u0022``, ``\\`` as ``\\\\`` and every control character as ``\\uXXXX``, all of which TOML
+    reads back as the original character. A lone surrogate (an undecodable byte in a POSIX
+    path) has no TOML spelling and is refused.
+    """
+    text = str(value)
+    out = []
+    for c in text:
+        if "\ud800" <= c <= "\udfff":
+            raise DeploymentError(f"{text!r} is not valid Unicode: it cannot be written in TOML")
+        if c == "\\":
+            out.append("\\\\")
+        elif c == '"' or c < " " or c == "\x7f":
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def flwr_config_toml(port: int, root_certificates: Path | None) -> str:
+    """The ``flwr`` CLI's ``config.toml``: one SuperLink connection, :data:`CONNECTION`, at
+    ``HOST:port``, over TLS trusting ``root_certificates`` (None: insecure)."""
+    lines = [
+        "[superlink]",
+        f"default = {toml_string(CONNECTION)}",
+        "",
+        f"[superlink.{toml_string(CONNECTION)}]",
+        f"address = {toml_string(f'{HOST}:{port}')}",
+    ]
+    if root_certificates is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = {toml_string(root_certificates)}")
+    return "\n".join(lines) + "\n"
+
+
+def node_config_arg(partition: int, partitions: int, data_path: Path, state_dir: Path) -> str:
+    """The ``--node-config`` of SuperNode ``partition``: its data file and state folder
+    (Flower parses ``key=value`` pairs separated by spaces, each value as TOML)."""
+    return (
+        f"{PARTITION_ID}={partition} {NUM_PARTITIONS}={partitions} "
+        f"{DATA_PATH}={toml_string(data_path)} {STATE_DIR}={toml_string(state_dir)}"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -203,12 +253,8 @@ class LocalDeployment:
         self.data_files = write_client_files(self.cfg, self.workdir / "node-data")
         home = self.workdir / "flwr-home"
         home.mkdir(exist_ok=True)
-        connection = f'[superlink.{CONNECTION}]\naddress = "{HOST}:{self.port}"\n'
-        if self.insecure:
-            connection += "insecure = true\n"
-        else:
-            connection += f'root-certificates = "{self.certs / "ca.crt"}"\n'
-        (home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n' + connection)
+        root = None if self.insecure else self.certs / "ca.crt"
+        (home / "config.toml").write_text(flwr_config_toml(self.port, root))
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log = self.workdir / "logs" / f"{name}.log"
@@ -286,9 +332,8 @@ class LocalDeployment:
     ) -> _Process:
         """Start SuperNode ``i`` on client ``i``'s data file (``key``: another key pair in
         the certificate folder; ``root_certificates``: another CA to trust)."""
-        node_config = (
-            f"{PARTITION_ID}={i} {NUM_PARTITIONS}={self.cfg.data.num_clients} "
-            f'{DATA_PATH}="{self.data_files[i]}" {STATE_DIR}="{self.workdir / f"state-{i}"}"'
+        node_config = node_config_arg(
+            i, self.cfg.data.num_clients, self.data_files[i], self.workdir / f"state-{i}"
         )
         args = [
             _bin("flower-supernode"),
@@ -377,7 +422,9 @@ class LocalDeployment:
         """Run ``cfg`` with ``flwr run`` and return its run directory (moved to ``out``)."""
         config = self.workdir / "run-config.toml"
         config.write_text(
-            "".join(f'"{k}" = {_toml_value(v)}\n' for k, v in to_run_config(self.cfg).items())
+            "".join(
+                f"{toml_string(k)} = {_toml_value(v)}\n" for k, v in to_run_config(self.cfg).items()
+            )
         )
         before = set(self._runs())
         done = self.flwr(
