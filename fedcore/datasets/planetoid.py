@@ -4,7 +4,8 @@ Files ``ind.<name>.{x,y,tx,ty,allx,ally,graph,test.index}`` from the Planetoid r
 (Yang, Cohen and Salakhutdinov 2016): Python 2 pickles of scipy sparse features, one-hot labels
 and an adjacency dict, plus the test node ids. A pickle can run code when loaded, so they are
 read with :class:`RestrictedUnpickler`, which admits only the numpy, scipy.sparse and
-collections classes these files hold. The split is the standard one: the first
+collections classes these files hold, and only after each has matched its pinned sha256
+(:data:`SHA256`). The split is the standard one: the first
 ``len(y)`` nodes train (140 for Cora), the next 500 validate, the ``test.index`` nodes test.
 """
 
@@ -24,7 +25,11 @@ from fedcore.datasets.files import download_file, missing_error, missing_files, 
 NAMES = ("cora", "citeseer", "pubmed")
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
-SHA256 = {  # pinned for Cora; the others have no published checksum here
+# Cora's digests are those of the shared reference copy. CiteSeer's and PubMed's are not
+# checked here against the files (not available offline): they are the values three unrelated
+# public loaders pin for these upstream files, which agree on all sixteen and, where they list
+# Cora too, on Cora's digests above. A wrong pin fails closed (a mismatch error), never open.
+SHA256: dict[str, dict[str, str]] = {
     "cora": {
         "ind.cora.allx": "9419ba2f26f5c35243db64aba110e0f35a04851609e0dc5433450676ca6b8543",
         "ind.cora.ally": "2b998f5cc7fedc86e7f97ca2498f47a1ffc1462c29e2d578b23bf3f62b6e7d71",
@@ -34,8 +39,36 @@ SHA256 = {  # pinned for Cora; the others have no published checksum here
         "ind.cora.ty": "41f5ac76596a1699cc33f53084a2419e92961c42bb75f36fc38e616d348532ad",
         "ind.cora.x": "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
         "ind.cora.y": "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
-    }
+    },
+    "citeseer": {
+        "ind.citeseer.allx": "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668",
+        "ind.citeseer.ally": "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95",
+        "ind.citeseer.graph": "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7",
+        "ind.citeseer.test.index": (
+            "2af990671580b6b2df5d158d1038f8292e30c9cd821b5453f399659b25b723d4"
+        ),
+        "ind.citeseer.tx": "539a8906a2da97628d212f2fdd668c109a8b3f0d36574b59e5d3fd5b5303da21",
+        "ind.citeseer.ty": "55e5bd1ba1e733a04598753ad1a8d57957f4b8f89e74519f41f4f4938767e4ce",
+        "ind.citeseer.x": "d20de19150741e555de0ed037195630fc194114ebc7fd72ced62810148aa22f6",
+        "ind.citeseer.y": "8ba87e515d8e3ee3cf52f6d2c5b86aa73f11ecad825a808455209ec26cd54924",
+    },
+    "pubmed": {
+        "ind.pubmed.allx": "508e538e2abdccdd54c4d3e9f49d638b4af7107d85845f66ddea5a5152658b7e",
+        "ind.pubmed.ally": "0c37bbe3b5014ec365e9d393cf4791925e5ed94fb194305d74f064a8d7b50f0e",
+        "ind.pubmed.graph": "5b89f0036ca22909471f1e6558eb42fa06e0c730a577bde5b058b40638f81dc9",
+        "ind.pubmed.test.index": "b101d421688bbaecbd82e8a18f1e282378d6830f3a37666f28ebc47f844341b5",
+        "ind.pubmed.tx": "4eb5f5d0f30f26497eb0ac6ac9719d09c67e284f1ed0385c93f3ef27a671da3d",
+        "ind.pubmed.ty": "ee2e0d4819d9fbcc403689c3bf2e49face401b605932f093bc58ab6461130fdd",
+        "ind.pubmed.x": "fbe9cb5c47200d1b7769a26e579be3b7130b556831f9d850e77c4c74f2599b33",
+        "ind.pubmed.y": "e6c807633307a07ed659249006536a147c7999c797f11a2560752990181b41b3",
+    },
 }
+
+
+_REMEDY = (
+    "delete it and load with download=True (CLI: --set data.download=true) to fetch the "
+    "published file, or put the Planetoid repository's original file there"
+)
 
 
 @functools.cache
@@ -118,26 +151,28 @@ def _dense(matrix: object) -> np.ndarray:
 
 
 def load_planetoid(name: str, data_dir: Path, *, download: bool = False) -> Graph:
-    """Read ``data_dir/planetoid/ind.<name>.*`` (fetching Cora's if ``download``)."""
+    """Read ``data_dir/planetoid/ind.<name>.*`` (fetching missing files if ``download``),
+    each checked against its pinned sha256 before it is read."""
     if name not in NAMES:
         raise ValueError(f"unknown Planetoid graph {name!r}; expected one of {NAMES}")
     folder = Path(data_dir) / "planetoid"
     files = [f"ind.{name}.{part}" for part in PARTS]
-    pinned = SHA256.get(name, {})
+    pinned = SHA256.get(name)
+    if not pinned:  # every graph is pinned; a new one must be before its files are read
+        raise DatasetError(
+            f"no pinned sha256 for {name}, so its files are neither downloaded nor read "
+            f"unverified; add the digests of {', '.join(files)} to "
+            f"fedcore.datasets.planetoid.SHA256"
+        )
     missing = missing_files(folder, files)
     if missing and download:
-        if not pinned:
-            raise DatasetError(
-                f"no pinned sha256 for {name}, so it is not downloaded unverified; put the "
-                f"Planetoid files {', '.join(files)} in {folder}"
-            )
         for path in missing:
             download_file(path.name, folder, pinned[path.name], [URL])
         missing = []
     if missing:
-        raise missing_error(f"planetoid ({name})", missing, downloadable=bool(pinned))
-    for file, digest in pinned.items():
-        verify_sha256(folder / file, digest)
+        raise missing_error(f"planetoid ({name})", missing, downloadable=True)
+    for file in files:  # before any file is unpickled
+        verify_sha256(folder / file, pinned[file], remedy=_REMEDY)
     raw = {
         part: restricted_load((folder / f"ind.{name}.{part}").read_bytes())
         for part in PARTS
