@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from fedcore.config import ConfigError, load_scenario, parse_override
 from fedcore.datasets import DatasetError
+from fedcore.server import RunFailed
 from simulations.deploy import DeploymentError
 
 DEFAULT_SCENARIO = "digits-dirichlet"
@@ -217,12 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, FileExistsError, DeploymentError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
+    except RunFailed as err:  # the run went wrong, the program did not: no traceback
+        notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))
+        console.print(f"[red]run failed:[/red] {escape(str(err) + notes)}")
+        return 1
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the run directory keeps completed rounds")
         return 130
-    except Exception as err:
-        console.print(f"[red]run failed:[/red] {escape(f'{type(err).__name__}: {err}')}")
-        return 1
+    # Anything else is a bug: it propagates, so its traceback reaches the log and the exit
+    # status is 1 (the run directory, if there is one, already records it as failed).
 
 
 if __name__ == "__main__":

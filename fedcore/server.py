@@ -1,8 +1,13 @@
 """The server side of a run: the round loop over a strategy's five verbs, with measurements.
 
 It follows the shape of Flower's ``Strategy.start`` (configure -> send -> aggregate, for train
-then evaluate, then central evaluation), and adds what a run must record each round: client
-failures, payload bytes, wall time and peak memory, handed to ``on_round`` as one record.
+then evaluate, then central evaluation), and adds what a run must record each round: what
+became of it (``status``: aggregated, aborted with a ``reason``, or empty), client failures,
+payload bytes, wall time and peak memory, handed to ``on_round`` as one record.
+
+A run that did nothing did not succeed: :class:`FailurePolicy` reads the rounds' statuses and
+raises :class:`RunFailed` when no round aggregated, when ``train.max-failed-rounds`` rounds in
+a row aborted, or when the aggregated model went non-finite.
 """
 
 from __future__ import annotations
@@ -12,20 +17,104 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedcore import seeding
-from fedcore.arrays import load_into, to_record
+from fedcore.arrays import load_into, to_numpy, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, DP_EVENT
 from fedcore.tasks import get_task
-from privacy.secagg.aggregator import SecureAggregator
+from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
 RoundRecord = dict[str, object]
+
+# What became of a round (its record's "status"): the model took >= 1 client update; clients
+# were sampled but no update was aggregated (the record's "reason" says why); nobody was asked.
+AGGREGATED, ABORTED, EMPTY = "aggregated", "aborted", "empty"
+STATUSES = (AGGREGATED, ABORTED, EMPTY)
+
+
+class RunFailed(RuntimeError):
+    """The run produced nothing to present: no round aggregated a client update, too many
+    rounds in a row aborted, or the model went non-finite. The message says which, and why."""
+
+
+@dataclass
+class FailurePolicy:
+    """The verdict on a run from its rounds' records (``status``, ``reason``, ``non-finite``).
+
+    :meth:`observe` each round as it ends and :meth:`finish` once the loop is over; both raise
+    :class:`RunFailed` with the reason. An empty round (nobody sampled, which Poisson sampling
+    does by design, or a strategy that stopped) neither counts as a failure nor ends a streak.
+
+    Args:
+        max_failed_rounds: aborted rounds in a row that fail the run (0: no limit; the run
+            still fails if no round at all aggregated).
+    """
+
+    max_failed_rounds: int
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    _streak: list[RoundRecord] = field(default_factory=list)
+    _first_unaggregated: RoundRecord | None = None
+
+    def observe(self, record: RoundRecord) -> None:
+        status = record["status"]
+        self.counts[status] += 1
+        if record.get("non-finite"):
+            raise RunFailed(
+                f"the global model went non-finite in round {record['round']}: {record['reason']}"
+            )
+        if status == AGGREGATED:
+            self._streak = []
+            return
+        if self._first_unaggregated is None or (
+            status == ABORTED and self._first_unaggregated["status"] != ABORTED
+        ):
+            self._first_unaggregated = record
+        if status == ABORTED:
+            self._streak.append(record)
+        n = self.max_failed_rounds
+        if n > 0 and len(self._streak) >= n:
+            first, last = self._streak[0]["round"], self._streak[-1]["round"]
+            raise RunFailed(
+                f"{n} rounds in a row aggregated no client update (rounds {first}-{last}, "
+                f"train.max-failed-rounds = {n}); round {last}: {self._streak[-1]['reason']}"
+            )
+
+    def finish(self) -> None:
+        if self.counts[AGGREGATED] > 0:
+            return
+        c, first = self.counts, self._first_unaggregated
+        detail = f"; round {first['round']}: {first['reason']}" if first is not None else ""
+        raise RunFailed(
+            f"no round aggregated a client update ({c[ABORTED]} aborted, {c[EMPTY]} empty)" + detail
+        )
+
+
+class _Tally:
+    """The train replies the strategy reads, counted as it reads them: clients in replies
+    without an error (a secure sum stands for the clients in it) and error replies."""
+
+    def __init__(self, replies: Iterable[Message]) -> None:
+        self._replies = replies
+        self.clients = self.errors = self.replies = 0
+
+    def __iter__(self) -> Iterator[Message]:
+        self.clients = self.errors = self.replies = 0  # a list read twice is counted once
+        for reply in self._replies:
+            self.replies += 1
+            if reply.has_error():
+                self.errors += 1
+            elif isinstance(reply, SecureSumReply):
+                self.clients += len(reply.clients)
+            else:
+                self.clients += 1
+            yield reply
 
 
 @dataclass
@@ -92,7 +181,7 @@ def run_server(
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()
-        record: RoundRecord = {"round": server_round}
+        record: RoundRecord = {"round": server_round, "status": EMPTY}
 
         messages = traffic.count_sent(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
@@ -104,13 +193,17 @@ def run_server(
                 grid, messages, arrays, server_round, traffic.count_received, timeout
             )
             record["secagg-seconds"] = dict(secure.last_stage_seconds)
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        tally = _Tally(replies)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, tally)
         record["train-clients"] = len(messages)
         record["train-failures"] = list(strategy.last_failures)
         traffic.dp_events.extend(getattr(strategy, "last_dp_events", []))  # server-side DP
         if getattr(strategy, "stop_reason", None):
             record["stopped"] = strategy.stop_reason
-        if new_arrays is not None:
+        record.update(_round_status(record, tally, new_arrays))
+        if record.get("non-finite"):  # never adopted; a later round would build on it
+            record["stopped"] = record["reason"]
+        elif new_arrays is not None:
             arrays = new_arrays
         record["train"] = dict(train_metrics or {})
 
@@ -142,6 +235,36 @@ def run_server(
         if _reached(cfg, record) or "stopped" in record:
             break
     return arrays
+
+
+def _round_status(
+    record: RoundRecord, tally: _Tally, new_arrays: ArrayRecord | None
+) -> RoundRecord:
+    """``status``, ``aggregated-clients`` and, unless aggregated, ``reason`` of a round."""
+    sent, failures = int(record["train-clients"]), list(record["train-failures"])
+    # failures = the error replies + the replies the strategy rejected (malformed, not finite)
+    clients = max(0, tally.clients - (len(failures) - tally.errors))
+    if new_arrays is not None and clients > 0:
+        bad = [k for k, a in new_arrays.items() if not np.isfinite(to_numpy(a)).all()]
+        if bad:
+            return {
+                "status": ABORTED,
+                "aggregated-clients": clients,
+                "non-finite": True,
+                "reason": f"the aggregated model is not finite (arrays {', '.join(bad)}); "
+                "not adopted",
+            }
+        return {"status": AGGREGATED, "aggregated-clients": clients}
+    if sent == 0:
+        reason = str(record.get("stopped") or "no client was sampled")
+        return {"status": EMPTY, "aggregated-clients": 0, "reason": reason}
+    if failures:
+        reason = f"{len(failures)} of {sent} sampled clients failed (first: {failures[0]})"
+    elif tally.replies < sent:
+        reason = f"{sent - tally.replies} of {sent} sampled clients did not reply"
+    else:
+        reason = "the strategy aggregated none of the replies"
+    return {"status": ABORTED, "aggregated-clients": 0, "reason": reason}
 
 
 def _reached(cfg: RunConfig, record: RoundRecord) -> bool:

@@ -21,10 +21,16 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from clients.handlers import ClientInputError
+from clients.policy import PolicyViolation
+from clients.privacy import BudgetExhausted
 from fedcore.config import RunConfig, to_run_config
 from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
 from fedcore.server import RoundRecord, run_server
-from simulations.faults import simulation_client_app
+from privacy.secagg.crypto import TamperedError
+from privacy.secagg.mod import SecAggClientError
+from privacy.secagg.protocol import ProtocolViolation
+from simulations.faults import InjectedFault, simulation_client_app
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
@@ -50,11 +56,28 @@ def make_contexts(cfg: RunConfig, ids: Iterable[int]) -> dict[int, Context]:
     }
 
 
+# The ways a client legitimately fails or declines: its reply is an error, as in Flower, and
+# the round goes on with the others. Anything else a ClientApp raises is a bug in this process
+# (simulated clients run our own code): it propagates and fails the run with its traceback.
+# (Flower's runtimes turn every exception into an error reply and log its traceback; there
+# the failure policy fails the run once rounds stop aggregating.)
+CLIENT_FAILURES: tuple[type[Exception], ...] = (
+    InjectedFault,  # faults.client-failure-rate
+    ClientInputError,  # a message or node setup the client cannot use
+    BudgetExhausted,  # the client's privacy budget declines the round
+    PolicyViolation,  # the node's privacy policy refuses the run
+    SecAggClientError,  # a secure-aggregation message it cannot or must not answer
+    ProtocolViolation,  # a server request that would reveal too much
+    TamperedError,  # a peer's key or ciphertext that fails authentication
+)
+
+
 def deliver(app: ClientApp, msg: Message, context: Context) -> Message:
-    """Run the ClientApp on one message; an exception becomes an error reply, as in Flower."""
+    """Run the ClientApp on one message; a client failure (:data:`CLIENT_FAILURES`) becomes
+    an error reply, as in Flower; any other exception propagates."""
     try:
         return app(msg, context)
-    except Exception as err:
+    except CLIENT_FAILURES as err:
         return Message(
             Error(
                 code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(err).__name__}: {err}"
