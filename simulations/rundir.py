@@ -4,15 +4,22 @@ Layout::
 
     config.toml        the resolved config; `fedcore simulate config.toml` reproduces the run
     partition.json     clients' sizes and label histograms
-    metrics.jsonl      one JSON line per completed round, flushed as each round ends
-    summary.json       status, final_metrics, rounds, wall_seconds, engine (and error if failed)
-    model.pt           final global model (torch state_dict)
+    metrics.jsonl      one JSON line per completed round, flushed as each round ends, with
+                       its status (aggregated | aborted | empty) and, unless aggregated, why
+    summary.json       status (completed | failed), final_metrics, rounds, round_status,
+                       wall_seconds, engine (and the error if failed)
+    model.pt           final global model (torch state_dict); only for a completed run
     accuracy.png, loss.png (mse.png, mae.png for mf): per-round curves
+
+A run whose rounds aggregated nothing ends ``failed`` (:class:`fedcore.server.FailurePolicy`).
+A directory is claimed atomically: two runs never share one, and ``--out`` must be new or
+empty.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +29,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedcore.config import RunConfig, to_toml
-from fedcore.server import RoundRecord, final_model
+from fedcore.server import FailurePolicy, RoundRecord, final_model
 from fedcore.tasks import get_task
 from simulations.plots import plot_rounds
 
@@ -35,6 +42,7 @@ class RunDirectory:
         self.cfg = cfg
         self.engine = engine
         self.rounds: list[RoundRecord] = []
+        self.policy = FailurePolicy(cfg.train.max_failed_rounds)
         self._start = time.perf_counter()
         self._done = False
 
@@ -42,29 +50,22 @@ class RunDirectory:
     def create(
         cls, root: Path, cfg: RunConfig, engine: str, exact: Path | None = None
     ) -> RunDirectory:
-        """A new run directory: ``exact`` if given (it must not hold a previous run), else a
-        fresh timestamped folder under ``root``."""
+        """A new run directory: ``exact`` if given (it must be new or empty), else a fresh
+        timestamped folder under ``root`` (with a suffix if another run took that name)."""
         if exact is not None:
-            path = Path(exact)
-            if (path / "metrics.jsonl").exists():
-                raise FileExistsError(f"{path} already holds a run; choose another --out")
-        else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = f"{stamp}-{cfg.task}-{cfg.data.dataset}-{cfg.strategy.name}"
-            path, n = root / base, 1
-            while path.exists():
-                n += 1
-                path = root / f"{base}-{n}"
+            _refuse_used(Path(exact))  # before anything is loaded or written
         report = get_task(cfg.task).load_data(cfg).report  # bad data fails before any file
-        path.mkdir(parents=True, exist_ok=True)
+        path = _claim_exact(Path(exact)) if exact is not None else _claim_new(root, cfg)
         run_dir = cls(path, cfg, engine)
-        (path / "config.toml").write_text(to_toml(cfg))
+        with open(path / "config.toml", "x") as f:  # "x": two runs never write one directory
+            f.write(to_toml(cfg))
         (path / "metrics.jsonl").write_text("")
         _write_json(path / "partition.json", report)
         return run_dir
 
     def append_round(self, record: RoundRecord) -> None:
-        """Append the round to metrics.jsonl and its DP events to ledger.jsonl."""
+        """Append the round to metrics.jsonl and its DP events to ledger.jsonl, then apply
+        the failure policy (:class:`~fedcore.server.RunFailed` ends the run there)."""
         record = dict(record)
         events = record.pop("privacy-events", [])
         self.rounds.append(record)
@@ -73,6 +74,7 @@ class RunDirectory:
         if events:
             with open(self.path / "ledger.jsonl", "a") as f:
                 f.writelines(json.dumps(e) + "\n" for e in events)
+        self.policy.observe(record)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
         last = self.rounds[-1] if self.rounds else {}
@@ -87,6 +89,7 @@ class RunDirectory:
             "rounds_planned": self.cfg.train.rounds,
             "wall_seconds": time.perf_counter() - self._start,
             "final_metrics": final,
+            "round_status": dict(self.policy.counts),
             "peak_memory_mb": max((r["peak-memory-mb"] for r in self.rounds), default=None),
             "bytes_sent": sum(r["bytes-sent"] for r in self.rounds),
             "bytes_received": sum(r["bytes-received"] for r in self.rounds),
@@ -96,7 +99,9 @@ class RunDirectory:
         return summary
 
     def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
-        """Save the final model, the summary and the plots, and with DP the privacy report."""
+        """Save the final model, the summary and the plots, and with DP the privacy report;
+        a run that aggregated nothing raises :class:`~fedcore.server.RunFailed` instead."""
+        self.policy.finish()
         torch.save(final_model(self.cfg, arrays).state_dict(), self.path / "model.pt")
         privacy = None
         if self.cfg.privacy.dp != "off":  # the report, from the ledger only
@@ -127,6 +132,48 @@ class RunDirectory:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and not self._done:
             self.fail(exc)
+            exc.add_note(f"run directory: {self.path}")
+
+
+def _refuse_used(path: Path) -> None:
+    """Refuse an ``--out`` that is a file or a directory holding anything."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} is a file; give a new or an empty directory")
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if {"config.toml", "metrics.jsonl"} & set(entries):
+        raise FileExistsError(f"{path} already holds a run; choose another --out")
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise FileExistsError(
+            f"--out {path} is not empty ({len(entries)} entries: {shown}); give a new or an "
+            "empty directory, so no file of yours is overwritten"
+        )
+
+
+def _claim_exact(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        _refuse_used(path)  # it may have been filled since the first check
+        if not path.is_dir():
+            raise
+    return path
+
+
+def _claim_new(root: Path, cfg: RunConfig) -> Path:
+    """A new directory under ``root`` named for the time and the run, made with ``mkdir``
+    (atomic: of two runs that start in the same second, one gets the next suffix)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{cfg.task}-{cfg.data.dataset}-{cfg.strategy.name}"
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{root} holds 9999 runs named {base}[-n]; choose another --out")
 
 
 def _write_json(path: Path, obj: Any) -> None:
