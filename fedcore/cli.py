@@ -153,6 +153,8 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_scenario(scenario_path(args.scenario), overrides)
     nodes = args.nodes or cfg.data.num_clients
+    if args.out is not None and args.out.exists():  # refused before any process starts
+        raise FileExistsError(f"--out {args.out} already exists; give a new directory")
     out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-deployed-{cfg.task}")
 
     def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops everything, as Ctrl-C

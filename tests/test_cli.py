@@ -181,3 +181,12 @@ def test_rerun_into_the_same_out_is_refused_and_keeps_the_run(short_run, capsys)
     assert code == 2
     assert "already holds a run" in err
     assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
+
+
+def test_deploy_local_refuses_an_existing_out_before_starting_anything(capsys, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    code, err = _main(capsys, ["deploy-local", "--set", "train.rounds=1", "--out", str(out)])
+    assert code == 2 and "already exists" in err and "starting" not in err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
