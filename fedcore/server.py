@@ -103,6 +103,7 @@ class _Tally:
     def __init__(self, replies: Iterable[Message]) -> None:
         self._replies = replies
         self.clients = self.errors = self.replies = 0
+        self.secure = False
 
     def __iter__(self) -> Iterator[Message]:
         self.clients = self.errors = self.replies = 0  # a list read twice is counted once
@@ -112,6 +113,7 @@ class _Tally:
                 self.errors += 1
             elif isinstance(reply, SecureSumReply):
                 self.clients += len(reply.clients)
+                self.secure = True
             else:
                 self.clients += 1
             yield reply
@@ -242,8 +244,10 @@ def _round_status(
 ) -> RoundRecord:
     """``status``, ``aggregated-clients`` and, unless aggregated, ``reason`` of a round."""
     sent, failures = int(record["train-clients"]), list(record["train-failures"])
-    # failures = the error replies + the replies the strategy rejected (malformed, not finite)
-    clients = max(0, tally.clients - (len(failures) - tally.errors))
+    # failures = the error replies + the replies the strategy rejected (malformed, not finite,
+    # too long); under secure aggregation the one reply without an error is the sum
+    rejected = len(failures) - tally.errors
+    clients = 0 if tally.secure and rejected > 0 else max(0, tally.clients - rejected)
     if new_arrays is not None and clients > 0:
         bad = [k for k, a in new_arrays.items() if not np.isfinite(to_numpy(a)).all()]
         if bad:

@@ -141,6 +141,19 @@ def test_a_partly_failed_round_is_aggregated():
     assert all(r["aggregated-clients"] == 4 - len(r["train-failures"]) for r in rounds)
 
 
+def test_a_secure_sum_counts_the_clients_in_it():
+    faults = {"client-failure-rate": 0.2, "crash-stage": "share-keys"}
+    cfg = parse_config(
+        _settings(data={"num-clients": 8}, secagg={"mode": "full"}, faults=faults, seed=1)
+    )
+    rounds = []
+    run_inprocess(cfg, rounds.append)
+    assert any(r["train-failures"] for r in rounds)
+    for r in rounds:
+        assert r["status"] == "aggregated"
+        assert r["aggregated-clients"] == r["train"]["secure-sum"] == 8 - len(r["train-failures"])
+
+
 def test_a_round_that_sampled_nobody_is_empty_not_a_failure(tmp_path):
     """Poisson sampling at a low rate draws nobody in some rounds: those are empty, they do
     not count as failures, and the run completes once any round aggregated."""
