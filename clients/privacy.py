@@ -21,7 +21,7 @@ from scipy.stats import binom
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
-from fedcore.keys import DATA_PATH, LEDGER, STATE_DIR
+from fedcore.keys import BUDGET_DECLINE, DATA_PATH, LEDGER, STATE_DIR
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.plan import dp_plan, min_in_sum
@@ -169,7 +169,7 @@ def check_budget(
     exceeds, eps = would_exceed(ledger, [event], limit, p.delta, p.accountant)
     if exceeds:
         raise BudgetExhausted(
-            f"privacy budget exhausted: round {event.round} would take client {event.client} "
+            f"{BUDGET_DECLINE}: round {event.round} would take client {event.client} "
             f"to epsilon {eps:.3f} > budget {limit:g} (delta {p.delta}); declining"
         )
 

@@ -35,6 +35,8 @@ LOCAL_MODEL = "local-model"  # ArrayRecord in Context.state: the part of the mod
 
 # Privacy
 EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
+# The words of a client's error reply when it declines a round at its privacy budget.
+BUDGET_DECLINE = "privacy budget exhausted"
 DP_EVENT = "dp-event"  # ConfigRecord in a reply: the DP mechanism this round applied
 LEDGER = "privacy-ledger"  # ConfigRecord in a node's Context.state: its events so far
 

@@ -26,7 +26,7 @@ from fedcore import seeding
 from fedcore.arrays import load_into, to_numpy, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
-from fedcore.keys import ACCURACY, DP_EVENT
+from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
 from fedcore.tasks import get_task
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
@@ -261,6 +261,11 @@ def _round_status(
         return {"status": AGGREGATED, "aggregated-clients": clients}
     if sent == 0:
         reason = str(record.get("stopped") or "no client was sampled")
+        return {"status": EMPTY, "aggregated-clients": 0, "reason": reason}
+    if failures and all(BUDGET_DECLINE in f for f in failures):
+        # every sampled client declined at its privacy budget: a budget spent as planned, not
+        # a failure (a client's word only turns its own failure into a skipped round)
+        reason = f"all {sent} sampled clients declined: {BUDGET_DECLINE}"
         return {"status": EMPTY, "aggregated-clients": 0, "reason": reason}
     if failures:
         reason = f"{len(failures)} of {sent} sampled clients failed (first: {failures[0]})"

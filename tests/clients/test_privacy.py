@@ -168,3 +168,28 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server(tmp_p
     text = (tmp_path / "run" / "privacy_report.md").read_text()
     assert "Against every party, the server included" in text
     assert "Against observers of the released models only" in text
+
+
+def test_a_run_whose_clients_have_all_spent_their_budget_completes(tmp_path):
+    """Clients that decline at their budget are a budget spent as planned: the rounds they
+    skip are empty, not failed, and the model trained within the budget is kept."""
+    one = epsilon([DpEvent("gaussian", 1.0, 1.0, 1, 1.0, "none", "local", 1, 0)], 1e-5)
+    cfg = parse_config(
+        {
+            "data": {"num-clients": 3},
+            "model": {"hidden": [8]},
+            "train": {"rounds": 8, "local-epochs": 1},
+            "evaluate": {"fraction": 0.0},
+            "privacy": {
+                "dp": "local",
+                "clip-norm": 1.0,
+                "noise-multiplier": 1.0,
+                "budget-epsilon": one * 1.5,
+            },
+        }
+    )
+    result = runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    assert result.summary["status"] == "completed"
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["status"] for r in rounds] == ["aggregated"] + ["empty"] * 7
+    assert (tmp_path / "run" / "model.pt").exists()
