@@ -109,25 +109,24 @@ def _simulate(args: argparse.Namespace, console: Console) -> int:
         + (f", test accuracy {acc:.4f}" if acc is not None else "")
     )
     if "privacy" in result.summary:
+        from privacy.report import headline
+
         p = result.summary["privacy"]
         console.print(
-            f"privacy: ({p['max_client_epsilon']:.3f}, {p['delta']:g})-DP per client "
-            f"(median {p['median_client_epsilon']:.3f}); report: "
-            f"{result.path / 'privacy_report.html'}"
+            f"privacy: {headline(p, p['delta'])}; report: {result.path / 'privacy_report.html'}"
         )
     console.print(f"results: {result.path}")
     return 0
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from privacy.report import write_report
+    from privacy.report import headline, write_report
 
     if not (args.run_dir / "config.toml").is_file():
         raise ConfigError(f"{args.run_dir} is not a run directory (no config.toml)")
     report = write_report(args.run_dir)
-    g = report["guarantee"]
     console.print(
-        f"({g['max_client_epsilon']:.3f}, {report['delta']:g})-DP per client; "
+        f"{headline(report['guarantee'], report['delta'])}; "
         f"wrote {args.run_dir}/privacy_report.{{json,md,html}}"
     )
     return 0

@@ -303,6 +303,22 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(guarantee: dict, delta: float) -> str:
+    """The guarantee in one line: per client against every party, and (server-side DP)
+    against observers of the released models; "no guarantee" for seeded randomness."""
+    g = guarantee
+    parts = []
+    if g.get("against_every_party") is not None:
+        parts.append(f"({g['against_every_party']:.3f}, {delta:g})-DP per client")
+    if g.get("against_release_observers") is not None:
+        parts.append(
+            f"({g['against_release_observers']:.3f}, {delta:g})-DP against observers of the "
+            f"released models"
+        )
+    text = "; ".join(parts) or f"({g['max_client_epsilon']:.3f}, {delta:g})-DP"
+    return ("NO GUARANTEE (seeded randomness); would be " + text) if g.get("seeded") else text
+
+
 def _guarantee_lines(report: dict) -> list[str]:
     """The guarantee in words: against whom each figure holds, and who passed the target."""
     g, delta = report["guarantee"], report["delta"]

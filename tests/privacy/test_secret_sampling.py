@@ -109,3 +109,15 @@ def test_dp_sgd_batches_cannot_be_recomputed_from_the_seed(monkeypatch, seeded):
         else seeding.client_generator(cfg.seed, 1, pid)
     )
     assert torch.equal(seen[0], torch.rand(64, generator=guess)) == seeded
+
+
+def test_the_report_of_a_seeded_run_refuses_to_state_a_guarantee(tmp_path):
+    from simulations import runner
+
+    settings = {**DP_CLIENT["privacy"], "seeded-noise": True}
+    cfg = parse_config({**DP_CLIENT, "train": {"rounds": 1}, "privacy": settings})
+    result = runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    assert result.summary["privacy"]["seeded"] is True
+    text = (tmp_path / "run" / "privacy_report.md").read_text()
+    assert text.splitlines()[2].startswith("**No guarantee")
+    assert "NO GUARANTEE" in (tmp_path / "run" / "privacy_report.html").read_text().upper()
