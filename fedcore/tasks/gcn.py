@@ -18,6 +18,7 @@ reused across clients (the trap of a ``cached=True`` GCNConv shared by clients).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -41,6 +42,9 @@ from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
 # Secure aggregation of the neighbour sums: entries are degree-scaled features (<= max degree)
 # and neighbour counts; 12 fraction bits keep the counts exact after rounding.
 _PRECOMM_BOUND, _PRECOMM_FRAC_BITS = 1024.0, 12
+# Node-level feature DP is replace-one neighbouring (one node's features by any others), which
+# the ledger calls "local": the sensitivity is twice the clip norm.
+_NODE = "local"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class GraphClientData:
     y_train: torch.Tensor
     x_test: GraphView
     y_test: torch.Tensor
+    optimizer: str = "sgd"
 
     @property
     def num_train(self) -> int:
@@ -173,6 +178,13 @@ def _incident(graph: Graph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return src[keep], dst[keep]
 
 
+def clip_features(x: np.ndarray, clip: float) -> np.ndarray:
+    """Each row of ``x`` scaled down to L2 norm <= ``clip`` (rows already within it are kept):
+    the bound on one node's features that the pre-communication noise is sized for."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+
+
 def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) -> np.ndarray:
     """Client ``nodes``' share of the pre-communication, shape (N, F + 1): row v holds the
     sum over v's neighbours u owned here (and v itself, if owned) of ``x_u / sqrt(d_u)``,
@@ -190,31 +202,135 @@ def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) 
     return np.asarray(adjacency @ scaled)
 
 
+def share_stddev(noise_multiplier: float, clip: float, num_clients: int) -> float:
+    """The std of each client's share of the pre-communication noise: any ``m - 1`` of the
+    ``m`` shares sum to std ``noise_multiplier * clip``, so the noise protects a node against
+    the server and against any one client, which knows its own share (one client: all)."""
+    return noise_multiplier * clip / math.sqrt(max(num_clients - 1, 1))
+
+
+def precomm_noise_multiplier(cfg: RunConfig) -> float:
+    """The noise multiplier of the pre-communication: calibrated with the project's
+    accountant for ``graph.precomm-epsilon`` at ``privacy.delta``, or the configured one."""
+    g = cfg.graph
+    if g.precomm_epsilon == 0:
+        return g.precomm_noise_multiplier
+    from privacy.accounting import calibrate_noise
+
+    return calibrate_noise(
+        g.precomm_epsilon, cfg.privacy.delta, 1.0, 1, cfg.privacy.accountant, "none", _NODE
+    )
+
+
+def precomm_event(cfg: RunConfig):
+    """The pre-communication as a :class:`~privacy.ledger.DpEvent` (None without noise).
+
+    One Gaussian release of ``S = (A + I) D^-1/2 clip(X)``: node v's features enter the
+    ``d_v`` rows of v and its neighbours, each with weight ``1 / sqrt(d_v)``, so their L2
+    sensitivity is ``||x_v - x_v'|| <= 2 * feature-clip`` under replace-one neighbouring (one
+    node's features replaced by any others; the graph, hence every degree, is public to the
+    release). Every row any party receives, at 1 or 2 hops, is a row of this one release; the
+    GCN's propagations after it are post-processing. The ledger's replace-one relation is
+    called "local" (sensitivity twice the clip norm); here its unit is one node."""
+    z = precomm_noise_multiplier(cfg)
+    if z == 0:
+        return None
+    from privacy.ledger import DpEvent
+
+    return DpEvent(
+        mechanism="gaussian",
+        noise_multiplier=z,
+        sample_rate=1.0,
+        steps=1,
+        clip_norm=cfg.graph.feature_clip,
+        sampling="none",
+        neighbouring=_NODE,
+        round=0,
+        client=None,
+    )
+
+
+def precomm_report(cfg: RunConfig) -> dict:
+    """What the pre-communication released, for the run's partition report: its DP event
+    and the epsilon the project's accountant gives it (None: exact aggregates, no bound)."""
+    event = precomm_event(cfg)
+    if event is None:
+        return {"event": None, "epsilon": None, "delta": None}
+    from privacy.accounting import epsilon
+
+    eps = epsilon([event], cfg.privacy.delta, cfg.privacy.accountant)
+    return {"event": event.to_dict(), "epsilon": eps, "delta": cfg.privacy.delta}
+
+
 def precommunicate(
-    graph: Graph, parts: list[np.ndarray], seed: int
+    graph: Graph,
+    parts: list[np.ndarray],
+    seed: int,
+    *,
+    clip: float | None = 1.0,
+    noise_multiplier: float | None = None,
+    seeded_noise: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(A_hat X, d)`` for every node, from the clients' contributions summed with secure
-    aggregation (the server, which runs it, learns these aggregates and nothing else)."""
+    """``(D^-1/2 S, d)`` for every node, ``S = (A + I) D^-1/2 clip(X) + noise``, from the
+    clients' contributions summed with secure aggregation (the server, which runs it, learns
+    these aggregates and nothing else).
+
+    Each client clips its nodes' features to L2 norm ``clip`` (None: unclipped) and adds
+    its share of Gaussian noise (:func:`share_stddev`, from the OS CSPRNG unless
+    ``seeded_noise``) to its feature columns before masking; the degree column stays exact.
+    ``noise_multiplier`` None: the default ``graph.precomm-epsilon``'s calibration; 0:
+    the exact aggregates, from which a neighbour reads foreign features."""
     from privacy.secagg.protocol import secure_sum
     from privacy.secagg.quantize import decode, encode, fixed_point
 
+    if noise_multiplier is None:
+        noise_multiplier = precomm_noise_multiplier(RunConfig())
+
+    if noise_multiplier > 0 and clip is None:
+        raise ValueError("precommunicate: noise needs a feature clip (graph.feature-clip)")
+    if clip is not None:
+        graph = dataclasses.replace(graph, x=clip_features(graph.x, clip))
     degree = 1 + np.bincount(graph.edges.ravel(), minlength=graph.num_nodes)  # with self loop
     fp = fixed_point(len(parts), _PRECOMM_BOUND, _PRECOMM_FRAC_BITS)
     rng = seeding.numpy_rng(seed, seeding.SECAGG, 0)
-    inputs = {
-        i + 1: encode(neighbour_contribution(graph, nodes, degree).ravel(), fp, rng)
-        for i, nodes in enumerate(parts)
-    }
+    std = share_stddev(noise_multiplier, clip or 1.0, len(parts))
+    inputs = {}
+    for i, nodes in enumerate(parts):
+        contribution = neighbour_contribution(graph, nodes, degree)
+        if std > 0:
+            noise = seeding.noise_rng(seeded_noise, seed, seeding.SECAGG, i)
+            contribution[:, :-1] += noise.normal(0.0, std, contribution[:, :-1].shape)
+        if np.abs(contribution).max() > _PRECOMM_BOUND:
+            raise ValueError(
+                f"pre-communication entries exceed the secure-aggregation bound "
+                f"{_PRECOMM_BOUND}; lower graph.feature-clip (got {clip})"
+            )
+        inputs[i + 1] = encode(contribution.ravel(), fp, rng)
     total = decode(secure_sum(inputs, fp, seed=seed), fp).reshape(graph.num_nodes, -1)
     d = np.rint(total[:, -1])
     return (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), d
 
 
 def precomm_client(
-    graph: Graph, nodes: np.ndarray, ax: np.ndarray, d: np.ndarray, hops: int
+    graph: Graph,
+    nodes: np.ndarray,
+    ax: np.ndarray,
+    d: np.ndarray,
+    hops: int,
+    clip: float | None = None,
 ) -> GraphClientData:
     """A client after pre-communication: layer 1 from the complete aggregates ``ax``; layer
-    2 over the local subgraph (1 hop) or over every neighbour with their aggregates (2 hops)."""
+    2 over the local subgraph (1 hop) or over every neighbour with their aggregates (2 hops).
+
+    With ``clip`` (the release's feature clip), a row all of whose contributors the client
+    owns is recomputed exactly from its own features instead of the noised release: the
+    client knows it, and the noise is there only to hide foreign nodes."""
+    if clip is not None:
+        clipped = dataclasses.replace(graph, x=clip_features(graph.x, clip))
+        own = neighbour_contribution(clipped, nodes, d)
+        exact = own[:, -1] == d  # every contributor (neighbour or self) is owned here
+        ax = ax.copy()
+        ax[exact] = (own[exact, :-1] / np.sqrt(d[exact])[:, None]).astype(np.float32)
     if hops == 1:
         edges, position = _induced(graph, nodes)
         view = GraphView(
@@ -265,10 +381,24 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
     if cfg.graph.mode == "local":
         clients = tuple(local_client(graph, nodes) for nodes in parts)
     else:
-        ax, degree = precommunicate(graph, parts, cfg.seed)
-        clients = tuple(precomm_client(graph, nodes, ax, degree, cfg.graph.hops) for nodes in parts)
+        ax, degree = precommunicate(
+            graph,
+            parts,
+            cfg.seed,
+            clip=cfg.graph.feature_clip,
+            noise_multiplier=precomm_noise_multiplier(cfg),
+            seeded_noise=cfg.privacy.seeded_noise,
+        )
+        clients = tuple(
+            precomm_client(graph, nodes, ax, degree, cfg.graph.hops, cfg.graph.feature_clip)
+            for nodes in parts
+        )
+    if cfg.graph.optimizer != "sgd":
+        clients = tuple(dataclasses.replace(c, optimizer=cfg.graph.optimizer) for c in clients)
     report = graph_report(parts, graph.y, graph.edges, graph.num_classes)
     report |= {"dataset": graph.name, "partition": d.partition, "mode": cfg.graph.mode}
+    if cfg.graph.mode == "precomm":
+        report["precomm"] = precomm_report(cfg)
     return FederatedData(
         clients=clients,
         x_test=full_view(graph),
@@ -286,20 +416,13 @@ def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> GCN:
 def train_one_client(
     model: GCN, data: GraphClientData, params: TrainParams, rng: torch.Generator
 ) -> ClientUpdate:
-    """``params.epochs`` full-batch SGD steps on the client's labelled nodes (a client with
-    none sends its model back with weight 0). SGD, as FedGCN: Adam's state, reset every
-    round, learns far slower under FedAvg. Weight decay applies to the first layer only, as
-    in Kipf & Welling."""
+    """``params.epochs`` full-batch steps on the client's labelled nodes (a client with
+    none sends its model back with weight 0). SGD by default, as FedGCN: Adam's state, reset
+    every round, learns slower under FedAvg; ``graph.optimizer = "adam"`` is Kipf & Welling's.
+    Weight decay applies to the first layer only, as in Kipf & Welling."""
     start = time.perf_counter()
     model.train()
-    optimizer = torch.optim.SGD(
-        [
-            {"params": [model.lin1.weight, model.bias1], "weight_decay": params.weight_decay},
-            {"params": [model.lin2.weight, model.bias2], "weight_decay": 0.0},
-        ],
-        lr=params.lr,
-        momentum=params.momentum,
-    )
+    optimizer = _optimizer(model, data.optimizer, params)
     losses = []
     if data.num_train > 0:
         with torch.random.fork_rng(devices=[]):  # dropout masks from the client's generator
@@ -316,6 +439,40 @@ def train_one_client(
     if losses:
         metrics[TRAIN_LOSS] = float(np.mean(losses))
     return ClientUpdate(state=state, num_examples=data.num_train, metrics=metrics)
+
+
+def _optimizer(model: GCN, name: str, params: TrainParams) -> torch.optim.Optimizer:
+    groups = [
+        {"params": [model.lin1.weight, model.bias1], "weight_decay": params.weight_decay},
+        {"params": [model.lin2.weight, model.bias2], "weight_decay": 0.0},
+    ]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=params.lr)
+    return torch.optim.SGD(groups, lr=params.lr, momentum=params.momentum)
+
+
+def train_kipf(
+    model: GCN, view: GraphView, graph: Graph, g: torch.Generator, patience: int = 10
+) -> int:
+    """Kipf & Welling's recipe on one whole graph: Adam (lr 0.01, weight decay 5e-4 on the
+    first layer) for up to 200 epochs, stopped early as their ``gcn`` repository does: once
+    the validation loss exceeds the mean of the previous ``patience`` (10). Returns the
+    epochs run."""
+    y = torch.from_numpy(graph.y)
+    train, val = torch.from_numpy(graph.train), torch.from_numpy(graph.val)
+    optimizer = _optimizer(model, "adam", TrainParams(1, 1, 0.01, weight_decay=5e-4))
+    val_losses: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        for epoch in range(1, 201):
+            model.train()
+            optimizer.zero_grad()
+            F.cross_entropy(model(view)[train], y[train]).backward()
+            optimizer.step()
+            val_losses.append(evaluate(model, view.with_target(val), y[val])[LOSS])
+            if epoch > patience and val_losses[-1] > np.mean(val_losses[-patience - 1 : -1]):
+                return epoch
+    return 200
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ def test_normalisation_equals_the_dense_reference():
 
 def test_secure_neighbour_aggregation_equals_the_plaintext_computation(cora):
     parts = split_nodes("louvain", cora.y, cora.edges, 4, 1.0, np.random.default_rng(0))
-    ax, degree = gcn.precommunicate(cora, parts, seed=0)
+    ax, degree = gcn.precommunicate(cora, parts, seed=0, clip=None, noise_multiplier=0.0)
     adj = gcn.normalized_adjacency(cora.edges, cora.num_nodes)
     plain = torch.sparse.mm(adj, torch.from_numpy(cora.x)).numpy()
     assert np.abs(ax - plain).max() < 4 * 2**-12  # the fixed-point resolution, 4 clients
@@ -39,7 +39,7 @@ def test_secure_neighbour_aggregation_equals_the_plaintext_computation(cora):
 
 def test_two_hop_client_view_is_the_full_graph_gcn(cora):
     parts = split_nodes("louvain", cora.y, cora.edges, 5, 1.0, np.random.default_rng(0))
-    ax, degree = gcn.precommunicate(cora, parts, seed=0)
+    ax, degree = gcn.precommunicate(cora, parts, seed=0, clip=None, noise_multiplier=0.0)
     model = gcn.GCN(1433, 8, 7, 0.0, torch.Generator().manual_seed(0)).eval()
     full = model(gcn.full_view(cora))
     client = gcn.precomm_client(cora, parts[2], ax, degree, hops=2)
@@ -52,7 +52,7 @@ def test_three_clients_learn_cora_in_the_suite():
             "task": "gcn",
             "data": {"dataset": "cora", "num-clients": 3, "partition": "louvain"},
             "model": {"hidden": [16]},
-            "graph": {"mode": "precomm", "hops": 2},
+            "graph": {"mode": "precomm", "hops": 2, "precomm-epsilon": 0.0},
             "train": {
                 "rounds": 15,
                 "local-epochs": 3,
@@ -98,6 +98,7 @@ def test_client_level_dp_runs_on_the_graph_task_and_is_recorded(tmp_path):
             "graph": {"mode": "local"},
             "train": {"rounds": 2, "local-epochs": 3, "lr": 0.5, "momentum": 0.0},
             "privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0},
+            "evaluate": {"fraction": 0.0},
         }
     )
     result = simulate(cfg, out=tmp_path / "run", progress=False)

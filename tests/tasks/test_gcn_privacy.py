@@ -1,0 +1,109 @@
+"""FedGCN pre-communication against a curious client: what it can read of foreign features.
+
+The attacker is a client after 2-hop pre-communication. It holds its own nodes' features and,
+generously, the whole graph and every node's number of nonzero features; it receives the
+aggregate rows of its nodes and their neighbours. It subtracts its own terms and solves for
+the foreign features by least squares over every row it received (rows with one foreign
+neighbour, differencing of rows whose foreign sets differ by one node, 2-hop rows).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from fedcore.config import RunConfig, parse_config
+from fedcore.datasets import resolve_data_dir
+from fedcore.datasets.planetoid import load_planetoid
+from fedcore.graph_partition import split_nodes
+from fedcore.tasks import gcn
+
+
+@pytest.fixture(scope="module")
+def cora():
+    return load_planetoid("cora", resolve_data_dir(None))
+
+
+@pytest.fixture(scope="module")
+def parts(cora):
+    return split_nodes("louvain", cora.y, cora.edges, 3, 1.0, np.random.default_rng(0))
+
+
+def _recovered(graph, parts, ax, d, client, clip):
+    """Foreign nodes whose feature support the attacker reads exactly: one-foreign-neighbour
+    rows by subtraction, and all received rows by least squares. Returns (subtraction, lsq)."""
+    x = graph.x if clip is None else gcn.clip_features(graph.x, clip)
+    n = graph.num_nodes
+    a_hat = scipy.sparse.coo_matrix(
+        (np.ones(2 * graph.edges.shape[1]), np.hstack([graph.edges, graph.edges[::-1]])), (n, n)
+    ).tocsr() + scipy.sparse.identity(n, format="csr")
+    own = np.zeros(n, bool)
+    own[parts[client]] = True
+    rows = np.flatnonzero(a_hat[parts[client]].sum(axis=0))  # what a 2-hop view holds
+    foreign = np.flatnonzero(a_hat[rows].sum(axis=0).A1 * ~own)
+    scale = 1 / np.sqrt(d)
+    s = ax[rows] * np.sqrt(d[rows])[:, None]  # the released rows (A + I) D^-1/2 X
+    residual = s - a_hat[rows][:, own] @ (x[own] * scale[own, None])  # its own terms removed
+    b = (a_hat[rows][:, foreign] @ scipy.sparse.diags(scale[foreign])).toarray()
+    gram = b.T @ b + 1e-9 * np.eye(len(foreign))  # least squares (a vanishing ridge: b may
+    estimate = np.linalg.solve(gram, b.T @ residual)  # not have full column rank)
+
+    def exact(v, guess):
+        support = graph.x[v] > 0
+        top = np.argsort(guess)[-support.sum() :]  # the attacker is told the support size
+        return bool(support[top].all())
+
+    single = np.flatnonzero(own[rows] & (np.count_nonzero(b, axis=1) == 1))
+    lone = foreign[np.argmax(b[single] != 0, axis=1)]
+    subtraction = {v for i, v in zip(single, lone, strict=True) if exact(v, residual[i])}
+    lsq = {v for i, v in enumerate(foreign) if exact(v, estimate[i])}
+    return subtraction, lsq
+
+
+def test_exact_aggregates_reveal_foreign_features(cora, parts):
+    """The attack works on the unprotected release (the code before the fix)."""
+    ax, d = gcn.precommunicate(cora, parts, seed=0, clip=None, noise_multiplier=0.0)
+    subtraction, lsq = _recovered(cora, parts, ax, d, client=0, clip=None)
+    assert len(subtraction) > 20 and len(lsq) > 100
+
+
+def test_noised_aggregates_reveal_no_foreign_features(cora, parts):
+    """The default release (graph.precomm-epsilon's calibration): nothing read exactly."""
+    ax, d = gcn.precommunicate(cora, parts, seed=0)
+    subtraction, lsq = _recovered(cora, parts, ax, d, client=0, clip=1.0)
+    assert not subtraction and not lsq
+
+
+def test_one_node_moves_the_release_by_at_most_twice_the_clip(cora, parts):
+    """Brute force of the sensitivity the noise is sized for: replace one node's features
+    (the highest-degree node, whose features enter the most rows) by others."""
+    degree = 1 + np.bincount(cora.edges.ravel(), minlength=cora.num_nodes)
+    v = int(np.argmax(degree))
+    x = gcn.clip_features(cora.x, 1.0)
+    other = x.copy()
+    other[v] = -x[v]  # as far as a clipped vector can move: 2 * clip
+    release = [
+        sum(gcn.neighbour_contribution(g, p, degree)[:, :-1] for p in parts)
+        for g in (dataclasses.replace(cora, x=y) for y in (x, other))
+    ]
+    assert np.linalg.norm(release[0] - release[1]) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_the_default_cora_scenario_releases_noised_aggregates_with_a_stated_epsilon():
+    from fedcore.cli import scenario_path
+    from fedcore.config import load_scenario
+    from privacy.accounting import epsilon
+
+    cfg = load_scenario(scenario_path("cora-gcn"), {})
+    assert cfg.graph.mode == "precomm" and gcn.precomm_noise_multiplier(cfg) > 0
+    report = gcn.precomm_report(cfg)
+    event = gcn.precomm_event(cfg)
+    assert report["epsilon"] == epsilon([event], cfg.privacy.delta)
+    assert report["epsilon"] <= cfg.graph.precomm_epsilon
+
+
+def test_no_noise_is_a_choice_stated_in_the_report():
+    cfg = parse_config({"graph": {"precomm-epsilon": 0.0, "precomm-noise-multiplier": 0.0}})
+    assert gcn.precomm_event(cfg) is None and gcn.precomm_report(cfg)["epsilon"] is None
+    assert RunConfig().graph.precomm_epsilon > 0
