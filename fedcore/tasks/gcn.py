@@ -132,7 +132,9 @@ class GCN(nn.Module):
 
 
 def _sparse(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to_sparse().coalesce()
+    """Sparse if mostly zeros (bag-of-words rows), dense otherwise (noised aggregates)."""
+    dense = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    return dense.to_sparse().coalesce() if np.count_nonzero(x) < 0.1 * x.size else dense
 
 
 def _induced(graph: Graph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
