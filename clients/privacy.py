@@ -34,10 +34,7 @@ class BudgetExhausted(RuntimeError):
 def participation_rate(cfg: RunConfig) -> float:
     """The chance that a given client trains in a given round: ``train.fraction`` under
     Poisson sampling, cohort / population for a fixed-size cohort."""
-    n, fraction = cfg.data.num_clients, cfg.train.fraction
-    if cfg.train.sampling == "poisson":
-        return fraction
-    return min(n, max(int(n * fraction), cfg.train.min_clients)) / n
+    return cfg.planned_cohort / cfg.data.num_clients
 
 
 @functools.lru_cache(maxsize=64)

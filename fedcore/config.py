@@ -253,6 +253,12 @@ class SecAggConfig:
         doc="public bound on a client's weight (num-examples; mf: also its rater count per "
         "item); clients send weight / max-weight",
     )
+    clear_metrics: bool = _opt(
+        True,
+        doc="send the training metrics (loss, time, number of examples; under DP only the "
+        "client's epsilon) in the clear beside the masked update; false: none (the weight "
+        "still reaches the server masked, in the sum)",
+    )
     insecure_demo: bool = _opt(
         False,
         doc="simulation only: lift the security floor (threshold >= 0.5, cohort >= 3, degree "
@@ -351,6 +357,15 @@ class RunConfig:
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+    @property
+    def planned_cohort(self) -> float:
+        """The clients a training round samples: ``max(fraction * n, min-clients)`` of the n
+        (at most n) for a fixed-size cohort, ``fraction * n`` in expectation for Poisson."""
+        n, t = self.data.num_clients, self.train
+        if t.sampling == "poisson":
+            return n * t.fraction
+        return min(n, max(int(n * t.fraction), t.min_clients))
 
 
 def _key(name: str) -> str:
@@ -578,6 +593,12 @@ def _check_task(cfg: RunConfig) -> None:
                 "through the graph, so per-node clipping bounds nothing; use client-level DP "
                 "(privacy.dp = 'client')"
             )
+        if cfg.graph.precomm_epsilon > 0 and cfg.graph.precomm_noise_multiplier > 0:
+            raise ConfigError(
+                f"graph.precomm-epsilon = {cfg.graph.precomm_epsilon} calibrates the "
+                f"pre-communication noise; set graph.precomm-noise-multiplier = "
+                f"{cfg.graph.precomm_noise_multiplier} only with graph.precomm-epsilon = 0"
+            )
     elif cfg.task == "mf":
         if cfg.data.dataset != "ml-100k" or cfg.data.partition not in ("natural", "iid"):
             raise ConfigError(
@@ -639,12 +660,7 @@ def _check_secagg(cfg: RunConfig) -> None:
         fixed_point(cfg.data.num_clients, input_bound(cfg.secagg.bound), cfg.secagg.frac_bits)
     except (OverflowConfigError, PrecisionConfigError) as err:
         raise ConfigError(str(err)) from None
-    n, fraction = cfg.data.num_clients, cfg.train.fraction  # the planned cohort, as privacy.plan
-    cohort = (
-        n * fraction
-        if cfg.train.sampling == "poisson"
-        else min(n, max(int(n * fraction), cfg.train.min_clients))
-    )
+    cohort = cfg.planned_cohort
     degree = None if cfg.secagg.mode == "full" else cfg.secagg.degree
     below = floor_violations(cfg.secagg.threshold, cohort, degree, cfg.secagg.insecure_demo)
     if below:

@@ -71,11 +71,10 @@ def dp_plan(cfg: RunConfig) -> DpPlan:
     ``privacy.noise-multiplier`` or calibrated so ``train.rounds`` rounds spend
     ``privacy.target-epsilon``."""
     n, fraction, p = cfg.data.num_clients, cfg.train.fraction, cfg.privacy
+    cohort = cfg.planned_cohort
     if cfg.train.sampling == "poisson":
-        sampling, cohort = ("none" if fraction == 1 else "poisson"), n * fraction
-        rate = fraction
+        sampling, rate = ("none" if fraction == 1 else "poisson"), fraction
     else:
-        cohort = min(n, max(int(n * fraction), cfg.train.min_clients))
         sampling, rate = ("none" if cohort == n else "fixed-size"), cohort / n
     rate = 1.0 if sampling == "none" else rate
     z = p.noise_multiplier or calibrate_noise(
