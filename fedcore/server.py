@@ -184,6 +184,8 @@ def run_server(
         start = time.perf_counter()
         traffic = Traffic()
         record: RoundRecord = {"round": server_round, "status": EMPTY}
+        if server_round == 1:  # what ran while the data was federated, before any round
+            traffic.dp_events.extend(e.to_dict() for e in data.privacy_events)
 
         messages = traffic.count_sent(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)

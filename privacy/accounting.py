@@ -55,8 +55,9 @@ def _check_delta(delta: float) -> None:
 
 def accounted_noise(event: DpEvent) -> float:
     """The noise multiplier relative to the event's L2 sensitivity: under replace-one
-    neighbouring (fixed-size sampling, local DP) a clipped vector can move by 2 * clip_norm."""
-    replace_one = event.sampling == "fixed-size" or event.neighbouring == "local"
+    neighbouring (fixed-size sampling, local DP, a node's features) a clipped vector can move
+    by 2 * clip_norm."""
+    replace_one = event.sampling == "fixed-size" or event.neighbouring in ("local", "node")
     return event.noise_multiplier / 2 if replace_one else event.noise_multiplier
 
 

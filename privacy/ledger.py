@@ -27,11 +27,12 @@ SAMPLINGS = ("poisson", "fixed-size", "none")
 """How the protected units entering the mechanism were chosen: Poisson (each independently with
 probability `sample_rate`), a fixed-size subset without replacement, or all of them."""
 
-NEIGHBOURING = ("example", "client", "local")
+NEIGHBOURING = ("example", "client", "local", "node")
 """What one unit of privacy protects. example: adding or removing one training example;
 client: adding or removing one whole client (central DP-FedAvg); local: replacing a client's
 whole data by any other (local DP against the server itself, so the L2 sensitivity of a clipped
-update is twice the clip norm)."""
+update is twice the clip norm); node: replacing one graph node's feature vector by any other
+(FedGCN's pre-communication; the graph is public; sensitivity twice the feature clip)."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -104,7 +104,8 @@ class RunDirectory:
         self.policy.finish()
         torch.save(final_model(self.cfg, arrays).state_dict(), self.path / "model.pt")
         privacy = None
-        if self.cfg.privacy.dp != "off":  # the report, from the ledger only
+        ledger = self.path / "ledger.jsonl"
+        if self.cfg.privacy.dp != "off" or ledger.exists():  # the report, from the ledger only
             from privacy.report import write_report
 
             report = write_report(self.path)

@@ -40,6 +40,9 @@ class FederatedData:
     num_features: int
     num_classes: int
     report: dict = field(default_factory=dict)
+    # DP mechanisms that already ran on the data while it was federated (FedGCN's
+    # pre-communication): privacy.ledger.DpEvent objects the run's ledger records first
+    privacy_events: tuple = ()
 
 
 @dataclass(frozen=True)

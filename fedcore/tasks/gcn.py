@@ -44,7 +44,7 @@ from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
 _PRECOMM_BOUND, _PRECOMM_FRAC_BITS = 1024.0, 12
 # Node-level feature DP is replace-one neighbouring (one node's features by any others), which
 # the ledger calls "local": the sensitivity is twice the clip norm.
-_NODE = "local"
+_NODE = "node"
 
 
 @dataclass(frozen=True)
@@ -232,8 +232,7 @@ def precomm_event(cfg: RunConfig):
     sensitivity is ``||x_v - x_v'|| <= 2 * feature-clip`` under replace-one neighbouring (one
     node's features replaced by any others; the graph, hence every degree, is public to the
     release). Every row any party receives, at 1 or 2 hops, is a row of this one release; the
-    GCN's propagations after it are post-processing. The ledger's replace-one relation is
-    called "local" (sensitivity twice the clip norm); here its unit is one node."""
+    GCN's propagations after it are post-processing. The run's ledger records it (round 0)."""
     z = precomm_noise_multiplier(cfg)
     if z == 0:
         return None
@@ -408,6 +407,9 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
         num_features=graph.x.shape[1],
         num_classes=graph.num_classes,
         report=report,
+        privacy_events=tuple(e for e in [precomm_event(cfg)] if e is not None)
+        if cfg.graph.mode == "precomm"
+        else (),
     )
 
 

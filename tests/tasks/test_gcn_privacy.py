@@ -107,3 +107,24 @@ def test_no_noise_is_a_choice_stated_in_the_report():
     cfg = parse_config({"graph": {"precomm-epsilon": 0.0, "precomm-noise-multiplier": 0.0}})
     assert gcn.precomm_event(cfg) is None and gcn.precomm_report(cfg)["epsilon"] is None
     assert RunConfig().graph.precomm_epsilon > 0
+
+
+def test_a_precomm_run_records_the_release_in_its_ledger_and_report(tmp_path):
+    import json
+
+    from fedcore.cli import scenario_path
+    from fedcore.config import load_scenario
+    from privacy.ledger import PrivacyLedger
+    from simulations import runner
+
+    cfg = load_scenario(
+        scenario_path("cora-gcn"), {"train.rounds": 1, "data.num-clients": 3}
+    )
+    runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    (event,) = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl").events
+    assert event == gcn.precomm_event(cfg) and event.neighbouring == "node"
+    report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
+    assert report["guarantee"]["node_feature_epsilon"] == pytest.approx(
+        gcn.precomm_report(cfg)["epsilon"]
+    )
+    assert "each node's features" in (tmp_path / "run" / "privacy_report.md").read_text()
