@@ -105,9 +105,7 @@ def parse_policy(node_config: Mapping[str, object]) -> NodePolicy:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise PolicyViolation(f"node config {key}={value!r} must be a number >= 0")
         values[f.name] = float(value)
-    unknown = sorted(
-        k for k in node_config if str(k).startswith("policy-") and k not in _KEYS
-    )
+    unknown = sorted(k for k in node_config if str(k).startswith("policy-") and k not in _KEYS)
     if unknown:
         raise PolicyViolation(
             f"unknown node config key {unknown[0]!r}; this node's policy keys are "

@@ -64,6 +64,8 @@ class SecureSumReply(Message):
     """
 
     clients: tuple[int, ...] = ()
+
+
 _ABORTED = 0  # Flower error code for the replies of an aborted round
 
 

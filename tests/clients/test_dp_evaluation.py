@@ -18,7 +18,7 @@ LOCAL_DP = {"dp": "local", "clip-norm": 1.0, "noise-multiplier": 1.0}
 @pytest.mark.parametrize("dp", ["sample", "local", "client"])
 def test_client_evaluation_under_dp_is_refused_at_parse_time(dp):
     privacy = {"dp": dp, "clip-norm": 1.0, "noise-multiplier": 1.0}
-    with pytest.raises(ConfigError, match="evaluate.fraction .* no DP mechanism covers"):
+    with pytest.raises(ConfigError, match=r"evaluate.fraction .* no DP mechanism covers"):
         parse_config({"data": {"num-clients": 4}, "privacy": privacy})
 
 

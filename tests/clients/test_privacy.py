@@ -6,11 +6,11 @@ import pytest
 from opacus.accountants import RDPAccountant
 
 from clients.privacy import dp_sgd_params
-from privacy.accounting import epsilon
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import LEDGER
 from fedcore.server import run_server
 from fedcore.tasks import get_task
+from privacy.accounting import epsilon
 from privacy.ledger import DpEvent, PrivacyLedger
 from simulations import runner
 from simulations.engines.inprocess import InProcessGrid
@@ -159,9 +159,7 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server(tmp_p
     for client in ledger.clients():  # one un-amplified release per round it took part in
         events = ledger.for_client(client).events
         assert {(e.sampling, e.neighbouring) for e in events} == {("none", "client")}
-        assert report["clients"][str(client)]["epsilon"] == pytest.approx(
-            epsilon(events, 1e-5)
-        )
+        assert report["clients"][str(client)]["epsilon"] == pytest.approx(epsilon(events, 1e-5))
     assert g["against_every_party"] == max(
         c["epsilon"] for k, c in report["clients"].items() if k != "all"
     )

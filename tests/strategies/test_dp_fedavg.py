@@ -14,8 +14,8 @@ from fedcore.server import run_server
 from fedcore.tasks import get_task
 from privacy.accounting import epsilon
 from privacy.ledger import PrivacyLedger
-from simulations import runner
 from privacy.secagg.aggregator import SECURE_SUM
+from simulations import runner
 from simulations.engines.inprocess import InProcessGrid
 from strategies import build_strategy
 from strategies.dp import dp_plan
@@ -293,9 +293,7 @@ def _distributed(**privacy):
         "noise-multiplier": 1.0,
         "dropout-tolerance": 0.2,
     } | privacy
-    return parse_config(
-        BASE | {"secagg": {"mode": "full", "bound": 8.0}, "privacy": settings}
-    )
+    return parse_config(BASE | {"secagg": {"mode": "full", "bound": 8.0}, "privacy": settings})
 
 
 def test_distributed_dp_sizes_each_share_for_the_surviving_floor():

@@ -117,9 +117,7 @@ def test_a_precomm_run_records_the_release_in_its_ledger_and_report(tmp_path):
     from privacy.ledger import PrivacyLedger
     from simulations import runner
 
-    cfg = load_scenario(
-        scenario_path("cora-gcn"), {"train.rounds": 1, "data.num-clients": 3}
-    )
+    cfg = load_scenario(scenario_path("cora-gcn"), {"train.rounds": 1, "data.num-clients": 3})
     runner.simulate(cfg, out=tmp_path / "run", progress=False)
     (event,) = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl").events
     assert event == gcn.precomm_event(cfg) and event.neighbouring == "node"

@@ -200,4 +200,3 @@ def test_clients_can_send_no_training_metrics_in_the_clear():
     hidden, _ = run(settings)
     for k in clear:
         np.testing.assert_array_equal(hidden[k], clear[k])
-
