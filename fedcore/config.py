@@ -572,6 +572,12 @@ def _check_task(cfg: RunConfig) -> None:
     """The task, its data and its settings must fit together."""
     graph_data = cfg.data.dataset in GRAPH_DATASETS
     if cfg.task == "gcn":
+        if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
+            raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
+                f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
+                f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
+                f"with two, each reads the other's from the sum"
+            )
         if not graph_data:
             raise ConfigError(
                 f"task 'gcn' needs a graph dataset ({', '.join(GRAPH_DATASETS)}), "
@@ -635,12 +641,6 @@ def _check_task(cfg: RunConfig) -> None:
 
 def _check_secagg(cfg: RunConfig) -> None:
     """Secure aggregation hides each update, so nothing may need to look inside one."""
-    if cfg.task == "gcn" and cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
-        raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
-            f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, which "
-            f"needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): with two, "
-            f"each reads the other's from the sum"
-        )
     if cfg.secagg.mode == "off":
         if cfg.faults.crash_stage != "train":
             raise ConfigError(
