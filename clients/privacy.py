@@ -119,6 +119,16 @@ def _ledger_file(context: Context) -> Path | None:
 
 
 def _file_digest(path: str) -> str:
+    """The data file's sha256, read once per version of the file (not on every message)."""
+    try:
+        stat = os.stat(path)
+    except OSError as err:
+        raise RuntimeError(f"cannot read this node's data file {path}: {err}") from None
+    return _digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()[:32]
