@@ -214,7 +214,7 @@ class DistributedNoise(ClientSideFixedClipping):
         if self.budget is None:
             return None
         limit, delta, accountant = self.budget
-        event = self.plan.event(server_round, self._round_clip, self.plan.realised_noise(in_sum))
+        event = self.plan.event(server_round, self.clipping_norm, self.plan.realised_noise(in_sum))
         exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
         if exceeds:
             return (
