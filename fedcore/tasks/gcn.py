@@ -312,6 +312,35 @@ def precommunicate(
     return (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), d
 
 
+def shrink_release(
+    ax: np.ndarray,
+    own: np.ndarray,
+    d: np.ndarray,
+    clip: float,
+    noise_std: float,
+    min_weight: float = 0.01,
+) -> np.ndarray:
+    """The release's rows as one client uses them: its own terms exact, plus the remainder
+    (the foreign terms and all the noise) weighted by ``w_r = s_r / (s_r + F sigma^2)``.
+
+    ``own`` is the client's :func:`neighbour_contribution` (its count in the last column);
+    ``s_r = clip^2 (d_r - own count) / mean(d)`` bounds the energy of row r's foreign terms
+    (each ``x_v / sqrt(d_v)`` with ``||x_v|| <= clip``; an unseen ``d_v`` taken at the mean)
+    and ``F sigma^2`` is the noise's, so ``w_r`` is the linear shrinkage that keeps a row's
+    foreign signal where it is not swamped (no noise: ``w = 1``, the release as is; a row with
+    no foreign term: ``w = 0``, computed exactly). The weights read only public quantities
+    (degrees, clip, noise std) and the client's own data: post-processing, no privacy cost.
+    Weights under ``min_weight`` are set to 0, which keeps bag-of-words rows sparse."""
+    foreign = d - own[:, -1]
+    signal = clip**2 * foreign / d.mean()
+    noise = noise_std**2 * ax.shape[1]
+    weight = np.divide(signal, signal + noise, out=np.zeros_like(signal), where=foreign > 0)
+    weight[weight < min_weight] = 0.0
+    root = np.sqrt(d)[:, None]
+    mixed = own[:, :-1] + weight[:, None] * (ax * root - own[:, :-1])
+    return (mixed / root).astype(np.float32)
+
+
 def precomm_client(
     graph: Graph,
     nodes: np.ndarray,
@@ -319,19 +348,18 @@ def precomm_client(
     d: np.ndarray,
     hops: int,
     clip: float | None = None,
+    noise_std: float = 0.0,
 ) -> GraphClientData:
     """A client after pre-communication: layer 1 from the complete aggregates ``ax``; layer
     2 over the local subgraph (1 hop) or over every neighbour with their aggregates (2 hops).
 
-    With ``clip`` (the release's feature clip), a row all of whose contributors the client
-    owns is recomputed exactly from its own features instead of the noised release: the
-    client knows it, and the noise is there only to hide foreign nodes."""
+    With ``clip`` (the release's feature clip), every row is rebuilt by :func:`shrink_release`
+    from the client's own exact terms and the release's remainder weighted by its expected
+    signal share; ``noise_std`` is the std of the release's noise per entry."""
     if clip is not None:
         clipped = dataclasses.replace(graph, x=clip_features(graph.x, clip))
         own = neighbour_contribution(clipped, nodes, d)
-        exact = own[:, -1] == d  # every contributor (neighbour or self) is owned here
-        ax = ax.copy()
-        ax[exact] = (own[exact, :-1] / np.sqrt(d[exact])[:, None]).astype(np.float32)
+        ax = shrink_release(ax, own, d, clip, noise_std)
     if hops == 1:
         edges, position = _induced(graph, nodes)
         view = GraphView(
@@ -390,9 +418,11 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
             noise_multiplier=precomm_noise_multiplier(cfg),
             seeded_noise=cfg.privacy.seeded_noise,
         )
+        clip = cfg.graph.feature_clip
+        m = len(parts)  # the release's noise: the sum of m shares
+        std = share_stddev(precomm_noise_multiplier(cfg), clip, m) * math.sqrt(m)
         clients = tuple(
-            precomm_client(graph, nodes, ax, degree, cfg.graph.hops, cfg.graph.feature_clip)
-            for nodes in parts
+            precomm_client(graph, nodes, ax, degree, cfg.graph.hops, clip, std) for nodes in parts
         )
     if cfg.graph.optimizer != "sgd":
         clients = tuple(dataclasses.replace(c, optimizer=cfg.graph.optimizer) for c in clients)

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse
+import torch
 
 from fedcore.config import RunConfig, parse_config
 from fedcore.datasets import resolve_data_dir
@@ -126,3 +127,55 @@ def test_a_precomm_run_records_the_release_in_its_ledger_and_report(tmp_path):
         gcn.precomm_report(cfg)["epsilon"]
     )
     assert "each node's features" in (tmp_path / "run" / "privacy_report.md").read_text()
+
+
+def test_a_client_view_reads_foreign_nodes_only_through_the_release(cora, parts):
+    """The client's post-processing (:func:`gcn.shrink_release`) is given the whole graph
+    object; replacing every foreign node's features, the release held fixed, must not change
+    what the client trains and predicts on."""
+    ax, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0)
+    own = np.zeros(cora.num_nodes, bool)
+    own[parts[0]] = True
+    scrambled = cora.x.copy()
+    scrambled[~own] = np.random.default_rng(1).permutation(cora.x[~own])
+    views = [
+        gcn.precomm_client(g, parts[0], ax, d, hops=2, clip=4.0, noise_std=5.0)
+        for g in (cora, dataclasses.replace(cora, x=scrambled))
+    ]
+    first, second = (v.x_train.x.to_dense() for v in views)
+    assert torch.equal(first, second)
+
+
+def _shrink_reference(ax, own, d, clip, noise_std, min_weight=0.01):
+    """Row by row, as the docstring states it."""
+    out = np.empty_like(ax)
+    for r in range(len(ax)):
+        foreign = d[r] - own[r, -1]
+        signal = clip**2 * foreign / d.mean()
+        noise = noise_std**2 * ax.shape[1]
+        w = signal / (signal + noise) if foreign > 0 else 0.0
+        w = 0.0 if w < min_weight else w
+        release = ax[r] * np.sqrt(d[r])
+        out[r] = (own[r, :-1] + w * (release - own[r, :-1])) / np.sqrt(d[r])
+    return out
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.05, 0.5, 50.0])
+def test_shrinking_the_release_matches_its_row_by_row_definition(noise_std):
+    rng = np.random.default_rng(0)
+    d = rng.integers(1, 9, 30).astype(float)
+    own = np.concatenate([rng.normal(size=(30, 5)), rng.integers(0, 1 + d)[:, None]], axis=1)
+    ax = rng.normal(size=(30, 5)).astype(np.float32)
+    got = gcn.shrink_release(ax, own, d, 1.0, noise_std)
+    np.testing.assert_allclose(got, _shrink_reference(ax, own, d, 1.0, noise_std), rtol=1e-5)
+
+
+def test_without_noise_the_release_is_used_and_under_heavy_noise_only_own_terms(cora, parts):
+    exact, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0, noise_multiplier=0.0)
+    clipped = dataclasses.replace(cora, x=gcn.clip_features(cora.x, 4.0))
+    own = gcn.neighbour_contribution(clipped, parts[0], d)
+    np.testing.assert_allclose(gcn.shrink_release(exact, own, d, 4.0, 0.0), exact, atol=1e-3)
+    noised, _ = gcn.precommunicate(cora, parts, seed=0, clip=4.0)  # epsilon 8
+    std = gcn.share_stddev(gcn.precomm_noise_multiplier(RunConfig()), 4.0, 3) * np.sqrt(3)
+    mine = gcn.shrink_release(noised, own, d, 4.0, std)
+    np.testing.assert_allclose(mine, own[:, :-1] / np.sqrt(d)[:, None], atol=1e-6)
