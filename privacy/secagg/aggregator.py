@@ -192,7 +192,12 @@ class SecureAggregator:
         except SecAggAbort as err:  # anything else is a bug: its traceback reaches the log
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
-            return [_error_reply(m, reason) for m in messages]
+            return [  # a client that failed before the abort keeps its own reason
+                _error_reply(
+                    m, f"{reason}; this client: {failures[n]}" if n in failures else reason
+                )
+                for n, m in by_node.items()
+            ]
         for i, why in server.dropped.items():
             failures[node_of[i]] = why
         replies = [aggregate]

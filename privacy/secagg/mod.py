@@ -147,13 +147,14 @@ def _train(
         if ITEM_RATERS not in trained:
             raise SecAggClientError(f"per-item averaging needs the reply's {ITEM_RATERS!r}")
         counts = to_numpy(trained[ITEM_RATERS])
-    try:
+    rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
+    try:  # a diverged (non-finite) update is refused here, not masked as garbage
         x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg, received, counts)
+        encoded = encode(x, fp, rng)
     except ValueError as err:
         raise SecAggClientError(f"cannot mask this update: {err}") from None
-    rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     client = SecAggClient(0, server_round, fp, cfg.secagg.threshold, cfg.secagg.insecure_demo)
-    context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encode(x, fp, rng))})
+    context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encoded)})
     context.state[SECAGG_STATE] = _state_record(client)
     keys = client.advertise()
     content = RecordDict(

@@ -105,8 +105,19 @@ def fixed_point(clients: int, bound: float, frac_bits: int) -> FixedPoint:
 
 
 def encode(x: np.ndarray, fp: FixedPoint, rng: np.random.Generator) -> np.ndarray:
-    """Clip ``x`` to the bound and round it stochastically to fixed point mod ``2^k``."""
-    scaled = np.clip(np.asarray(x, np.float64), -fp.bound, fp.bound)  # a new array
+    """Clip ``x`` to the bound and round it stochastically to fixed point mod ``2^k``.
+
+    Non-finite entries are refused (ValueError): NaN has no fixed-point value (cast, it is an
+    arbitrary residue the sum would carry into the model) and clipping infinity to the bound
+    would pass a diverged update off as a plausible one."""
+    x = np.asarray(x, np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(
+            f"secure aggregation input: {x.size - np.count_nonzero(finite)} of {x.size} "
+            "entries are not finite (the update diverged); nothing was masked"
+        )
+    scaled = np.clip(x, -fp.bound, fp.bound)  # a new array
     scaled *= fp.scale
     scaled += rng.random(scaled.shape)
     np.floor(scaled, out=scaled)

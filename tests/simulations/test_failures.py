@@ -267,3 +267,20 @@ def test_a_model_that_goes_non_finite_fails_the_run(tmp_path, monkeypatch):
     assert "not finite" in summary["error"]
     assert [r["status"] for r in rounds] == ["aggregated", "aborted"]
     assert rounds[-1]["non-finite"] is True
+
+
+def test_clients_whose_updates_diverge_under_secure_aggregation_fail_the_run(tmp_path):
+    """A learning rate that overflows every client's update to NaN: under secure aggregation
+    the NaNs used to be cast to arbitrary integers, masked, summed, and the run 'completed'
+    with a garbage model. Each client now refuses to mask a non-finite update, so no round
+    aggregates and the run fails saying why."""
+    raised, summary, rounds = _simulate(
+        tmp_path,
+        data={"num-clients": 5},
+        train={"rounds": 2, "lr": 1e38},
+        secagg={"mode": "full"},
+        privacy={"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
+    )
+    assert raised is not None and summary["status"] == "failed"
+    assert {r["status"] for r in rounds} == {"aborted"}
+    assert "not finite" in json.dumps(rounds[0])

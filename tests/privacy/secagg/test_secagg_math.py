@@ -143,3 +143,15 @@ def test_an_encoding_beyond_float64_precision_is_refused():
 
     with pytest.raises(ValueError, match="2\\^52"):
         FixedPoint(2.0**13, 40, 64)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_input_is_refused_not_encoded_as_garbage(bad):
+    """NaN has no fixed-point value: cast to an integer it becomes an arbitrary residue that
+    the sum would carry silently into the model. Infinity is refused too: clipping it to the
+    bound would hide a diverged client behind a plausible update."""
+    fp = fixed_point(3, 1.0, 16)
+    x = np.zeros(5)
+    x[2] = bad
+    with pytest.raises(ValueError, match="1 of 5 entries are not finite"):
+        encode(x, fp, np.random.default_rng(0))
