@@ -33,6 +33,7 @@ from fedcore.certs import write_node_keys, write_server_certs
 from fedcore.config import ConfigError, RunConfig, _toml_value, to_run_config
 from fedcore.datasets.node import write_node_files
 from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
+from fedcore.server import RunFailed
 
 CONNECTION = "fedcore-local"
 _CLIENT_MODULES = (
@@ -418,12 +419,17 @@ class LocalDeployment:
         raise DeploymentError(f"fewer than {count} SuperNodes came online in {timeout:.0f} s")
 
     # -- running --------------------------------------------------------------------------
-    def run(self, out: Path | None = None, timeout: float = 1800) -> Path:
-        """Run ``cfg`` with ``flwr run`` and return its run directory (moved to ``out``)."""
+    def run(
+        self, out: Path | None = None, timeout: float = 1800, cfg: RunConfig | None = None
+    ) -> Path:
+        """Run ``cfg`` (default: the deployment's) with ``flwr run`` and return its run
+        directory, moved to ``out``. A run that ended ``failed`` raises :class:`RunFailed`
+        once its directory is in place, so its rounds and log are kept."""
         config = self.workdir / "run-config.toml"
         config.write_text(
             "".join(
-                f"{toml_string(k)} = {_toml_value(v)}\n" for k, v in to_run_config(self.cfg).items()
+                f"{toml_string(k)} = {_toml_value(v)}\n"
+                for k, v in to_run_config(cfg or self.cfg).items()
             )
         )
         before = set(self._runs())
@@ -446,17 +452,19 @@ class LocalDeployment:
         run_dir = new[-1]
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        if summary.get("status") != "completed":
-            raise DeploymentError(
-                f"the deployed run did not complete: {summary or done.stderr[-2000:]}"
-            )
-        if out is not None:
+        if out is not None:  # first, so that a failed run's directory outlives the workdir
             out = Path(out)
             if out.exists():
                 raise FileExistsError(f"{out} already exists")
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(run_dir), out)
             run_dir = out
+        if summary.get("status") == "failed":
+            raise RunFailed(f"{summary.get('error', 'the deployed run failed')}; see {run_dir}")
+        if summary.get("status") != "completed":
+            raise DeploymentError(
+                f"the deployed run did not complete: {summary or done.stderr[-2000:]}"
+            )
         return run_dir
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from fedcore.certs import write_node_keys, write_server_certs
 from fedcore.config import parse_config
+from fedcore.server import RunFailed
 from privacy.ledger import PrivacyLedger
 from simulations import runner
 from simulations.deploy import LocalDeployment
@@ -70,6 +71,18 @@ def test_a_node_killed_mid_round_drops_out_and_rejoins_with_its_ledger(deploymen
     assert 1 not in in_sums and in_sums[-1] == 3
     (on_node,) = state.glob("ledger-data-*.json")
     assert [json.loads(e)["round"] for e in json.loads(on_node.read_text())] == [1, *in_sums]
+
+
+def test_a_deployed_run_that_fails_raises_run_failed_and_keeps_its_directory(deployment, tmp_path):
+    """Every client's update diverges (NaN), so no round aggregates: the deployed run ends
+    ``failed``, which the launcher reports as RunFailed (exit 1 from the CLI), not as a
+    deployment error, and its run directory is moved out of the temporary workdir."""
+    settings = SETTINGS | {"train": {"rounds": 1, "local-epochs": 1, "lr": 1e38}}
+    with pytest.raises(RunFailed, match="no round aggregated"):
+        deployment.run(tmp_path / "failed", cfg=parse_config(settings))
+    summary = json.loads((tmp_path / "failed" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["round_status"]["aborted"] == 1
+    assert "not finite" in (tmp_path / "failed" / "metrics.jsonl").read_text()
 
 
 def test_an_unregistered_node_is_refused(deployment, tmp_path):
