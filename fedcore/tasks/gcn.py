@@ -320,24 +320,29 @@ def shrink_release(
     noise_std: float,
     min_weight: float = 0.01,
 ) -> np.ndarray:
-    """The release's rows as one client uses them: its own terms exact, plus the remainder
-    (the foreign terms and all the noise) weighted by ``w_r = s_r / (s_r + F sigma^2)``.
+    """The release's rows as one client estimates them: a prior from its own terms, moved
+    toward the release by ``w_r = s_r / (s_r + F sigma^2)``.
 
-    ``own`` is the client's :func:`neighbour_contribution` (its count in the last column);
-    ``s_r = clip^2 (d_r - own count) / mean(d)`` bounds the energy of row r's foreign terms
-    (each ``x_v / sqrt(d_v)`` with ``||x_v|| <= clip``; an unseen ``d_v`` taken at the mean)
-    and ``F sigma^2`` is the noise's, so ``w_r`` is the linear shrinkage that keeps a row's
-    foreign signal where it is not swamped (no noise: ``w = 1``, the release as is; a row with
-    no foreign term: ``w = 0``, computed exactly). The weights read only public quantities
-    (degrees, clip, noise std) and the client's own data: post-processing, no privacy cost.
-    Weights under ``min_weight`` are set to 0, which keeps bag-of-words rows sparse."""
+    ``own`` is the client's :func:`neighbour_contribution` (its count in the last column).
+    The prior imputes row r's foreign terms from its own ones (homophily: the unseen
+    neighbours resemble the seen), ``own_r * d_r / count_r``; the release corrects it by
+    ``w_r``, the share of signal in the release's remainder: ``s_r = clip^2 (d_r - count_r) /
+    mean(d)`` bounds the energy of the foreign terms (each ``x_v / sqrt(d_v)``, ``||x_v|| <=
+    clip``; an unseen ``d_v`` taken at the mean) and ``F sigma^2`` is the noise's. No noise:
+    ``w = 1``, the release as is; a row with no foreign term: ``w = 0``, exact. The estimate
+    reads only public quantities (degrees, clip, noise std) and the client's own data:
+    post-processing of the release, no privacy cost. Weights under ``min_weight`` are set to
+    0, which keeps bag-of-words rows sparse."""
     foreign = d - own[:, -1]
     signal = clip**2 * foreign / d.mean()
     noise = noise_std**2 * ax.shape[1]
     weight = np.divide(signal, signal + noise, out=np.zeros_like(signal), where=foreign > 0)
     weight[weight < min_weight] = 0.0
     root = np.sqrt(d)[:, None]
-    mixed = own[:, :-1] + weight[:, None] * (ax * root - own[:, :-1])
+    count = own[:, -1]
+    extrapolate = np.divide(d, count, out=np.ones_like(d, dtype=float), where=count > 0)
+    prior = own[:, :-1] * extrapolate[:, None]
+    mixed = prior + weight[:, None] * (ax * root - prior)
     return (mixed / root).astype(np.float32)
 
 

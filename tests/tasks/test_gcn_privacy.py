@@ -156,7 +156,8 @@ def _shrink_reference(ax, own, d, clip, noise_std, min_weight=0.01):
         w = signal / (signal + noise) if foreign > 0 else 0.0
         w = 0.0 if w < min_weight else w
         release = ax[r] * np.sqrt(d[r])
-        out[r] = (own[r, :-1] + w * (release - own[r, :-1])) / np.sqrt(d[r])
+        prior = own[r, :-1] * (d[r] / own[r, -1] if own[r, -1] > 0 else 1.0)
+        out[r] = (prior + w * (release - prior)) / np.sqrt(d[r])
     return out
 
 
@@ -170,7 +171,7 @@ def test_shrinking_the_release_matches_its_row_by_row_definition(noise_std):
     np.testing.assert_allclose(got, _shrink_reference(ax, own, d, 1.0, noise_std), rtol=1e-5)
 
 
-def test_without_noise_the_release_is_used_and_under_heavy_noise_only_own_terms(cora, parts):
+def test_without_noise_the_release_is_used_and_under_heavy_noise_the_own_prior(cora, parts):
     exact, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0, noise_multiplier=0.0)
     clipped = dataclasses.replace(cora, x=gcn.clip_features(cora.x, 4.0))
     own = gcn.neighbour_contribution(clipped, parts[0], d)
@@ -178,4 +179,7 @@ def test_without_noise_the_release_is_used_and_under_heavy_noise_only_own_terms(
     noised, _ = gcn.precommunicate(cora, parts, seed=0, clip=4.0)  # epsilon 8
     std = gcn.share_stddev(gcn.precomm_noise_multiplier(RunConfig()), 4.0, 3) * np.sqrt(3)
     mine = gcn.shrink_release(noised, own, d, 4.0, std)
-    np.testing.assert_allclose(mine, own[:, :-1] / np.sqrt(d)[:, None], atol=1e-6)
+    held = own[:, -1] > 0  # the rows this client holds a term of: its prior, imputed
+    prior = own[held, :-1] * (d[held] / own[held, -1])[:, None] / np.sqrt(d[held])[:, None]
+    np.testing.assert_allclose(mine[held], prior, atol=1e-6)
+    np.testing.assert_array_equal(mine[~held], 0.0)
