@@ -73,6 +73,12 @@ def weighted_input(
     coordinates of each item row of ``model`` are weighted by the client's rater ``counts``
     instead, and the counts come before ``w``."""
     s = cfg.secagg
+    finite = np.isfinite(update)
+    if not finite.all():  # before the clip below, which would pass infinity off as the bound
+        raise ValueError(
+            f"{update.size - np.count_nonzero(finite)} of {update.size} update entries are "
+            "not finite (the update diverged)"
+        )
     if cfg.privacy.dp in ("client", "distributed"):
         weight = s.max_weight
     if weight > s.max_weight:

@@ -90,3 +90,13 @@ def test_a_sum_of_the_wrong_length_is_refused():
     total = weighted_input(np.zeros(4), 1.0, cfg, model, np.ones(3))
     with pytest.raises(ValueError, match="9 entries, expected 8"):
         average_of_sum(model, np.concatenate([total, [0.0]]), cfg)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_diverged_update_is_refused_before_the_clip_could_hide_it(bad):
+    """The clip to secagg.bound turned infinity into a plausible +-bound entry; NaN survived
+    the clip and was cast to an arbitrary residue. Both are refused."""
+    update = np.zeros(4)
+    update[1] = bad
+    with pytest.raises(ValueError, match="1 of 4 update entries are not finite"):
+        weighted_input(update, 1.0, parse_config({"secagg": {"mode": "full"}}))
