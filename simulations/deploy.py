@@ -424,13 +424,19 @@ class LocalDeployment:
     ) -> Path:
         """Run ``cfg`` (default: the deployment's) with ``flwr run`` and return its run
         directory, moved to ``out``. A run that ended ``failed`` raises :class:`RunFailed`
-        once its directory is in place, so its rounds and log are kept."""
+        once its directory is in place, so its rounds and log are kept. ``cfg`` must read
+        the same data with the same seed as the deployment's: the nodes hold its partitions."""
+        cfg = cfg or self.cfg
+        if (cfg.data, cfg.seed, cfg.task) != (self.cfg.data, self.cfg.seed, self.cfg.task):
+            raise DeploymentError(
+                "this run's task, data or seed differ from the deployment's, whose SuperNodes "
+                "hold the partitions of the deployment's; start a new deployment for them"
+            )
+        if out is not None and Path(out).exists():  # before the run, not after it
+            raise FileExistsError(f"{out} already exists")
         config = self.workdir / "run-config.toml"
         config.write_text(
-            "".join(
-                f"{toml_string(k)} = {_toml_value(v)}\n"
-                for k, v in to_run_config(cfg or self.cfg).items()
-            )
+            "".join(f"{toml_string(k)} = {_toml_value(v)}\n" for k, v in to_run_config(cfg).items())
         )
         before = set(self._runs())
         done = self.flwr(
@@ -455,7 +461,7 @@ class LocalDeployment:
         if out is not None:  # first, so that a failed run's directory outlives the workdir
             out = Path(out)
             if out.exists():
-                raise FileExistsError(f"{out} already exists")
+                raise FileExistsError(f"{out} appeared during the run, which is in {run_dir}")
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(run_dir), out)
             run_dir = out

@@ -12,7 +12,7 @@ from fedcore.config import parse_config
 from fedcore.server import RunFailed
 from privacy.ledger import PrivacyLedger
 from simulations import runner
-from simulations.deploy import LocalDeployment
+from simulations.deploy import DeploymentError, LocalDeployment
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +83,16 @@ def test_a_deployed_run_that_fails_raises_run_failed_and_keeps_its_directory(dep
     summary = json.loads((tmp_path / "failed" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["round_status"]["aborted"] == 1
     assert "not finite" in (tmp_path / "failed" / "metrics.jsonl").read_text()
+
+
+def test_a_run_the_nodes_hold_no_data_for_is_refused_before_it_starts(deployment, tmp_path):
+    with pytest.raises(DeploymentError, match="task, data or seed differ"):
+        deployment.run(tmp_path / "other", cfg=parse_config(SETTINGS | {"seed": 7}))
+    (tmp_path / "taken").mkdir()
+    before = set(deployment._runs())
+    with pytest.raises(FileExistsError, match="taken already exists"):
+        deployment.run(tmp_path / "taken")
+    assert set(deployment._runs()) == before  # refused before flwr run, not after
 
 
 def test_an_unregistered_node_is_refused(deployment, tmp_path):
