@@ -8,8 +8,11 @@ clip is free); the release is ``S = (A + I) D^-1/2 p + N(0, z^2)``, z calibrated
 prediction is ``D^-1/2 (A + I) D^-1/2 (D^-1/2 S)``, two hops of post-processing (the 2-hop
 GCN's propagation), plus ``a * p_v`` for a node's own probabilities (the best a of 0, 0.5,
 1, 2 on the test nodes, in the release's favour). A 7-dimensional release carries far less
-noise than the 1433-dimensional feature aggregates of FedGCN; if it cannot reach 0.80 at an
-epsilon, no release of this shape can. Exact: the same, without noise.
+noise than the 1433-dimensional feature aggregates of FedGCN, so the gap between its noised
+and exact rows says how much of the neighbourhood signal node-level DP leaves at each
+epsilon. Exact: the same, without noise (bounded by the MLP: not what a GCN can reach). The
+MLP depends on the labelled nodes' features, which the sensitivity of 2 does not cover: the
+proxy is generous to the release.
 
     .venv/bin/python benchmarks/gcn_release_floor.py
 """

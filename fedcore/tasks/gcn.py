@@ -326,9 +326,10 @@ def shrink_release(
     ``own`` is the client's :func:`neighbour_contribution` (its count in the last column).
     The prior imputes row r's foreign terms from its own ones (homophily: the unseen
     neighbours resemble the seen), ``own_r * d_r / count_r``; the release corrects it by
-    ``w_r``, the share of signal in the release's remainder: ``s_r = clip^2 (d_r - count_r) /
-    mean(d)`` bounds the energy of the foreign terms (each ``x_v / sqrt(d_v)``, ``||x_v|| <=
-    clip``; an unseen ``d_v`` taken at the mean) and ``F sigma^2`` is the noise's. No noise:
+    ``w_r``, a heuristic share of signal in the release's remainder: ``s_r = clip^2 (d_r -
+    count_r) / mean(d)`` estimates the energy of the foreign terms (each ``x_v / sqrt(d_v)``,
+    ``||x_v|| <= clip``, taken as orthogonal, an unseen ``d_v`` at the mean) and ``F sigma^2``
+    is the noise's. No noise:
     ``w = 1``, the release as is; a row with no foreign term: ``w = 0``, exact. The estimate
     reads only public quantities (degrees, clip, noise std) and the client's own data:
     post-processing of the release, no privacy cost. Weights under ``min_weight`` are set to

@@ -138,12 +138,13 @@ def test_a_client_view_reads_foreign_nodes_only_through_the_release(cora, parts)
     own[parts[0]] = True
     scrambled = cora.x.copy()
     scrambled[~own] = np.random.default_rng(1).permutation(cora.x[~own])
-    views = [
-        gcn.precomm_client(g, parts[0], ax, d, hops=2, clip=4.0, noise_std=5.0)
-        for g in (cora, dataclasses.replace(cora, x=scrambled))
-    ]
-    first, second = (v.x_train.x.to_dense() for v in views)
-    assert torch.equal(first, second)
+    for hops, noise_std in [(2, 5.0), (2, 0.3), (2, 0.0), (1, 0.3)]:  # prior only, mixed, release
+        views = [
+            gcn.precomm_client(g, parts[0], ax, d, hops=hops, clip=4.0, noise_std=noise_std)
+            for g in (cora, dataclasses.replace(cora, x=scrambled))
+        ]
+        first, second = (v.x_train.x.to_dense() for v in views)
+        assert torch.equal(first, second)
 
 
 def _shrink_reference(ax, own, d, clip, noise_std, min_weight=0.01):
