@@ -122,6 +122,11 @@ class GraphConfig:
         doc="gcn precomm: each node's feature vector is scaled to L2 norm <= this (Cora's "
         "binary rows hold 18 words on average, norm about 4.3)",
     )
+    precomm_features: bool = _opt(
+        True,
+        doc="gcn precomm: release the noised feature aggregates; false: only the degrees "
+        "(each client imputes foreign terms from its own; no feature privacy spent)",
+    )
     precomm_epsilon: float = _opt(
         8.0,
         ge=0,

@@ -234,7 +234,7 @@ def precomm_event(cfg: RunConfig):
     release). Every row any party receives, at 1 or 2 hops, is a row of this one release; the
     GCN's propagations after it are post-processing. The run's ledger records it (round 0)."""
     z = precomm_noise_multiplier(cfg)
-    if z == 0:
+    if z == 0 or not cfg.graph.precomm_features:
         return None
     from privacy.ledger import DpEvent
 
@@ -254,13 +254,21 @@ def precomm_event(cfg: RunConfig):
 def precomm_report(cfg: RunConfig) -> dict:
     """What the pre-communication released, for the run's partition report: its DP event
     and the epsilon the project's accountant gives it (None: exact aggregates, no bound)."""
+    if not cfg.graph.precomm_features:  # nothing about features released: nothing to bound
+        return {"event": None, "epsilon": 0.0, "delta": 0.0, "released": "degrees"}
     event = precomm_event(cfg)
     if event is None:
-        return {"event": None, "epsilon": None, "delta": None}
+        return {"event": None, "epsilon": None, "delta": None, "released": "exact aggregates"}
     from privacy.accounting import epsilon
 
     eps = epsilon([event], cfg.privacy.delta, cfg.privacy.accountant)
-    return {"event": event.to_dict(), "epsilon": eps, "delta": cfg.privacy.delta}
+    released = "noised aggregates"
+    return {
+        "event": event.to_dict(),
+        "epsilon": eps,
+        "delta": cfg.privacy.delta,
+        "released": released,
+    }
 
 
 def precommunicate(
@@ -271,6 +279,7 @@ def precommunicate(
     clip: float | None = 1.0,
     noise_multiplier: float | None = None,
     seeded_noise: bool = False,
+    features: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(D^-1/2 S, d)`` for every node, ``S = (A + I) D^-1/2 clip(X) + noise``, from the
     clients' contributions summed with secure aggregation (the server, which runs it, learns
@@ -280,13 +289,18 @@ def precommunicate(
     its share of Gaussian noise (:func:`share_stddev`, from the OS CSPRNG unless
     ``seeded_noise``) to its feature columns before masking; the degree column stays exact.
     ``noise_multiplier`` None: the default ``graph.precomm-epsilon``'s calibration; 0:
-    the exact aggregates, from which a neighbour reads foreign features."""
+    the exact aggregates, from which a neighbour reads foreign features. ``features``
+    False: only the degree column is summed (the feature rows come back 0)."""
     from privacy.secagg.protocol import secure_sum
     from privacy.secagg.quantize import decode, encode, fixed_point
 
     if noise_multiplier is None:
         noise_multiplier = precomm_noise_multiplier(RunConfig())
 
+    num_features = graph.x.shape[1]
+    if not features:  # the degrees alone: the count column of every contribution
+        graph = dataclasses.replace(graph, x=np.zeros((graph.num_nodes, 0)))
+        noise_multiplier = 0.0
     if noise_multiplier > 0 and clip is None:
         raise ValueError("precommunicate: noise needs a feature clip (graph.feature-clip)")
     if clip is not None:
@@ -309,6 +323,8 @@ def precommunicate(
         inputs[i + 1] = encode(contribution.ravel(), fp, rng)
     total = decode(secure_sum(inputs, fp, seed=seed), fp).reshape(graph.num_nodes, -1)
     d = np.rint(total[:, -1])
+    if not features:
+        return np.zeros((graph.num_nodes, num_features), np.float32), d
     return (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), d
 
 
@@ -423,10 +439,13 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
             clip=cfg.graph.feature_clip,
             noise_multiplier=precomm_noise_multiplier(cfg),
             seeded_noise=cfg.privacy.seeded_noise,
+            features=cfg.graph.precomm_features,
         )
         clip = cfg.graph.feature_clip
         m = len(parts)  # the release's noise: the sum of m shares
         std = share_stddev(precomm_noise_multiplier(cfg), clip, m) * math.sqrt(m)
+        if not cfg.graph.precomm_features:
+            std = math.inf  # no feature rows: every client keeps its prior
         clients = tuple(
             precomm_client(graph, nodes, ax, degree, cfg.graph.hops, clip, std) for nodes in parts
         )

@@ -8,6 +8,7 @@ neighbour, differencing of rows whose foreign sets differ by one node, 2-hop row
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -184,3 +185,22 @@ def test_without_noise_the_release_is_used_and_under_heavy_noise_the_own_prior(c
     prior = own[held, :-1] * (d[held] / own[held, -1])[:, None] / np.sqrt(d[held])[:, None]
     np.testing.assert_allclose(mine[held], prior, atol=1e-6)
     np.testing.assert_array_equal(mine[~held], 0.0)
+
+
+def test_a_degrees_only_precommunication_releases_no_feature_and_spends_nothing(cora, parts):
+    zeros, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0, features=False)
+    assert not zeros.any()
+    np.testing.assert_array_equal(d, 1 + np.bincount(cora.edges.ravel(), minlength=2708))
+    cfg = parse_config({"graph": {"precomm-features": False}})
+    assert gcn.precomm_event(cfg) is None
+    assert gcn.precomm_report(cfg) == {
+        "event": None,
+        "epsilon": 0.0,
+        "delta": 0.0,
+        "released": "degrees",
+    }
+    client = gcn.precomm_client(cora, parts[0], zeros, d, hops=1, clip=4.0, noise_std=math.inf)
+    clipped = dataclasses.replace(cora, x=gcn.clip_features(cora.x, 4.0))
+    own = gcn.neighbour_contribution(clipped, parts[0], d)[parts[0]]  # its nodes' rows
+    prior = own[:, :-1] * (d[parts[0]] / own[:, -1] / np.sqrt(d[parts[0]]))[:, None]
+    np.testing.assert_allclose(client.x_train.x.to_dense().numpy(), prior, rtol=1e-5, atol=1e-7)
