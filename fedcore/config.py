@@ -72,8 +72,23 @@ def _opt(
 class DataConfig:
     dataset: str = _opt(
         "digits",
-        choices=(*DATASETS, *GRAPH_DATASETS, "ml-100k"),
-        doc="dataset of the task (graphs: gcn; ratings: mf)",
+        choices=(*DATASETS, "files", *GRAPH_DATASETS, "ml-100k"),
+        doc="dataset of the task (graphs: gcn; ratings: mf); files: your own, data.train-file",
+    )
+    train_file: str = _opt(
+        "",
+        doc="dataset files: NPZ (x, y, client), CSV (header; label and client columns) or "
+        "'samples,labels' IDX; a path may end in #sha256=<hex> to pin it",
+    )
+    test_file: str = _opt(
+        "", doc="dataset files: the server's test set, as train-file; empty: hold out part"
+    )
+    test_fraction: float = _opt(
+        0.2, gt=0, le=0.9, doc="dataset files, no test-file: share of train-file held out"
+    )
+    label_column: str = _opt("label", doc="dataset files, CSV: the label column")
+    client_column: str = _opt(
+        "", doc="dataset files: the CSV column giving each sample's natural client (optional)"
     )
     split: str = _opt(
         "u1",
@@ -543,12 +558,27 @@ def _check_combination(cfg: RunConfig) -> None:
             "sampling without replacement; set privacy.accountant = 'rdp' or "
             "train.sampling = 'poisson'"
         )
-    if cfg.data.partition == "natural" and cfg.data.dataset not in ("femnist", "ml-100k"):
+    _check_files(cfg.data)
+    if cfg.data.partition == "natural" and cfg.data.dataset not in ("femnist", "ml-100k", "files"):
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
-            f"(femnist, ml-100k), not {cfg.data.dataset!r}"
+            f"(femnist, ml-100k, or files with client ids), not {cfg.data.dataset!r}"
         )
     _check_client_evaluation(cfg)
+
+
+def _check_files(d: DataConfig) -> None:
+    """Your own files are named only with data.dataset = 'files', and then must be."""
+    if d.dataset == "files" and not d.train_file:
+        raise ConfigError(
+            "data.dataset = 'files' reads data.train-file (NPZ, CSV or 'samples,labels' IDX); "
+            "it is empty"
+        )
+    if d.dataset != "files" and (d.train_file or d.test_file):
+        raise ConfigError(
+            f"data.train-file and data.test-file are read with data.dataset = 'files' only, "
+            f"not {d.dataset!r}"
+        )
 
 
 def _check_sample_distributed(cfg: RunConfig) -> None:

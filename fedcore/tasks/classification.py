@@ -10,6 +10,7 @@ import torch
 from fedcore import partition, seeding
 from fedcore.config import ConfigError, DataConfig
 from fedcore.datasets import Dataset, load_dataset
+from fedcore.datasets.arrays import load_files
 from fedcore.tasks.base import ClientData, FederatedData
 
 
@@ -41,8 +42,8 @@ def _split(cfg: DataConfig, ds: Dataset, rng: np.random.Generator) -> list[np.nd
         return partition.quantity_skew(n, k, cfg.alpha, rng, min_size=cfg.min_size)
     if ds.groups_train is None:
         raise ValueError(
-            f"data.partition = 'natural' needs a dataset with natural clients (femnist); "
-            f"{ds.name!r} has none"
+            f"data.partition = 'natural' needs a dataset with natural clients (femnist, or "
+            f"files with a client array or data.client-column); {ds.name!r} has none"
         )
     return partition.natural(ds.groups_train, k)
 
@@ -78,5 +79,15 @@ def federate(ds: Dataset, cfg: DataConfig, seed: int) -> FederatedData:
 @functools.lru_cache(maxsize=4)
 def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
     """The federated split of ``cfg.dataset`` for ``seed``, loaded once per process."""
-    ds = load_dataset(cfg.dataset, cfg.data_dir or None, download=cfg.download)
+    if cfg.dataset == "files":
+        ds = load_files(
+            cfg.train_file,
+            cfg.test_file,
+            label_column=cfg.label_column,
+            client_column=cfg.client_column,
+            test_fraction=cfg.test_fraction,
+            rng=seeding.numpy_rng(seed, seeding.PARTITION, 1),  # the held-out test set
+        )
+    else:
+        ds = load_dataset(cfg.dataset, cfg.data_dir or None, download=cfg.download)
     return federate(ds, cfg, seed)
