@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -60,9 +61,13 @@ def _opt(
     gt: float | None = None,
     le: float | None = None,
     doc: str = "",
+    or_pattern: tuple[str, str] | None = None,
 ) -> Any:
-    """A dataclass field carrying its validation rules and a one-line description."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "doc": doc}
+    """A dataclass field carrying its validation rules and a one-line description.
+
+    ``or_pattern`` is ``(regex, description)``: a string matching it is allowed besides the
+    ``choices`` (a task named by its import path)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "doc": doc, "or": or_pattern}
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -368,7 +373,12 @@ class PrivacyConfig:
 class RunConfig:
     """Everything a run needs; the single typed source of truth."""
 
-    task: str = _opt("mlp", choices=TASKS, doc="task: data + model + local training")
+    task: str = _opt(
+        "mlp",
+        choices=TASKS,
+        or_pattern=(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "'package.module:NAME' (your own Task)"),
+        doc="task: data + model + local training",
+    )
     seed: int = _opt(0, ge=0, doc="run seed; client generators derive from it")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -398,7 +408,8 @@ def _key(name: str) -> str:
 def _allowed(f: dataclasses.Field, hint: Any) -> str:
     m = f.metadata
     if m.get("choices"):
-        return "one of " + ", ".join(repr(c) for c in m["choices"])
+        extra = f", or {m['or'][1]}" if m.get("or") else ""
+        return "one of " + ", ".join(repr(c) for c in m["choices"]) + extra
     bounds = [
         f">= {m['ge']}" if m.get("ge") is not None else "",
         f"> {m['gt']}" if m.get("gt") is not None else "",
@@ -458,6 +469,7 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> No
         ok = all(v >= 1 for v in value)
     elif isinstance(value, bool | str):
         ok = not m.get("choices") or value in m["choices"]
+        ok = ok or bool(m.get("or") and re.fullmatch(m["or"][0], str(value)))
     else:
         ok = (
             (m.get("ge") is None or value >= m["ge"])
@@ -865,7 +877,10 @@ def describe() -> list[tuple[str, str, str]]:
             else:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 choices = f.metadata.get("choices")
-                doc = f.metadata["doc"] + (f" (one of: {', '.join(choices)})" if choices else "")
+                extra = f", or {f.metadata['or'][1]}" if f.metadata.get("or") else ""
+                doc = f.metadata["doc"] + (
+                    f" (one of: {', '.join(choices)}{extra})" if choices else ""
+                )
                 rows.append(
                     (
                         prefix + _key(f.name),
