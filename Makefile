@@ -20,6 +20,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)  # hours on 2 cores; each script writes its own table in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/engine_overhead.py
