@@ -32,6 +32,7 @@ from fedcore.config import RunConfig, to_toml
 from fedcore.server import FailurePolicy, RoundRecord, final_model
 from fedcore.tasks import get_task
 from simulations.plots import plot_rounds
+from strategies.registry import build_strategy
 
 
 class RunDirectory:
@@ -55,6 +56,7 @@ class RunDirectory:
         if exact is not None:
             _refuse_used(Path(exact))  # before anything is loaded or written
         report = get_task(cfg.task).load_data(cfg).report  # bad data fails before any file
+        build_strategy(cfg)  # and so does a setting only the strategy can judge (its noise)
         path = _claim_exact(Path(exact)) if exact is not None else _claim_new(root, cfg)
         run_dir = cls(path, cfg, engine)
         with open(path / "config.toml", "x") as f:  # "x": two runs never write one directory

@@ -99,3 +99,23 @@ def test_an_empty_or_new_out_directory_is_used(tmp_path):
     new = tmp_path / "a" / "new"
     assert RunDirectory.create(tmp_path, CFG, "inprocess", exact=new).path == new
     assert (new / "config.toml").is_file()
+
+
+def test_a_configuration_the_strategy_refuses_leaves_no_run_directory(capsys, tmp_path):
+    """Distributed DP whose secagg.bound would clip the clients' noise shares is refused when
+    the strategy is built; that happens before the run directory exists, with exit code 2."""
+    out = tmp_path / "run"
+    settings = [
+        "privacy.dp=distributed",
+        "privacy.noise-multiplier=1.0",
+        "privacy.clip-norm=1.0",
+        "secagg.mode=full",
+        "secagg.bound=1.0",
+        "evaluate.fraction=0",
+        "data.num-clients=5",
+    ]
+    code = main(
+        ["simulate", "--quiet", "--out", str(out)] + [a for s in settings for a in ("--set", s)]
+    )
+    assert code == 2 and "would cut the clients' noise" in capsys.readouterr().err
+    assert not out.exists()
