@@ -1,0 +1,75 @@
+"""The ``gcn`` task: Kipf & Welling's 2-layer GCN, federated over subgraphs of one graph.
+
+Each client owns some nodes of a Planetoid graph and the edges incident to them. Two modes
+(``graph.mode``):
+
+- ``local``: FedAvg on each client's induced subgraph; cross-client edges are lost.
+- ``precomm``: FedGCN's pre-communication (:mod:`.precomm`): before training, the clients'
+  neighbour aggregates are summed through secure aggregation with node-level feature DP
+  noise (or, with ``graph.precomm-features = false``, only the degrees). With
+  ``graph.hops = 1`` a client gets the first-layer aggregate of its nodes; with ``hops = 2``
+  also that of their neighbours.
+
+Modules: :mod:`.model` (the GCN and its training), :mod:`.precomm` (the release),
+:mod:`.views` (what each client sees), :mod:`.data` (a run's clients).
+"""
+
+from __future__ import annotations
+
+from fedcore.tasks.base import Task
+from fedcore.tasks.gcn.data import load_graph_data
+from fedcore.tasks.gcn.model import (
+    GCN,
+    GraphClientData,
+    GraphView,
+    build_model,
+    evaluate,
+    normalized_adjacency,
+    train_kipf,
+    train_one_client,
+)
+from fedcore.tasks.gcn.precomm import (
+    clip_features,
+    neighbour_contribution,
+    precomm_event,
+    precomm_noise_multiplier,
+    precomm_report,
+    precommunicate,
+    share_stddev,
+    shrink_release,
+)
+from fedcore.tasks.gcn.views import full_view, local_client, precomm_client
+
+TASK = Task(
+    name="gcn",
+    load_data=load_graph_data,
+    build_model=build_model,
+    train_one_client=train_one_client,
+    evaluate=evaluate,
+    train_one_client_dp=None,  # nodes are not independent samples: see the config check
+)
+
+
+__all__ = [
+    "GCN",
+    "TASK",
+    "GraphClientData",
+    "GraphView",
+    "build_model",
+    "clip_features",
+    "evaluate",
+    "full_view",
+    "load_graph_data",
+    "local_client",
+    "neighbour_contribution",
+    "normalized_adjacency",
+    "precomm_client",
+    "precomm_event",
+    "precomm_noise_multiplier",
+    "precomm_report",
+    "precommunicate",
+    "share_stddev",
+    "shrink_release",
+    "train_kipf",
+    "train_one_client",
+]
