@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcore.certs import write_node_keys, write_server_certs
-from fedcore.config import ConfigError, RunConfig, _toml_value, to_run_config
+from fedcore.config import ConfigError, RunConfig, to_run_config
+from fedcore.config.export import _toml_value
 from fedcore.datasets.node import write_node_files
 from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
 from fedcore.server import RunFailed

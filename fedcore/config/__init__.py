@@ -1,0 +1,70 @@
+"""Typed run configuration: frozen dataclasses, parsed and validated once at the boundary.
+
+Scenario TOML files, ``--set key=value`` overrides and Flower's flat ``run_config`` are only
+transport. They all go through :func:`parse_config`, which reports any unknown key, wrong type or
+out-of-range value with the key, the value and what is allowed. Algorithms only see the typed
+:class:`RunConfig`.
+
+Keys are the field names with ``-`` for ``_``, grouped in TOML tables (``[train] local-epochs``)
+or flattened with dots (``train.local-epochs``), which is also the form of Flower's run config.
+"""
+
+from __future__ import annotations
+
+from fedcore.config.export import (
+    describe,
+    reference_table,
+    to_dict,
+    to_run_config,
+    to_toml,
+)
+from fedcore.config.parse import load_scenario, parse_config, parse_override
+from fedcore.config.schema import (
+    CLIENT_LEVEL_DP,
+    ENGINES,
+    NEEDS_INDIVIDUAL_UPDATES,
+    SERVER_OPTIMIZERS,
+    STRATEGIES,
+    TASKS,
+    ConfigError,
+    DataConfig,
+    EngineConfig,
+    EvaluateConfig,
+    FaultConfig,
+    GraphConfig,
+    ModelConfig,
+    PrivacyConfig,
+    RunConfig,
+    SecAggConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "CLIENT_LEVEL_DP",
+    "ENGINES",
+    "NEEDS_INDIVIDUAL_UPDATES",
+    "SERVER_OPTIMIZERS",
+    "STRATEGIES",
+    "TASKS",
+    "ConfigError",
+    "DataConfig",
+    "EngineConfig",
+    "EvaluateConfig",
+    "FaultConfig",
+    "GraphConfig",
+    "ModelConfig",
+    "PrivacyConfig",
+    "RunConfig",
+    "SecAggConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "describe",
+    "load_scenario",
+    "parse_config",
+    "parse_override",
+    "reference_table",
+    "to_dict",
+    "to_run_config",
+    "to_toml",
+]

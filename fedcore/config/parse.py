@@ -1,0 +1,172 @@
+"""Parsing at the boundary: TOML tables, dotted overrides and Flower's flat run config become a
+validated :class:`~fedcore.config.schema.RunConfig`, or a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcore.config.rules import _check_combination
+from fedcore.config.schema import (
+    ConfigError,
+    RunConfig,
+    _flatten,
+    _key,
+)
+
+
+def _allowed(f: dataclasses.Field, hint: Any) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        extra = f", or {m['or'][1]}" if m.get("or") else ""
+        return "one of " + ", ".join(repr(c) for c in m["choices"]) + extra
+    bounds = [
+        f">= {m['ge']}" if m.get("ge") is not None else "",
+        f"> {m['gt']}" if m.get("gt") is not None else "",
+        f"<= {m['le']}" if m.get("le") is not None else "",
+    ]
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, "a non-empty list of integers >= 1"
+    )
+    return " ".join([kind, *[b for b in bounds if b]])
+
+
+def _coerce(value: Any, hint: Any, key: str, allowed: str) -> Any:
+    """Convert a transported value to the field's type, refusing lossy conversions."""
+    bad = ConfigError(f"{key} = {value!r} is invalid: expected {allowed}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise bad
+        try:
+            return int(value)
+        except ValueError:
+            raise bad from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise bad
+        try:
+            number = float(value)
+        except ValueError:
+            raise bad from None
+        if not math.isfinite(number):
+            raise bad
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    # tuple[int, ...]: a TOML list, or "200,200" from a flat run config
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise bad
+    try:
+        return tuple(
+            _coerce(v.strip() if isinstance(v, str) else v, int, key, allowed) for v in items
+        )
+    except ConfigError:
+        raise bad from None
+
+
+def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> None:
+    m = f.metadata
+    if isinstance(value, tuple):
+        ok = all(v >= 1 for v in value)
+    elif isinstance(value, bool | str):
+        ok = not m.get("choices") or value in m["choices"]
+        ok = ok or bool(m.get("or") and re.fullmatch(m["or"][0], str(value)))
+    else:
+        ok = (
+            (m.get("ge") is None or value >= m["ge"])
+            and (m.get("gt") is None or value > m["gt"])
+            and (m.get("le") is None or value <= m["le"])
+        )
+    if not ok:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{key} = {shown!r} is out of range: expected {allowed}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {_key(f.name): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} in {where}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for k, v in raw.items():
+        f, hint, key = fields[k], hints[fields[k].name], prefix + k
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{key} must be a table of settings, got {v!r}")
+            kwargs[f.name] = _build(hint, v, key + ".")
+            continue
+        if isinstance(hint, types.GenericAlias):  # tuple[int, ...]
+            hint = tuple
+        allowed = _allowed(f, hint)
+        value = _coerce(v, hint, key, allowed)
+        _check_range(value, f, key, allowed)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``{"train.lr": 0.1}`` into ``{"train": {"lr": 0.1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} conflicts with the scalar setting {p}")
+        node[parts[-1]] = value
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`."""
+    merged = _nest({**_flatten(raw), **_flatten(overrides or {})})
+    cfg = _build(RunConfig, merged, "")
+    _check_combination(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` from the command line; the value is read as TOML if it can be."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a scenario TOML file and apply overrides."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"scenario file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"scenario file {path} cannot be read: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"scenario file {path} is not valid TOML: {err}") from None
+    return parse_config(raw, overrides)

@@ -1,0 +1,270 @@
+"""Settings that are valid alone but not together: checked once, after parsing."""
+
+from __future__ import annotations
+
+from fedcore.config.schema import (
+    NEEDS_INDIVIDUAL_UPDATES,
+    SERVER_OPTIMIZERS,
+    ConfigError,
+    DataConfig,
+    PrivacyConfig,
+    RunConfig,
+)
+from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
+from fedcore.graph_partition import GRAPH_PARTITIONERS
+
+
+def _check_combination(cfg: RunConfig) -> None:
+    """Settings that are valid alone but not together."""
+    if cfg.train.target_accuracy > 0 and not cfg.evaluate.server:
+        raise ConfigError(
+            "train.target-accuracy needs evaluate.server = true (it reads the "
+            "server's test accuracy)"
+        )
+    _check_privacy(cfg.privacy)
+    _check_task(cfg)
+    _check_secagg(cfg)
+    _check_sample_distributed(cfg)
+    if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":
+        raise ConfigError(
+            "privacy.dp = 'distributed' needs secure aggregation (secagg.mode = 'full' or "
+            "'sparse'): each client's share of the noise is too small to protect it alone"
+        )
+    if (
+        cfg.privacy.dp in ("client", "distributed")
+        and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES
+    ):
+        raise ConfigError(
+            f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
+            f"{cfg.strategy.name!r} needs each client's update; use a FedAvg-family strategy"
+        )
+    if cfg.privacy.dp == "client" and cfg.strategy.name in SERVER_OPTIMIZERS:
+        raise ConfigError(
+            f"privacy.dp = 'client' noises the strategy's output, but {cfg.strategy.name!r} "
+            "steps its server optimizer with the mean before the noise and carries it into "
+            "later rounds, un-noised; use 'fedavg' or 'fedprox', or privacy.dp = 'distributed' "
+            "(the clients' updates carry the noise)"
+        )
+    if (
+        cfg.privacy.dp in ("client", "distributed")
+        and cfg.train.sampling == "fixed-size"
+        and cfg.privacy.accountant != "rdp"
+    ):
+        raise ConfigError(
+            "fixed-size client sampling is accounted with dp-accounting's RDP bound for "
+            "sampling without replacement; set privacy.accountant = 'rdp' or "
+            "train.sampling = 'poisson'"
+        )
+    _check_files(cfg.data)
+    if cfg.data.partition == "natural" and cfg.data.dataset not in ("femnist", "ml-100k", "files"):
+        raise ConfigError(
+            f"data.partition = 'natural' needs a dataset with natural clients "
+            f"(femnist, ml-100k, or files with client ids), not {cfg.data.dataset!r}"
+        )
+    _check_client_evaluation(cfg)
+
+
+def _check_files(d: DataConfig) -> None:
+    """Your own files are named only with data.dataset = 'files', and then must be."""
+    if d.dataset == "files" and not d.train_file:
+        raise ConfigError(
+            "data.dataset = 'files' reads data.train-file (NPZ, CSV or 'samples,labels' IDX); "
+            "it is empty"
+        )
+    if d.dataset != "files" and (d.train_file or d.test_file):
+        raise ConfigError(
+            f"data.train-file and data.test-file are read with data.dataset = 'files' only, "
+            f"not {d.dataset!r}"
+        )
+
+
+def _check_sample_distributed(cfg: RunConfig) -> None:
+    """Distributed DP-SGD is a step of central DP-SGD only if every client takes exactly one
+    step at the same sampling rate and only the sum is seen."""
+    p = cfg.privacy
+    if p.dp != "sample-distributed":
+        if p.dropout_tolerance > 0 and p.dp != "distributed":
+            raise ConfigError(
+                f"privacy.dropout-tolerance applies to privacy.dp = 'sample-distributed' or "
+                f"'distributed' only (privacy.dp is {p.dp!r})"
+            )
+        return
+    need = [
+        ("secagg.mode = 'full' or 'sparse'", cfg.secagg.mode != "off"),
+        ("privacy.sample-rate > 0 (every client samples at the same rate)", p.sample_rate > 0),
+        ("train.local-epochs = 1 (a round is one step)", cfg.train.local_epochs == 1),
+        ("train.fraction = 1 (the whole cohort shares the noise)", cfg.train.fraction == 1),
+    ]
+    missing = [what for what, ok in need if not ok]
+    if missing:
+        raise ConfigError(
+            "privacy.dp = 'sample-distributed' runs one DP-SGD step per round whose noise the "
+            "clients share under secure aggregation; it needs " + "; ".join(missing)
+        )
+
+
+def _check_task(cfg: RunConfig) -> None:
+    """The task, its data and its settings must fit together."""
+    graph_data = cfg.data.dataset in GRAPH_DATASETS
+    if cfg.task == "gcn":
+        if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
+            raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
+                f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
+                f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
+                f"with two, each reads the other's from the sum"
+            )
+        if not graph_data:
+            raise ConfigError(
+                f"task 'gcn' needs a graph dataset ({', '.join(GRAPH_DATASETS)}), "
+                f"not data.dataset = {cfg.data.dataset!r}"
+            )
+        if cfg.data.partition not in GRAPH_PARTITIONERS:
+            raise ConfigError(
+                f"data.partition = {cfg.data.partition!r} does not split graphs; use one of "
+                f"{', '.join(GRAPH_PARTITIONERS)}"
+            )
+        if len(cfg.model.hidden) != 1:
+            raise ConfigError(
+                f"task 'gcn' has one hidden layer; got model.hidden = {list(cfg.model.hidden)}"
+            )
+        if cfg.privacy.dp in ("sample", "sample-distributed"):
+            raise ConfigError(
+                f"privacy.dp = {cfg.privacy.dp!r} is refused for task 'gcn': DP-SGD assumes "
+                "independent examples, but a node's features reach its neighbours' gradients "
+                "through the graph, so per-node clipping bounds nothing; use client-level DP "
+                "(privacy.dp = 'client')"
+            )
+        if cfg.graph.precomm_epsilon > 0 and cfg.graph.precomm_noise_multiplier > 0:
+            raise ConfigError(
+                f"graph.precomm-epsilon = {cfg.graph.precomm_epsilon} calibrates the "
+                f"pre-communication noise; set graph.precomm-noise-multiplier = "
+                f"{cfg.graph.precomm_noise_multiplier} only with graph.precomm-epsilon = 0"
+            )
+    elif cfg.task == "mf":
+        if cfg.data.dataset != "ml-100k" or cfg.data.partition not in ("natural", "iid"):
+            raise ConfigError(
+                "task 'mf' reads data.dataset = 'ml-100k' with data.partition = 'natural' "
+                "(one user per client) or 'iid' (random silos of users)"
+            )
+        if cfg.evaluate.server:
+            raise ConfigError(
+                "task 'mf' needs evaluate.server = false: the users' factors never leave "
+                "their clients, so only the clients can predict their ratings"
+            )
+        if len(cfg.model.hidden) != 1 or cfg.strategy.name != "fedavg":
+            raise ConfigError(
+                "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
+                "rows are averaged over the clients that rated them)"
+            )
+        if cfg.privacy.dp in ("sample", "sample-distributed"):
+            raise ConfigError(
+                "task 'mf' takes user-level DP (privacy.dp = 'local', 'distributed' or "
+                f"'client'), not {cfg.privacy.dp!r}: a user's ratings are one unit of privacy"
+            )
+        if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
+            raise ConfigError(
+                "task 'mf' takes secure aggregation or local DP, not both: local DP noises each "
+                "update for release in the clear; under secure aggregation use privacy.dp = "
+                "'distributed', where each client adds only its share of the noise"
+            )
+    elif graph_data or cfg.data.partition == "louvain" or cfg.data.dataset == "ml-100k":
+        raise ConfigError(
+            f"task {cfg.task!r} does not read graphs; data.dataset = {cfg.data.dataset!r} and "
+            f"data.partition = {cfg.data.partition!r} need task 'gcn'"
+        )
+
+
+def _check_secagg(cfg: RunConfig) -> None:
+    """Secure aggregation hides each update, so nothing may need to look inside one."""
+    if cfg.secagg.mode == "off":
+        if cfg.faults.crash_stage != "train":
+            raise ConfigError(
+                f"faults.crash-stage = {cfg.faults.crash_stage!r} needs secure aggregation "
+                f"(secagg.mode = 'full' or 'sparse')"
+            )
+        return
+    from privacy.secagg.floor import floor_violations
+    from privacy.secagg.quantize import (
+        OverflowConfigError,
+        PrecisionConfigError,
+        fixed_point,
+        input_bound,
+    )
+
+    try:  # the largest cohort is every client
+        fixed_point(cfg.data.num_clients, input_bound(cfg.secagg.bound), cfg.secagg.frac_bits)
+    except (OverflowConfigError, PrecisionConfigError) as err:
+        raise ConfigError(str(err)) from None
+    cohort = cfg.planned_cohort
+    degree = None if cfg.secagg.mode == "full" else cfg.secagg.degree
+    below = floor_violations(cfg.secagg.threshold, cohort, degree, cfg.secagg.insecure_demo)
+    if below:
+        raise ConfigError(
+            "secure aggregation below its security floor: " + "; ".join(below) + " (set "
+            "secagg.insecure-demo = true for a demonstration in simulation)"
+        )
+    if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+        raise ConfigError(
+            f"strategy {cfg.strategy.name!r} needs each client's update, which secure "
+            f"aggregation hides; use a FedAvg-family strategy or secagg.mode = 'off'"
+        )
+    p = cfg.privacy
+    if p.dp == "distributed" and p.adaptive:
+        raise ConfigError("privacy.dp = 'distributed' supports a fixed clip norm only")
+    if p.dp == "client" and (p.clipping != "client" or p.adaptive):
+        raise ConfigError(
+            "client-level DP with secure aggregation needs privacy.clipping = 'client' and a "
+            "fixed clip norm (the server cannot clip, or count clipped updates, inside the sum)"
+        )
+
+
+def _check_privacy(p: PrivacyConfig) -> None:
+    """Privacy is never weakened silently: a DP run must say how much noise and clipping, and
+    DP settings in a run with ``dp = "off"`` are a mistake, not a no-op."""
+    if p.dp == "off":
+        set_keys = [
+            k
+            for k, v in (
+                ("noise-multiplier", p.noise_multiplier),
+                ("clip-norm", p.clip_norm),
+                ("target-epsilon", p.target_epsilon),
+            )
+            if v > 0
+        ]
+        if set_keys:
+            raise ConfigError(
+                f"privacy.{set_keys[0]} is set but privacy.dp = 'off'; set "
+                f"privacy.dp to 'sample', 'client' or 'local', or remove the setting"
+            )
+        return
+    if p.dp not in ("client", "distributed") and (p.adaptive or p.clipping != "server"):
+        key = "adaptive" if p.adaptive else "clipping"
+        raise ConfigError(
+            f"privacy.{key} applies to client-level DP only; set privacy.dp = 'client' "
+            f"or remove it (privacy.dp is {p.dp!r})"
+        )
+    if p.clip_norm <= 0:
+        raise ConfigError(f"privacy.dp = {p.dp!r} needs privacy.clip-norm > 0")
+    if p.noise_multiplier <= 0 and p.target_epsilon <= 0:
+        raise ConfigError(
+            f"privacy.dp = {p.dp!r} needs noise: set privacy.noise-multiplier "
+            f"> 0 or privacy.target-epsilon > 0 (noise 0 would give no privacy)"
+        )
+    if p.noise_multiplier > 0 and p.target_epsilon > 0:
+        raise ConfigError("set privacy.noise-multiplier or privacy.target-epsilon, not both")
+
+
+def _check_client_evaluation(cfg: RunConfig) -> None:
+    """A DP client's evaluation reply (its test-set size, loss and accuracy, un-noised) is
+    covered by no DP mechanism, so under DP clients do not evaluate unless an experiment
+    asks for it explicitly."""
+    if cfg.privacy.dp != "off" and cfg.evaluate.fraction > 0 and not cfg.privacy.clear_evaluation:
+        raise ConfigError(
+            f"evaluate.fraction = {cfg.evaluate.fraction:g} with privacy.dp = "
+            f"{cfg.privacy.dp!r}: client evaluation replies carry each client's test-set size "
+            f"and un-noised loss and accuracy, which no DP mechanism covers; set "
+            f"evaluate.fraction = 0 (evaluate.server still tests the model on held-out data), "
+            f"or in a simulation privacy.clear-evaluation = true to measure it anyway"
+        )
+    if cfg.privacy.clear_evaluation and cfg.privacy.dp == "off":
+        raise ConfigError("privacy.clear-evaluation applies under DP only (privacy.dp is 'off')")
