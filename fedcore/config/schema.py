@@ -22,23 +22,13 @@ STRATEGIES = (
     "fedtrimmedavg",
     "krum",
 )
-
-
 # Strategies whose server math needs each client's update, not only the (noised or masked) sum.
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
-
-
 # privacy.dp modes whose unit of privacy is a client's whole data (not one example).
 CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
-
-
 # Strategies whose server optimizer keeps state built from the mean it aggregates.
 SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
-
-
 ENGINES = ("inprocess", "ray")
-
-
 TASKS = ("mlp", "gcn", "mf")
 
 

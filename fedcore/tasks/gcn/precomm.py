@@ -23,8 +23,8 @@ from fedcore.datasets.planetoid import Graph
 # and neighbour counts; 12 fraction bits keep the counts exact after rounding.
 _PRECOMM_BOUND, _PRECOMM_FRAC_BITS = 1024.0, 12
 
-# Node-level feature DP is replace-one neighbouring (one node's features by any others), which
-# the ledger calls "local": the sensitivity is twice the clip norm.
+# Node-level feature DP: replace-one neighbouring (one node's features by any others), the
+# ledger's "node" relation; the sensitivity is twice the clip norm.
 _NODE = "node"
 
 
