@@ -153,25 +153,26 @@ def _read_csv(path: Path, label_column: str, client_column: str) -> Labelled:
     feature = [i for i, h in enumerate(header) if h not in special]
     if not feature:
         raise DatasetError(f"{path}: no feature columns besides {sorted(special)}")
-    values = np.empty((len(rows) - 1, len(feature)), np.float32)
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise DatasetError(
                 f"{path}, line {line}: {len(row)} fields, the header has {len(header)}"
             )
-        for j, i in enumerate(feature):
-            try:
-                values[line - 2, j] = float(row[i])
-            except ValueError:
-                raise DatasetError(
-                    f"{path}, line {line}, column {header[i]!r}: {row[i]!r} is not a number"
-                ) from None
-    labels = np.array([r[header.index(label_column)].strip() for r in rows[1:]])
-    clients = (
-        np.array([r[header.index(client_column)].strip() for r in rows[1:]])
-        if client_column
-        else None
-    )
+    cells = np.char.strip(np.array(rows[1:], dtype=str))
+    try:  # one vectorised conversion; the loop below only finds the culprit
+        values = cells[:, feature].astype(np.float32)
+    except ValueError:
+        for line, row in enumerate(cells[:, feature], start=2):
+            for value, i in zip(row, feature, strict=True):
+                try:
+                    float(value)
+                except ValueError:
+                    raise DatasetError(
+                        f"{path}, line {line}, column {header[i]!r}: {str(value)!r} is not a number"
+                    ) from None
+        raise
+    labels = cells[:, header.index(label_column)]
+    clients = cells[:, header.index(client_column)] if client_column else None
     return Labelled(_features(values, str(path)), _numeric_if_possible(labels), clients)
 
 
