@@ -36,7 +36,15 @@ from fedcore.keys import (
     PROXIMAL_MU,
     SERVER_ROUND,
 )
-from fedcore.tasks import ClientData, ClientUpdate, FederatedData, Task, TrainParams, get_task
+from fedcore.tasks import (
+    Algorithm,
+    ClientData,
+    ClientUpdate,
+    FederatedData,
+    Task,
+    TrainParams,
+    get_task,
+)
 from privacy.ledger import DpEvent
 from privacy.mechanisms import privatize_update
 
@@ -69,6 +77,18 @@ def _node_file(path: str, mtime: float, dataset: str) -> ClientData:
     return ClientData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
 
 
+def _partition(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
+    """This node's partition of the run's dataset (simulation and demos) and its id."""
+    pid = context.node_config.get(PARTITION_ID)
+    data = get_task(cfg.task).load_data(cfg)
+    if not isinstance(pid, int) or not 0 <= pid < len(data.clients):
+        raise ClientInputError(
+            f"node config {PARTITION_ID}={pid!r} is not a partition of this run "
+            f"(0..{len(data.clients) - 1})"
+        )
+    return data.clients[pid], pid
+
+
 def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Module]:
     """This node's data and the model object to train: from its own file (node config
     ``data-path``) or, in simulation and demos, its partition of the run's dataset."""
@@ -88,13 +108,7 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
             return _node_file(str(file), mtime, cfg.data.dataset), _node_model(cfg)
         except DatasetError as err:
             raise ClientInputError(str(err)) from None
-    data = task.load_data(cfg)
-    if not isinstance(pid, int) or not 0 <= pid < len(data.clients):
-        raise ClientInputError(
-            f"node config {PARTITION_ID}={pid!r} is not a partition of this run "
-            f"(0..{len(data.clients) - 1})"
-        )
-    return data.clients[pid], _worker_model(cfg)
+    return _partition(context, cfg)[0], _worker_model(cfg)
 
 
 def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
@@ -131,6 +145,11 @@ def _config(msg: Message) -> ConfigRecord:
 
 def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Train the received global model on this node's partition and reply with the result."""
+    task = get_task(cfg.task)
+    if isinstance(task, Algorithm):  # typed statistics instead of a model update
+        from clients.statistics import handle_statistics
+
+        return handle_statistics(msg, context, cfg, task)
     policy = node_policy(context)
     policy.enforce(cfg)
     task, data, model = _setup(msg, context, cfg)
@@ -176,7 +195,12 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
 
 
 def _client_mechanism(
-    cfg: RunConfig, task: Task, data: ClientData, params: TrainParams, server_round: int, pid: int
+    cfg: RunConfig,
+    task: Task | Algorithm,
+    data: ClientData,
+    params: TrainParams | None,
+    server_round: int,
+    pid: int,
 ) -> DpEvent | None:
     """The DP mechanism this client applies this round (None if it applies none)."""
     common = {"round": server_round, "client": pid, "clip_norm": cfg.privacy.clip_norm}

@@ -23,11 +23,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedcore import seeding
-from fedcore.arrays import load_into, to_numpy, to_record
+from fedcore.arrays import load_into, to_numpy, to_numpy_dict, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
-from fedcore.tasks import get_task
+from fedcore.tasks import Algorithm, FederatedData, Task, get_task
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
@@ -175,11 +175,13 @@ def run_server(
     poll = cfg.engine.poll_interval
     task = get_task(cfg.task)
     data = task.load_data(cfg)
-    model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
-    arrays = to_record(model.state_dict())
+    arrays, evaluate = _global_state(task, cfg, data)
     strategy = build_strategy(cfg)
     guard = getattr(strategy, "check_release", None)  # distributed DP's noise floor
-    secure = SecureAggregator(cfg, guard) if cfg.secagg.mode != "off" else None
+    secure = None
+    if cfg.secagg.mode != "off":  # what is summed: a model update, or typed statistics
+        fmt = strategy.sum_format() if isinstance(task, Algorithm) else None
+        secure = SecureAggregator(cfg, guard, fmt)
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()
@@ -222,9 +224,8 @@ def run_server(
             record["client-eval"] = dict(eval_metrics or {})
             record["eval-failures"] = list(strategy.last_failures)
 
-        if cfg.evaluate.server:
-            load_into(model, arrays)
-            record["server-eval"] = task.evaluate(model, data.x_test, data.y_test)
+        if cfg.evaluate.server and evaluate is not None:
+            record["server-eval"] = evaluate(arrays)
         record.update(
             {
                 "seconds": time.perf_counter() - start,
@@ -239,6 +240,25 @@ def run_server(
         if _reached(cfg, record) or "stopped" in record:
             break
     return arrays
+
+
+def _global_state(
+    task: Task | Algorithm, cfg: RunConfig, data: FederatedData
+) -> tuple[ArrayRecord, Callable[[ArrayRecord], dict] | None]:
+    """The first global state (a model's weights, or an algorithm's state) and the server's
+    evaluation of a state on the held-out test set (None if the algorithm has none)."""
+    if isinstance(task, Algorithm):
+        state = task.init(cfg, data, seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT))
+        if task.evaluate is None:
+            return to_record(state), None
+        return to_record(state), lambda a: task.evaluate(to_numpy_dict(a), data.x_test, data.y_test)
+    model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
+
+    def evaluate(arrays: ArrayRecord) -> dict:
+        load_into(model, arrays)
+        return task.evaluate(model, data.x_test, data.y_test)
+
+    return to_record(model.state_dict()), evaluate
 
 
 def _round_status(
@@ -282,6 +302,13 @@ def _reached(cfg: RunConfig, record: RoundRecord) -> bool:
     target = cfg.train.target_accuracy
     server = record.get("server-eval") or {}
     return target > 0 and server.get(ACCURACY, 0.0) >= target
+
+
+def final_state(cfg: RunConfig, arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """What a run saves as ``model.pt``: the model's state dict, or the algorithm's state."""
+    if isinstance(get_task(cfg.task), Algorithm):
+        return {k: torch.from_numpy(v.copy()) for k, v in to_numpy_dict(arrays).items()}
+    return final_model(cfg, arrays).state_dict()
 
 
 def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:

@@ -40,7 +40,9 @@ class RoundProgress:
         server = record.get("server-eval") or {}
         clients = record.get("client-eval") or {}
         if ACCURACY in server:
-            parts.append(f"acc {server[ACCURACY]:.3f} loss {server[LOSS]:.3f}")
+            parts.append(f"acc {server[ACCURACY]:.3f}")
+        if LOSS in server:
+            parts.append(f"loss {server[LOSS]:.3f}")
         if f"{ACCURACY}-worst10" in clients:
             parts.append(f"worst10% {clients[f'{ACCURACY}-worst10']:.3f}")
         if record.get("train-failures"):

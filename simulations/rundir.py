@@ -29,7 +29,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from fedcore.config import RunConfig, to_toml
-from fedcore.server import FailurePolicy, RoundRecord, final_model
+from fedcore.server import FailurePolicy, RoundRecord, final_state
 from fedcore.tasks import get_task
 from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
@@ -104,7 +104,7 @@ class RunDirectory:
         """Save the final model, the summary and the plots, and with DP the privacy report;
         a run that aggregated nothing raises :class:`~fedcore.server.RunFailed` instead."""
         self.policy.finish()
-        torch.save(final_model(self.cfg, arrays).state_dict(), self.path / "model.pt")
+        torch.save(final_state(self.cfg, arrays), self.path / "model.pt")
         privacy = None
         ledger = self.path / "ledger.jsonl"
         if self.cfg.privacy.dp != "off" or ledger.exists():  # the report, from the ledger only

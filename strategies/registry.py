@@ -6,6 +6,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy import Strategy
 
 from fedcore.config import RunConfig
+from fedcore.tasks import Algorithm, get_task
 from strategies.fedavg import FedAvg
 
 
@@ -43,7 +44,9 @@ class Krum(flwr_strategy.Krum, FedAvg):
 
 def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
     """The strategy named by ``cfg.strategy.name``; cohort sizes from ``train``/``evaluate``;
-    wrapped in Flower's DP strategy for client-level DP (``privacy.dp = "client"``)."""
+    wrapped in Flower's DP strategy for client-level DP (``privacy.dp = "client"``). An
+    algorithm on typed statistics gets :class:`~strategies.statistics.StatisticsStrategy`
+    around a FedAvg cohort instead."""
     s = cfg.strategy
     common = dict(
         fraction_train=cfg.train.fraction,
@@ -66,6 +69,13 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trim_beta),
         "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),
     }
+    task = get_task(cfg.task)
+    if isinstance(task, Algorithm):  # typed statistics: the algorithm's own server hook
+        from strategies.statistics import StatisticsStrategy
+
+        cohort = FedAvg(**common)
+        _sampling(cohort, cfg)
+        return StatisticsStrategy(task, cfg, cohort)
     if cfg.task == "mf":
         from privacy.secagg.weighting import row_weighted
         from strategies.items import ItemFedAvg
@@ -75,11 +85,16 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
     if cfg.task == "mf":
         strategy.server_lr = s.server_lr
         strategy.row_weighted = row_weighted(cfg)
-    strategy.seed = cfg.seed
-    strategy.secret_sampling = cfg.privacy.dp != "off" and not cfg.privacy.seeded_noise
-    strategy.sampling = cfg.train.sampling
+    _sampling(strategy, cfg)
     if cfg.privacy.dp in ("client", "distributed"):
         from strategies.dp import wrap_with_dp
 
         return wrap_with_dp(cfg, strategy)
     return strategy
+
+
+def _sampling(strategy: FedAvg, cfg: RunConfig) -> None:
+    """How ``strategy`` samples its cohorts: seeded, or from the OS CSPRNG under DP."""
+    strategy.seed = cfg.seed
+    strategy.secret_sampling = cfg.privacy.dp != "off" and not cfg.privacy.seeded_noise
+    strategy.sampling = cfg.train.sampling

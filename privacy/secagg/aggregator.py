@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from logging import WARNING
+from typing import Protocol
 
 import numpy as np
 from flwr.app import (
@@ -28,7 +29,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedcore.arrays import to_numpy, to_record
+from fedcore.arrays import from_numpy, to_numpy, to_record
 from fedcore.config import ConfigError, RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import (
@@ -42,12 +43,14 @@ from fedcore.keys import (
     SECAGG_BITS,
     SECAGG_STAGE,
     SERVER_ROUND,
+    STATISTICS,
 )
+from fedcore.statistics import Spec
 from privacy.plan import min_in_sum
 from privacy.secagg import graph, shamir
 from privacy.secagg.protocol import MalformedInput, PublicKeys, SecAggAbort, SecAggServer
 from privacy.secagg.quantize import decode, fixed_point, input_bound
-from privacy.secagg.weighting import average_of_sum, masked_length
+from privacy.secagg.weighting import average_of_sum, masked_length, statistics_bound
 
 Observe = Callable[[Iterable[Message]], Iterator[Message]]
 SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
@@ -69,16 +72,94 @@ class SecureSumReply(Message):
 _ABORTED = 0  # Flower error code for the replies of an aborted round
 
 
+class SumFormat(Protocol):
+    """What the clients of a round mask, as the server sees it: the length and range of
+    every client's input for the state ``arrays`` the round sends, and what the strategy is
+    handed in place of the individual replies once the sum is unmasked: the reply's arrays
+    and its weight (``num-examples``)."""
+
+    def input_length(self, arrays: ArrayRecord) -> int: ...
+
+    def input_bound(self, arrays: ArrayRecord) -> float: ...
+
+    def aggregate(
+        self, arrays: ArrayRecord, total: np.ndarray, clients: int
+    ) -> tuple[ArrayRecord, float]: ...
+
+
+class ModelUpdateSum:
+    """A model's weighted mean update (:mod:`privacy.secagg.weighting`): the strategy gets
+    the model moved by it (and, for per-item averaging, the cohort's rater counts, so the
+    strategy's per-item mean of this one reply is the step itself)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def input_length(self, arrays: ArrayRecord) -> int:
+        return masked_length(arrays, self.cfg)
+
+    def input_bound(self, arrays: ArrayRecord) -> float:
+        return input_bound(self.cfg.secagg.bound)
+
+    def aggregate(
+        self, arrays: ArrayRecord, total: np.ndarray, clients: int
+    ) -> tuple[ArrayRecord, float]:
+        step, counts = average_of_sum(arrays, total, self.cfg)
+        new, offset = {}, 0
+        for name, array in arrays.items():
+            current = to_numpy(array)
+            size = current.size
+            new[name] = (current + step[offset : offset + size].reshape(current.shape)).astype(
+                current.dtype
+            )
+            offset += size
+        if counts is not None:
+            new[ITEM_RATERS] = counts.astype(np.float32)
+        # from the sum, not the clear metrics (a client may send none): each client masked
+        # its weight over secagg.max-weight; client-level DP weighs every client as one
+        client_level = self.cfg.privacy.dp in ("client", "distributed")
+        weight = clients if client_level else total[-1] * self.cfg.secagg.max_weight
+        return to_record(new), float(np.rint(weight))
+
+
+class StatisticsSum:
+    """An algorithm's wire vectors (:mod:`fedcore.statistics`): the strategy gets their sum
+    as one array, ``statistics``, and decodes it with the spec it computed itself.
+
+    Args:
+        spec_of: the spec of what clients send for the round's state.
+    """
+
+    def __init__(self, cfg: RunConfig, spec_of: Callable[[ArrayRecord], Spec]) -> None:
+        self.cfg, self.spec_of = cfg, spec_of
+
+    def input_length(self, arrays: ArrayRecord) -> int:
+        return self.spec_of(arrays).size
+
+    def input_bound(self, arrays: ArrayRecord) -> float:
+        return statistics_bound(self.spec_of(arrays).bound, self.cfg)
+
+    def aggregate(
+        self, arrays: ArrayRecord, total: np.ndarray, clients: int
+    ) -> tuple[ArrayRecord, float]:
+        return ArrayRecord({STATISTICS: from_numpy(total)}), float(clients)
+
+
 class SecureAggregator:
     """Runs secure aggregation rounds for ``cfg`` (``cfg.secagg.mode`` is not "off")."""
 
     def __init__(
-        self, cfg: RunConfig, release_guard: Callable[[int, int], str | None] | None = None
+        self,
+        cfg: RunConfig,
+        release_guard: Callable[[int, int], str | None] | None = None,
+        sum_format: SumFormat | None = None,
     ) -> None:
         """``release_guard(server_round, in_sum)``: the DP strategy's last word before a sum
-        is unmasked (a reason to refuse it, or None)."""
+        is unmasked (a reason to refuse it, or None). ``sum_format``: what is summed
+        (default: a model's weighted mean update)."""
         self.cfg = cfg
         self.release_guard = release_guard
+        self.format = sum_format if sum_format is not None else ModelUpdateSum(cfg)
         self.last_stage_seconds: dict[str, float] = {}
 
     def send_and_receive(
@@ -98,7 +179,7 @@ class SecureAggregator:
             _refuse_insecure_demo_when_deployed(grid)
         if not messages:
             return []
-        fp = fixed_point(len(messages), input_bound(s.bound), s.frac_bits)
+        fp = fixed_point(len(messages), self.format.input_bound(arrays), s.frac_bits)
         for m in messages:
             m.content[CONFIG][SECAGG_STAGE] = "train"
             m.content[CONFIG][SECAGG_BITS] = fp.bits
@@ -142,7 +223,7 @@ class SecureAggregator:
             s.threshold,
             degree,
             seed=self.cfg.seed,
-            input_length=masked_length(arrays, self.cfg),
+            input_length=self.format.input_length(arrays),
             insecure_demo=s.insecure_demo,
         )
         try:
@@ -188,7 +269,7 @@ class SecureAggregator:
             shares = _parsed(revealed, _shares, "unmask", failures)
             total = decode(server.unmask({ids[n]: v for n, v in shares.items()}), fp)
             in_sum = [node_of[i] for i in sorted(server.u3)]
-            aggregate = self._aggregate(by_node[in_sum[0]], arrays, total, in_sum, trained)
+            aggregate = self._reply(by_node[in_sum[0]], arrays, total, in_sum, trained)
         except SecAggAbort as err:  # anything else is a bug: its traceback reaches the log
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
@@ -229,7 +310,7 @@ class SecureAggregator:
             message_type=MessageType.TRAIN,
         )
 
-    def _aggregate(
+    def _reply(
         self,
         template: Message,
         arrays: ArrayRecord,
@@ -237,29 +318,13 @@ class SecureAggregator:
         in_sum: list[int],
         trained: dict[int, Message],
     ) -> SecureSumReply:
-        """One reply standing for the cohort: the model after the unmasked aggregate (and,
-        for per-item averaging, the cohort's rater counts, so the strategy's per-item mean of
-        this one reply is the step itself)."""
-        step, counts = average_of_sum(arrays, total, self.cfg)
-        new, offset = {}, 0
-        for name, array in arrays.items():
-            current = to_numpy(array)
-            size = current.size
-            new[name] = (current + step[offset : offset + size].reshape(current.shape)).astype(
-                current.dtype
-            )
-            offset += size
-        if counts is not None:
-            new[ITEM_RATERS] = counts.astype(np.float32)
+        """One reply standing for the cohort: what :attr:`format` makes of the sum."""
+        new, weight = self.format.aggregate(arrays, total, len(in_sum))
         replies = [trained[n] for n in in_sum]
         metrics = _mean_metrics(replies)
-        # from the sum, not the clear metrics (a client may send none): each client masked
-        # its weight over secagg.max-weight; client-level DP weighs every client as one
-        client_level = self.cfg.privacy.dp in ("client", "distributed")
-        weight = len(in_sum) if client_level else total[-1] * self.cfg.secagg.max_weight
-        metrics[NUM_EXAMPLES] = float(np.rint(weight))
+        metrics[NUM_EXAMPLES] = weight
         metrics[SECURE_SUM] = len(replies)
-        content = RecordDict({ARRAYS: to_record(new), METRICS: MetricRecord(metrics)})
+        content = RecordDict({ARRAYS: new, METRICS: MetricRecord(metrics)})
         reply = SecureSumReply(content, reply_to=template)
         reply.clients = tuple(in_sum)
         return reply

@@ -50,12 +50,14 @@ from fedcore.keys import (
     SECAGG_STAGE,
     SECAGG_STATE,
     SERVER_ROUND,
+    STATISTICS,
+    WIRE,
 )
 from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode, input_bound
-from privacy.secagg.weighting import row_weighted, weighted_input
+from privacy.secagg.weighting import row_weighted, statistics_bound, weighted_input
 
 
 class SecAggClientError(ValueError):
@@ -79,11 +81,17 @@ def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
     return out
 
 
-def fixed_point_of(cfg: RunConfig, bits: int) -> FixedPoint:
-    """The round's encoding: the server picks the modulus for the cohort it sampled."""
+def fixed_point_of(cfg: RunConfig, bits: int, spec_bound: float | None = None) -> FixedPoint:
+    """The round's encoding: the server picks the modulus for the cohort it sampled. The
+    range is ``secagg.bound`` for a model update, and for an algorithm's statistics their
+    spec's bound (``spec_bound``), widened for distributed DP's noise."""
     if bits not in (32, 64):
         raise SecAggClientError(f"modulus of 2^{bits} is not supported")
-    return FixedPoint(input_bound(cfg.secagg.bound), cfg.secagg.frac_bits, bits)
+    if spec_bound is None:
+        bound = input_bound(cfg.secagg.bound)
+    else:
+        bound = statistics_bound(spec_bound, cfg)
+    return FixedPoint(bound, cfg.secagg.frac_bits, bits)
 
 
 def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
@@ -135,9 +143,14 @@ def _train(
     received, trained = msg.content[ARRAYS], reply.content[ARRAYS]
     metrics = reply.content[METRICS]
     server_round = int(config[SERVER_ROUND])
-    fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
     pid = int(context.node_config[PARTITION_ID])
-    update = flatten_update(received, trained)
+    wire = reply.content.config_records.get(WIRE)
+    if wire is not None:  # an algorithm's statistics: the handler made the wire vector
+        update = np.array(to_numpy(trained[STATISTICS]), np.float64)
+        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]), float(wire["bound"]))
+    else:
+        update = flatten_update(received, trained)
+        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
     if cfg.privacy.dp == "distributed":  # this client's share of the round's noise
         std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
         noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
@@ -149,7 +162,10 @@ def _train(
         counts = to_numpy(trained[ITEM_RATERS])
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     try:  # a diverged (non-finite) update is refused here, not masked as garbage
-        x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg, received, counts)
+        if wire is None:
+            x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg, received, counts)
+        else:  # already clipped and weighted by the handler
+            x = update
         encoded = encode(x, fp, rng)
     except ValueError as err:
         raise SecAggClientError(f"cannot mask this update: {err}") from None

@@ -17,6 +17,8 @@ from flwr.app import ArrayRecord
 from fedcore.arrays import to_numpy
 from fedcore.config import RunConfig
 from fedcore.keys import ROW_WEIGHTED
+from privacy.plan import dp_plan
+from privacy.secagg.quantize import input_bound
 
 
 def row_weighted(cfg: RunConfig) -> bool:
@@ -134,3 +136,15 @@ def average_of_sum(
     denominators = coordinate_weights(model, weight, counts / cfg.secagg.max_weight)
     step = np.divide(body, denominators, out=np.zeros_like(body), where=denominators > 0)
     return step, counts
+
+
+def statistics_bound(spec_bound: float, cfg: RunConfig) -> float:
+    """The encoding range of an algorithm's wire vector (:mod:`fedcore.statistics`): its
+    spec's bound, at least 1; under distributed DP the clipped vector (entries at most the
+    clip norm) plus 8 standard deviations of a client's noise share, so the clip in the
+    encoding does not cut the noise."""
+    p = cfg.privacy
+    if p.dp != "distributed":
+        return input_bound(spec_bound)
+    share = dp_plan(cfg).client_noise_std(p.clip_norm)
+    return input_bound(min(spec_bound, p.clip_norm) + 8 * share)

@@ -1,0 +1,99 @@
+"""The client hook of an algorithm on typed statistics, and the client's privacy layers.
+
+The node runs the algorithm's client hook on its own data, turns the statistics into their
+wire vector (:func:`fedcore.statistics.contribution`: checked against the spec, reals clipped,
+weights applied) and then applies, in this order, what the run's privacy settings ask for:
+
+- client-level DP (``client``, ``distributed``, ``local``): clip the wire vector's L2 norm to
+  ``privacy.clip-norm`` (the sensitivity of the sum to one client);
+- local DP: add the Gaussian noise here, record it in the node's ledger;
+- distributed DP: the secure-aggregation mod adds this client's noise share and masks.
+
+The reply is the wire vector (``statistics``) and, outside DP, the hook's metrics.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from clients import privacy
+from clients.handlers import ClientInputError, _client_mechanism, _config, _partition
+from clients.policy import node_policy
+from fedcore import seeding
+from fedcore.arrays import from_numpy, to_numpy_dict
+from fedcore.config import CLIENT_LEVEL_DP, RunConfig
+from fedcore.keys import (
+    ARRAYS,
+    DP_EVENT,
+    EPSILON,
+    METRICS,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    STATISTICS,
+    WIRE,
+)
+from fedcore.statistics import StatisticsError, clip_l2, contribution
+from fedcore.tasks import Algorithm, RoundContext
+
+
+def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algorithm) -> Message:
+    """Run ``algo``'s client hook on this node's partition and reply with its wire vector."""
+    policy = node_policy(context)
+    policy.enforce(cfg)
+    data, pid = _partition(context, cfg)
+    arrays = msg.content.array_records.get(ARRAYS)
+    if arrays is None:
+        raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
+    state = to_numpy_dict(arrays)
+    server_round = int(_config(msg).get(SERVER_ROUND, 0))
+    try:
+        spec = algo.spec(cfg, state)
+    except (KeyError, ValueError) as err:
+        raise ClientInputError(f"the global state does not fit {algo.name!r}: {err}") from None
+    p = cfg.privacy
+    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP:  # the configuration refuses it too
+        raise ClientInputError(
+            f"algorithm {algo.name!r} takes client-level DP, not privacy.dp = {p.dp!r}"
+        )
+    event = _client_mechanism(cfg, algo, data, None, server_round, pid)
+    ledger = None
+    if event is not None:
+        policy.check_noise(event.noise_multiplier)
+        ledger = privacy.load_ledger(context)
+        privacy.check_budget(cfg, ledger, event, policy.max_epsilon)  # before data is touched
+    rng = seeding.numpy_rng(cfg.seed, seeding.CLIENT_TRAIN, server_round, pid)
+    stats, metrics = algo.client(state, data, RoundContext(cfg, server_round, pid), rng)
+    try:
+        wire = contribution(stats, spec)
+    except StatisticsError as err:
+        raise ClientInputError(f"{algo.name!r} computed bad statistics: {err}") from None
+    if p.dp == "off":
+        reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
+        return _reply(msg, wire, spec.bound, reply_metrics, {})
+    if p.dp != "client" or p.clipping == "client":
+        wire = clip_l2(wire, p.clip_norm)
+    extra = {}
+    if event is not None:
+        if p.dp == "local":
+            noise = seeding.noise_rng(p.seeded_noise, cfg.seed, server_round, pid)
+            wire = wire + noise.normal(0.0, event.noise_multiplier * p.clip_norm, wire.shape)
+        ledger = ledger.record(event)
+        privacy.save_ledger(context, ledger)
+        fields = {k: v for k, v in event.to_dict().items() if v is not None}
+        extra[DP_EVENT] = ConfigRecord(fields)
+        metrics = {EPSILON: privacy.spent(cfg, ledger)}
+    else:
+        metrics = {}  # nothing noises the hook's metrics, nor the number of examples
+    return _reply(msg, wire, spec.bound, {NUM_EXAMPLES: 1, **metrics}, extra)
+
+
+def _reply(msg: Message, wire, bound: float, metrics: dict, extra: dict) -> Message:
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),
+            METRICS: MetricRecord(metrics),
+            WIRE: ConfigRecord({"bound": float(bound)}),
+            **extra,
+        }
+    )
+    return Message(content, reply_to=msg)

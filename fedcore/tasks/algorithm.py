@@ -1,0 +1,65 @@
+"""An algorithm on typed statistics: a client hook, a server hook and the spec between them.
+
+A round of any algorithm is: the server sends its global state (named arrays); each sampled
+client computes :mod:`fedcore.statistics` from its own data; the run sums them (in the clear,
+or under secure aggregation so the server sees the sum only, with the DP layers the run asks
+for); the server hook turns the sums into the next global state. This is the shape of
+pfl-research's ``train_one_user`` / ``process_aggregated_statistics``. The engines, the
+privacy layers and secure aggregation only see these hooks, so an algorithm defined in a
+user's own file (``task = "package.module:NAME"``) runs with no change to fedcore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedcore.config import RunConfig
+from fedcore.statistics import Spec, Summed
+from fedcore.tasks.base import ClientData, FederatedData
+
+State = Mapping[str, np.ndarray]
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a client hook may know about its round beyond the state: the run config, the
+    round number and the client's partition id (no other client's anything)."""
+
+    cfg: RunConfig
+    server_round: int
+    partition_id: int
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The hooks of one algorithm (a task: :func:`fedcore.tasks.get_task` returns either).
+
+    Attributes:
+        name: the algorithm's name, for reports.
+        load_data: the federated data from the run config (as for a :class:`Task`).
+        init: ``(cfg, data, rng) -> state``: the first global state, from an explicit
+            generator.
+        spec: ``(cfg, state) -> Spec``: what every client sends for ``state``. The server
+            computes it for itself; a client's reply is checked against it.
+        client: ``(state, data, context, rng) -> (statistics, metrics)``: one client's
+            statistics for the round (arrays as the spec says) and scalar metrics (not sent
+            under DP: nothing noises them).
+        server: ``(state, summed, cfg) -> (state, metrics)``: the next global state from the
+            cohort's sums (under DP: the noised sums, so this is post-processing).
+        evaluate: ``(state, x, y) -> metrics`` on a held-out set, or None.
+    """
+
+    name: str
+    load_data: Callable[[RunConfig], FederatedData]
+    init: Callable[[RunConfig, FederatedData, np.random.Generator], dict[str, np.ndarray]]
+    spec: Callable[[RunConfig, State], Spec]
+    client: Callable[
+        [State, ClientData, RoundContext, np.random.Generator],
+        tuple[dict[str, np.ndarray], Metrics],
+    ]
+    server: Callable[[State, Summed, RunConfig], tuple[dict[str, np.ndarray], Metrics]]
+    evaluate: Callable[[State, object, object], Metrics] | None = None

@@ -1,0 +1,228 @@
+"""The Flower strategy of an algorithm on typed statistics, and the server's privacy layers.
+
+:class:`StatisticsStrategy` is a ``flwr.serverapp.strategy.Strategy`` built by composition:
+a :class:`~strategies.fedavg.FedAvg` samples the cohort and builds the messages (seeded, or
+from the OS CSPRNG under DP), the algorithm's server hook turns the summed statistics into the
+next state. In between it sums the replies, in reverse order of the client's layers:
+
+- plain: each reply's wire vector is checked against the spec the server computed itself
+  (length, finite, every entry within its bound, counts whole, weights non-negative; under
+  client-side clipping its L2 norm within the clip norm) and summed; a bad reply is rejected
+  with the reason, the others still count;
+- secure aggregation: the one :class:`~privacy.secagg.aggregator.SecureSumReply` holds the
+  sum; nothing else is read;
+- client-level DP: the server adds ``N(0, (z C)^2)`` to the sum (distributed DP: the clients'
+  shares already did), and records the release as a DP event;
+- :func:`fedcore.statistics.decode`, then the server hook (post-processing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log
+
+from fedcore import seeding
+from fedcore.arrays import to_numpy, to_numpy_dict, to_record
+from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
+from fedcore.keys import METRICS, NUM_EXAMPLES, STATISTICS
+from fedcore.statistics import INTEGER, Spec, clip_l2, decode
+from fedcore.tasks import Algorithm
+from privacy.accounting import would_exceed
+from privacy.ledger import PrivacyLedger
+from privacy.plan import dp_plan
+from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
+from strategies.aggregate import MetricMean
+from strategies.fedavg import FedAvg
+
+_CLIP_TOLERANCE = 1e-9  # the wire vector is float64 end to end
+
+
+def check_wire(vector: np.ndarray, spec: Spec, noised: bool = False) -> None:
+    """ValueError naming the problem unless ``vector`` could be a client's wire vector for
+    ``spec``: the right length, finite, and (unless the client ``noised`` it: local DP) every
+    entry within its array's bound, integer arrays whole and weights non-negative."""
+    if vector.shape != (spec.size,):
+        raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
+    if not np.isfinite(vector).all():
+        raise ValueError("statistics are not finite")
+    if noised:
+        return
+    offset = 0
+    for name, a in spec.arrays:
+        part = vector[offset : offset + a.size]
+        offset += a.size
+        if np.abs(part).max(initial=0) > a.bound * (1 + _CLIP_TOLERANCE):
+            raise ValueError(f"{name!r} has an entry beyond its bound {a.bound:g}")
+        if a.kind == INTEGER and not np.array_equal(part, np.rint(part)):
+            raise ValueError(f"integer array {name!r} has entries that are not whole")
+        if name in spec.weights and part.min(initial=0) < 0:
+            raise ValueError(f"weight {name!r} has a negative entry")
+
+
+class StatisticsStrategy(Strategy):
+    """Rounds of ``algorithm``: sample, send the state, sum the statistics, server hook."""
+
+    def __init__(self, algorithm: Algorithm, cfg: RunConfig, cohort: FedAvg) -> None:
+        _check_config(algorithm, cfg)
+        self.algorithm, self.cfg, self.cohort = algorithm, cfg, cohort
+        p = cfg.privacy
+        self.plan = dp_plan(cfg) if p.dp in ("client", "distributed") else None
+        self.budget = (
+            (p.budget_epsilon, p.delta, p.accountant)
+            if self.plan is not None and p.budget_epsilon > 0
+            else None
+        )
+        self.ledger = PrivacyLedger()
+        self.last_failures: list[str] = []
+        self.last_dp_events: list[dict] = []
+        self.stop_reason: str | None = None
+        self._state: dict[str, np.ndarray] = {}
+        self._spec: Spec | None = None
+
+    # -- what the secure aggregator and the round loop ask of it ------------------------
+    def spec_of(self, arrays: ArrayRecord) -> Spec:
+        """The spec of the statistics for the state ``arrays`` (the server's own view)."""
+        return self.algorithm.spec(self.cfg, to_numpy_dict(arrays))
+
+    def sum_format(self) -> StatisticsSum:
+        return StatisticsSum(self.cfg, self.spec_of)
+
+    def check_release(self, server_round: int, in_sum: int) -> str | None:
+        """Distributed DP: the reason not to unmask a sum of ``in_sum`` clients (too few
+        noise shares, or a release past the budget), or None."""
+        if self.cfg.privacy.dp != "distributed":
+            return None
+        if in_sum < self.plan.min_in_sum:
+            return (
+                f"only {in_sum} masked inputs arrived; the clients' shares of the DP noise "
+                f"cover a sum of at least {self.plan.min_in_sum} (privacy.dropout-tolerance), "
+                f"so this sum is not released"
+            )
+        return self._over_budget(server_round, self.plan.realised_noise(in_sum))
+
+    def _over_budget(self, server_round: int, noise: float | None = None) -> str | None:
+        if self.budget is None:
+            return None
+        limit, delta, accountant = self.budget
+        event = self.plan.event(server_round, self.cfg.privacy.clip_norm, noise)
+        exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
+        if exceeds:
+            return (
+                f"privacy budget exhausted: round {server_round} would reach epsilon "
+                f"{eps:.3f} > budget {limit} (delta {delta}); stopping"
+            )
+        return None
+
+    # -- Flower's five verbs ----------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.plan is not None:
+            self.stop_reason = self._over_budget(server_round)
+            if self.stop_reason is not None:
+                return []
+        self._state = to_numpy_dict(arrays)
+        self._spec = self.algorithm.spec(self.cfg, self._state)
+        return self.cohort.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self.last_failures, self.last_dp_events = [], []
+        spec, p = self._spec, self.cfg.privacy
+        total, clients, metrics = np.zeros(spec.size), 0, MetricMean()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self.last_failures.append(f"node {node}: {msg.error.reason}")
+                continue
+            try:
+                vector = self._statistics(msg)
+                if not isinstance(msg, SecureSumReply):
+                    check_wire(vector, spec, noised=p.dp == "local")
+                    if p.dp == "client" and p.clipping == "server":
+                        vector = clip_l2(vector, p.clip_norm)
+                    elif p.dp in CLIENT_LEVEL_DP and p.dp != "local":
+                        self._check_clipped(vector)
+                record = msg.content.metric_records.get(METRICS, MetricRecord())
+                scalars = MetricMean.scalars(record, NUM_EXAMPLES)
+            except ValueError as err:
+                self.last_failures.append(f"node {node}: bad statistics: {err}")
+                continue
+            total += vector
+            in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
+            clients += in_reply
+            metrics.add(scalars, float(record.get(NUM_EXAMPLES, in_reply)))
+        for reason in self.last_failures:
+            log(WARNING, "aggregate_train: rejected reply from %s", reason)
+        if clients == 0:
+            return None, None
+        total = self._noised(server_round, total, clients)
+        new_state, server_metrics = self.algorithm.server(
+            self._state, decode(total, spec, clients), self.cfg
+        )
+        return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
+
+    def _statistics(self, msg: Message) -> np.ndarray:
+        records = list(msg.content.array_records.values())
+        if len(records) != 1 or STATISTICS not in records[0]:
+            raise ValueError(f"expected one ArrayRecord with {STATISTICS!r}")
+        return np.asarray(to_numpy(records[0][STATISTICS]), np.float64)
+
+    def _check_clipped(self, vector: np.ndarray) -> None:
+        norm, clip = float(np.linalg.norm(vector)), self.cfg.privacy.clip_norm
+        if norm > clip * (1 + _CLIP_TOLERANCE):
+            raise ValueError(f"L2 norm {norm:.4g} exceeds the clip norm {clip:g}")
+
+    def _noised(self, server_round: int, total: np.ndarray, clients: int) -> np.ndarray:
+        """The sum the server hook may see: under central client-level DP with the
+        server's noise added; the release recorded in ``last_dp_events``."""
+        if self.plan is None:
+            return total
+        p, noise = self.cfg.privacy, None
+        if p.dp == "client":
+            std = self.plan.noise_multiplier * p.clip_norm
+            rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
+            total = total + rng.normal(0.0, std, total.shape)
+        else:  # distributed: the clients' noise shares, as many as reached the sum
+            noise = self.plan.realised_noise(clients)
+        event = self.plan.event(server_round, p.clip_norm, noise)
+        self.ledger = self.ledger.record(event)
+        self.last_dp_events = [event.to_dict()]
+        return total
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []  # the server evaluates (evaluate.server); clients send statistics only
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log(WARNING, "%s on typed statistics (%s)", self.algorithm.name, type(self).__name__)
+
+
+def _check_config(algorithm: Algorithm, cfg: RunConfig) -> None:
+    """What an algorithm on typed statistics cannot take, refused before the run starts."""
+    p, name = cfg.privacy, algorithm.name
+    if cfg.strategy.name != "fedavg":
+        raise ConfigError(
+            f"algorithm {name!r} aggregates with its own server hook; strategy.name = "
+            f"{cfg.strategy.name!r} applies to model updates (leave it 'fedavg')"
+        )
+    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP:
+        raise ConfigError(
+            f"algorithm {name!r} has no per-example mechanism: privacy.dp = {p.dp!r} is for "
+            f"model training; use 'client', 'distributed' or 'local'"
+        )
+    if p.dp != "off" and p.adaptive:
+        raise ConfigError(f"algorithm {name!r} takes a fixed clip norm (privacy.adaptive)")
