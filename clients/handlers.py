@@ -293,6 +293,10 @@ def handle_evaluate(msg: Message, context: Context, cfg: RunConfig) -> Message:
             f"this node evaluates nothing under privacy.dp = {cfg.privacy.dp!r}: its test-set "
             f"size and un-noised loss and accuracy are covered by no DP mechanism"
         )
+    if isinstance(get_task(cfg.task), Algorithm):
+        from clients.statistics import handle_evaluate_statistics
+
+        return handle_evaluate_statistics(msg, context, cfg, get_task(cfg.task))
     task, data, model = _setup(msg, context, cfg)
     if len(data.y_test) == 0:
         raise ClientInputError("this node holds no test examples to evaluate on")

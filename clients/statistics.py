@@ -14,18 +14,20 @@ The reply is the wire vector (``statistics``) and, outside DP, the hook's metric
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from clients import privacy
 from clients.handlers import ClientInputError, _client_mechanism, _config, _partition
 from clients.policy import node_policy
 from fedcore import seeding
-from fedcore.arrays import from_numpy, to_numpy_dict
+from fedcore.arrays import from_numpy, to_numpy, to_numpy_dict
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.keys import (
     ARRAYS,
     DP_EVENT,
     EPSILON,
+    LOCAL_MODEL,
     METRICS,
     NUM_EXAMPLES,
     SERVER_ROUND,
@@ -62,7 +64,12 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         ledger = privacy.load_ledger(context)
         privacy.check_budget(cfg, ledger, event, policy.max_epsilon)  # before data is touched
     rng = seeding.numpy_rng(cfg.seed, seeding.CLIENT_TRAIN, server_round, pid)
-    stats, metrics = algo.client(state, data, RoundContext(cfg, server_round, pid), rng)
+    context_ = RoundContext(cfg, server_round, pid, _local(context))
+    stats, metrics = algo.client(state, data, context_, rng)
+    if context_.local:  # what never leaves the node
+        context.state[LOCAL_MODEL] = ArrayRecord(
+            {k: from_numpy(np.asarray(v)) for k, v in context_.local.items()}
+        )
     try:
         wire = contribution(stats, spec)
     except StatisticsError as err:
@@ -85,6 +92,34 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     else:
         metrics = {}  # nothing noises the hook's metrics, nor the number of examples
     return _reply(msg, wire, spec.bound, {NUM_EXAMPLES: 1, **metrics}, extra)
+
+
+def handle_evaluate_statistics(
+    msg: Message, context: Context, cfg: RunConfig, algo: Algorithm
+) -> Message:
+    """``algo``'s client evaluation of the received state on this node's test split (the
+    caller has refused it under DP unless ``privacy.clear-evaluation``)."""
+    if algo.evaluate_client is None:
+        raise ClientInputError(f"algorithm {algo.name!r} does not evaluate on clients")
+    data, pid = _partition(context, cfg)
+    arrays = msg.content.array_records.get(ARRAYS)
+    if arrays is None:
+        raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
+    if len(data.y_test) == 0:
+        raise ClientInputError("this node holds no test examples to evaluate on")
+    server_round = int(_config(msg).get(SERVER_ROUND, 0))
+    ctx = RoundContext(cfg, server_round, pid, _local(context))
+    metrics = algo.evaluate_client(to_numpy_dict(arrays), data, ctx)
+    count = 1 if cfg.privacy.dp in CLIENT_LEVEL_DP else len(data.y_test)
+    return Message(
+        RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: count, **metrics})}), reply_to=msg
+    )
+
+
+def _local(context: Context) -> dict[str, np.ndarray]:
+    """The node's local state (a copy), empty before its first training round."""
+    saved = context.state.array_records.get(LOCAL_MODEL)
+    return {} if saved is None else {k: to_numpy(v).copy() for k, v in saved.items()}
 
 
 def _reply(msg: Message, wire, bound: float, metrics: dict, extra: dict) -> Message:

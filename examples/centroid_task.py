@@ -77,7 +77,7 @@ def server(state, summed: Summed, cfg: RunConfig):
     return {"centroids": centroids}, {"empty-classes": float(empty.sum())}
 
 
-def evaluate(state, x, y) -> dict[str, float]:
+def evaluate(state, x, y, cfg: RunConfig) -> dict[str, float]:
     """Accuracy of the nearest centroid (squared Euclidean distance)."""
     x = np.asarray(x, np.float64)
     c = state["centroids"]

@@ -251,7 +251,9 @@ def _global_state(
         state = task.init(cfg, data, seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT))
         if task.evaluate is None:
             return to_record(state), None
-        return to_record(state), lambda a: task.evaluate(to_numpy_dict(a), data.x_test, data.y_test)
+        return to_record(state), lambda a: task.evaluate(
+            to_numpy_dict(a), data.x_test, data.y_test, cfg
+        )
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
 
     def evaluate(arrays: ArrayRecord) -> dict:

@@ -16,7 +16,8 @@ order, reals clipped to their bound, integers checked (summed exactly, never cli
 each weighted array multiplied by its weight over the weight's bound, so that every entry
 stays within its array's bound. Clipping the L2 norm, adding noise, fixed-point encoding and
 masking all act on this one vector; :func:`decode` turns a sum of wire vectors back into
-:class:`Summed`.
+:class:`Summed`. Under client-level DP the clip scales the whole vector, counts included, and
+the noise makes them real: the decoded counts are then rounded noised sums (post-processing).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class ArraySpec:
         shape: the array's shape.
         kind: ``"real"`` (clipped to ``[-bound, bound]``) or ``"integer"`` (whole numbers
             within the bound, an error otherwise: a count is summed exactly or refused).
-        bound: the public bound on every entry's absolute value.
+        bound: the public bound on every entry's absolute value; ``math.inf`` where nothing
+            needs one (a run without secure aggregation or DP), which secure aggregation
+            refuses.
         weight: the name of the array that weighs this one, or None.
     """
 
@@ -57,9 +60,9 @@ class ArraySpec:
             raise StatisticsError(f"shape {self.shape} has a negative length")
         if self.kind not in (REAL, INTEGER):
             raise StatisticsError(f"kind must be {REAL!r} or {INTEGER!r}, not {self.kind!r}")
-        if not (math.isfinite(self.bound) and self.bound > 0):
-            raise StatisticsError(f"bound must be finite and > 0, got {self.bound!r}")
-        if self.kind == INTEGER and self.bound != math.floor(self.bound):
+        if not self.bound > 0:  # NaN fails too
+            raise StatisticsError(f"bound must be > 0, got {self.bound!r}")
+        if self.kind == INTEGER and math.isfinite(self.bound) and self.bound != int(self.bound):
             raise StatisticsError(f"an integer array's bound must be whole, got {self.bound!r}")
 
     @property

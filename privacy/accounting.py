@@ -160,6 +160,29 @@ def _rdp_curve(sample_rate: float, noise_multiplier: float) -> np.ndarray:
     return curve
 
 
+def accounting_event(event: DpEvent):
+    """``event`` as a dp_accounting event tree and the neighbouring relation it is stated
+    under: ``SelfComposedDpEvent(sampling(GaussianDpEvent(z)), steps)``, with the sampling
+    ``PoissonSampledDpEvent``, ``SampledWithoutReplacementDpEvent`` or none, and ``z``
+    relative to the sensitivity under that relation (:func:`accounted_noise`). Any
+    dp_accounting accountant can compose these trees; fedcore's own RDP path below gives the
+    same curve for Poisson sampling through Opacus (a test checks the two agree)."""
+    from dp_accounting import dp_event, privacy_accountant
+
+    relation = privacy_accountant.NeighboringRelation
+    mechanism = dp_event.GaussianDpEvent(accounted_noise(event))
+    if event.sampling == "poisson":
+        mechanism = dp_event.PoissonSampledDpEvent(event.sample_rate, mechanism)
+    elif event.sampling == "fixed-size":
+        mechanism = dp_event.SampledWithoutReplacementDpEvent(
+            event.population, _cohort(event), mechanism
+        )
+    if event.steps > 1:
+        mechanism = dp_event.SelfComposedDpEvent(mechanism, event.steps)
+    replace_one = event.sampling == "fixed-size" or event.neighbouring in ("local", "node")
+    return mechanism, relation.REPLACE_ONE if replace_one else relation.ADD_OR_REMOVE_ONE
+
+
 @functools.lru_cache(maxsize=1024)
 def _wor_curve(population: int, cohort: int, noise_multiplier: float) -> np.ndarray:
     """RDP of one Gaussian release on a cohort of `cohort` of `population` drawn without
@@ -175,7 +198,7 @@ def _wor_curve(population: int, cohort: int, noise_multiplier: float) -> np.ndar
             population, cohort, dp_event.GaussianDpEvent(noise_multiplier)
         )
     )
-    curve = np.asarray(accountant._rdp, dtype=float)  # the composed RDP at each order
+    curve = accountant.rdp  # the composed RDP at each order (a copy)
     curve.setflags(write=False)
     return curve
 

@@ -43,10 +43,12 @@ from strategies.fedavg import FedAvg
 _CLIP_TOLERANCE = 1e-9  # the wire vector is float64 end to end
 
 
-def check_wire(vector: np.ndarray, spec: Spec, noised: bool = False) -> None:
+def check_wire(vector: np.ndarray, spec: Spec, noised: bool = False, clipped: bool = False) -> None:
     """ValueError naming the problem unless ``vector`` could be a client's wire vector for
     ``spec``: the right length, finite, and (unless the client ``noised`` it: local DP) every
-    entry within its array's bound, integer arrays whole and weights non-negative."""
+    entry within its array's bound, weights non-negative and, unless the client ``clipped``
+    the whole vector's norm (client-level DP, which scales counts too), integer arrays
+    whole."""
     if vector.shape != (spec.size,):
         raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
     if not np.isfinite(vector).all():
@@ -59,7 +61,7 @@ def check_wire(vector: np.ndarray, spec: Spec, noised: bool = False) -> None:
         offset += a.size
         if np.abs(part).max(initial=0) > a.bound * (1 + _CLIP_TOLERANCE):
             raise ValueError(f"{name!r} has an entry beyond its bound {a.bound:g}")
-        if a.kind == INTEGER and not np.array_equal(part, np.rint(part)):
+        if a.kind == INTEGER and not clipped and not np.array_equal(part, np.rint(part)):
             raise ValueError(f"integer array {name!r} has entries that are not whole")
         if name in spec.weights and part.min(initial=0) < 0:
             raise ValueError(f"weight {name!r} has a negative entry")
@@ -145,7 +147,8 @@ class StatisticsStrategy(Strategy):
             try:
                 vector = self._statistics(msg)
                 if not isinstance(msg, SecureSumReply):
-                    check_wire(vector, spec, noised=p.dp == "local")
+                    clipped = p.dp in CLIENT_LEVEL_DP and (p.dp, p.clipping) != ("client", "server")
+                    check_wire(vector, spec, noised=p.dp == "local", clipped=clipped)
                     if p.dp == "client" and p.clipping == "server":
                         vector = clip_l2(vector, p.clip_norm)
                     elif p.dp in CLIENT_LEVEL_DP and p.dp != "local":
@@ -200,12 +203,18 @@ class StatisticsStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return []  # the server evaluates (evaluate.server); clients send statistics only
+        if self.algorithm.evaluate_client is None:  # the server evaluates (evaluate.server)
+            return []
+        return self.cohort.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        return None
+        """The clients' metrics weighted by their test-set sizes, with the spread of their
+        accuracy, as for model tasks."""
+        metrics = self.cohort.aggregate_evaluate(server_round, replies)
+        self.last_failures = list(self.cohort.last_failures)
+        return metrics
 
     def summary(self) -> None:
         log(WARNING, "%s on typed statistics (%s)", self.algorithm.name, type(self).__name__)

@@ -9,7 +9,12 @@ from fedcore.tasks.algorithm import Algorithm, RoundContext
 from fedcore.tasks.base import ClientData, ClientUpdate, FederatedData, Task, TrainParams
 
 # name -> module defining ``TASK``; imported on first use, so nothing loads at import time
-_REGISTRY = {"mlp": "fedcore.tasks.mlp", "gcn": "fedcore.tasks.gcn", "mf": "fedcore.tasks.mf"}
+_REGISTRY = {
+    "mlp": "fedcore.tasks.mlp",
+    "gcn": "fedcore.tasks.gcn",
+    "mf": "fedcore.tasks.mf",
+    "fedsgd": "fedcore.tasks.fedsgd",
+}
 
 
 def get_task(name: str) -> Task | Algorithm:

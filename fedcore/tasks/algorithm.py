@@ -12,7 +12,7 @@ user's own file (``task = "package.module:NAME"``) runs with no change to fedcor
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,11 +27,19 @@ Metrics = dict[str, float]
 @dataclass(frozen=True)
 class RoundContext:
     """What a client hook may know about its round beyond the state: the run config, the
-    round number and the client's partition id (no other client's anything)."""
+    round number, the client's partition id (no other client's anything), and its local
+    state.
+
+    Attributes:
+        local: arrays that never leave the node (the recommender's user factors), empty on
+            the node's first round. The train hook updates it in place; the node keeps it
+            in its ``Context.state`` for the next round and for evaluation.
+    """
 
     cfg: RunConfig
     server_round: int
     partition_id: int
+    local: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,9 @@ class Algorithm:
             under DP: nothing noises them).
         server: ``(state, summed, cfg) -> (state, metrics)``: the next global state from the
             cohort's sums (under DP: the noised sums, so this is post-processing).
-        evaluate: ``(state, x, y) -> metrics`` on a held-out set, or None.
+        evaluate: ``(state, x, y, cfg) -> metrics`` on the server's held-out set, or None.
+        evaluate_client: ``(state, data, context) -> metrics`` on the client's own test
+            split (weighted by its size), or None: clients are then not asked to evaluate.
     """
 
     name: str
@@ -62,4 +72,5 @@ class Algorithm:
         tuple[dict[str, np.ndarray], Metrics],
     ]
     server: Callable[[State, Summed, RunConfig], tuple[dict[str, np.ndarray], Metrics]]
-    evaluate: Callable[[State, object, object], Metrics] | None = None
+    evaluate: Callable[[State, object, object, RunConfig], Metrics] | None = None
+    evaluate_client: Callable[[State, ClientData, RoundContext], Metrics] | None = None

@@ -14,6 +14,7 @@ clients that touched it (:class:`strategies.items.ItemFedAvg`).
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from fedcore.config import ConfigError, RunConfig
 from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.movielens import Ratings, official_split
 from fedcore.keys import ITEM_RATERS, TRAIN_LOSS, TRAIN_SECONDS
+from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
+from fedcore.tasks.algorithm import Algorithm, RoundContext
 from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
 
 MSE, MAE = "mse", "mae"
@@ -231,6 +234,111 @@ def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> Matr
     # the global mean starts at 3.5 (the scale's middle-high), not at the data's mean: that
     # would be a statistic of every user's ratings, which the server does not have
     return MatrixFactorization(data.num_features, cfg.model.hidden[0], 3.5, g)
+
+
+# -- the task as an algorithm on typed statistics -------------------------------------------
+
+SHARED = ("item_factors", "item_bias", "global_bias")  # the shared model
+RATERS, RATINGS = "item-raters", "ratings"  # the weights: per item row, and of the bias
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(cfg: RunConfig) -> MatrixFactorization:
+    """The one model object a process trains; its arrays are overwritten on every call."""
+    return build_model(cfg, load_mf_data(cfg), torch.Generator().manual_seed(0))
+
+
+def _model(cfg: RunConfig, state, data: MfClientData, context: RoundContext):
+    """The worker model holding the shared ``state`` and this client's user factors (from
+    its local state, or on its first round freshly drawn from its own seeded generator)."""
+    model = _worker_model(cfg)
+    model.load_state_dict({k: torch.tensor(np.asarray(state[k])) for k in SHARED})
+    if context.local:
+        set_local(model, data, {k: torch.from_numpy(v) for k, v in context.local.items()}, None)
+    else:
+        init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, context.partition_id)
+        set_local(model, data, None, init)
+    return model
+
+
+def _dp(cfg: RunConfig) -> bool:
+    return cfg.privacy.dp != "off"
+
+
+def _init(cfg: RunConfig, data: FederatedData, rng: np.random.Generator) -> dict:
+    model = build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _spec(cfg: RunConfig, state) -> Spec:
+    """Each item row's update weighted by how many of the client's users rated the item,
+    the global bias's by its number of ratings. Under user-level DP nothing but the clipped
+    update is sent (the counts would leave un-noised) and every client weighs one. Entries
+    are bounded by ``secagg.bound`` under secure aggregation, unbounded otherwise."""
+    bound = cfg.secagg.bound if cfg.secagg.mode != "off" else math.inf
+    weights = {"item_factors": RATERS, "item_bias": RATERS, "global_bias": RATINGS}
+    arrays = {
+        k: ArraySpec(np.shape(state[k]), bound=bound, weight=None if _dp(cfg) else weights[k])
+        for k in SHARED
+    }
+    if not _dp(cfg):
+        count = cfg.secagg.max_weight if cfg.secagg.mode != "off" else math.inf
+        items = np.shape(state["item_bias"])
+        arrays[RATERS] = ArraySpec(items, INTEGER, count)
+        arrays[RATINGS] = ArraySpec((), INTEGER, count)
+    return Spec.of(arrays)
+
+
+def _client(state, data: MfClientData, context: RoundContext, rng: np.random.Generator):
+    """Train the client's users and the item rows they rated; send the shared arrays'
+    update and the counts that weigh it; keep the user factors in the local state."""
+    cfg, t = context.cfg, context.cfg.train
+    model = _model(cfg, state, data, context)
+    params = TrainParams(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay)
+    generator = seeding.client_generator(cfg.seed, context.server_round, context.partition_id)
+    update = train_one_client(model, data, params, generator)
+    context.local.update({k: v.numpy() for k, v in get_local(model).items()})
+    stats = {
+        k: update.state[k].numpy().astype(np.float64) - np.asarray(state[k], np.float64)
+        for k in SHARED
+    }
+    if not _dp(cfg):
+        stats[RATERS] = update.state[ITEM_RATERS].numpy().astype(np.float64)
+        stats[RATINGS] = np.array(float(data.num_train))
+    return stats, update.metrics
+
+
+def _server(state, summed: Summed, cfg: RunConfig):
+    """Each item row moved by its raters' mean update (rows nobody rated stay), the bias by
+    the mean weighted by ratings, all times ``strategy.server-lr``. Under user-level DP the
+    noised sum over the planned cohort (client-level and distributed DP: a client then moves
+    the model by at most clip / cohort) or over the clients in the sum (local DP)."""
+    new = {}
+    for k in SHARED:
+        current = np.asarray(state[k])
+        if not _dp(cfg):
+            step = np.nan_to_num(summed.mean(k), nan=0.0)
+        elif cfg.privacy.dp == "local":
+            step = summed[k] / summed.clients
+        else:
+            step = summed[k] / cfg.planned_cohort
+        new[k] = (current + cfg.strategy.server_lr * step).astype(current.dtype)
+    return new, {}
+
+
+def _evaluate_client(state, data: MfClientData, context: RoundContext) -> dict[str, float]:
+    return evaluate(_model(context.cfg, state, data, context), data.x_test, data.y_test)
+
+
+ALGORITHM = Algorithm(
+    name="mf",
+    load_data=load_mf_data,
+    init=_init,
+    spec=_spec,
+    client=_client,
+    server=_server,
+    evaluate_client=_evaluate_client,
+)
 
 
 TASK = Task(

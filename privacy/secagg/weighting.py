@@ -11,6 +11,8 @@ learns how many users of the cohort rated each item, not who.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from flwr.app import ArrayRecord
 
@@ -143,6 +145,11 @@ def statistics_bound(spec_bound: float, cfg: RunConfig) -> float:
     spec's bound, at least 1; under distributed DP the clipped vector (entries at most the
     clip norm) plus 8 standard deviations of a client's noise share, so the clip in the
     encoding does not cut the noise."""
+    if not math.isfinite(spec_bound):
+        raise ValueError(
+            "secure aggregation needs a finite bound on every statistic; the algorithm's spec "
+            "declares none"
+        )
     p = cfg.privacy
     if p.dp != "distributed":
         return input_bound(spec_bound)
