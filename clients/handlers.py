@@ -19,7 +19,7 @@ from torch import nn
 from clients import privacy
 from clients.policy import node_policy
 from fedcore import seeding
-from fedcore.arrays import load_into, to_numpy, to_record
+from fedcore.arrays import load_into, to_record
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.datasets import DatasetError
 from fedcore.datasets import node as node_data
@@ -29,7 +29,6 @@ from fedcore.keys import (
     DATA_PATH,
     DP_EVENT,
     EPSILON,
-    LOCAL_MODEL,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -114,7 +113,6 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
 def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
     task = get_task(cfg.task)
     client, model = _client_data(context, cfg)
-    pid = context.node_config[PARTITION_ID]
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
@@ -122,21 +120,7 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
         load_into(model, arrays)
     except ValueError as err:
         raise ClientInputError(f"global model does not fit the task's model: {err}") from None
-    if task.local_state is not None:  # this client's private part of the model
-        saved = context.state.array_records.get(LOCAL_MODEL)
-        if saved is None:  # first round of this node: a fresh, seeded initialisation
-            local, init = None, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT, pid)
-        else:
-            local = {k: torch.from_numpy(to_numpy(v).copy()) for k, v in saved.items()}
-            init = None
-        task.local_state[1](model, client, local, init)
     return task, client, model
-
-
-def _keep_local(task: Task, model: nn.Module, context: Context) -> None:
-    """Save the model's private part in the node's state; it is not in the reply."""
-    if task.local_state is not None:
-        context.state[LOCAL_MODEL] = to_record(task.local_state[0](model))
 
 
 def _config(msg: Message) -> ConfigRecord:
@@ -168,7 +152,6 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     event = _client_mechanism(cfg, task, data, params, server_round, pid)
     if event is None:  # "off", or "client": the server's DP strategy (or Flower's clipping
         update = task.train_one_client(model, data, params, rng)  # mod) clips and noises
-        _keep_local(task, model, context)
         if cfg.privacy.dp != "off":
             update = _releasable(update, model, cfg)
         return _reply(msg, update, {})
@@ -186,7 +169,6 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
         )
     else:
         update = _train_local_dp(task, model, data, params, rng, event, seeding.noise_rng(*noise))
-    _keep_local(task, model, context)
     ledger = ledger.record(event)
     privacy.save_ledger(context, ledger)
     extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
@@ -260,11 +242,11 @@ def _train_local_dp(
 
 def _releasable(update: ClientUpdate, model: nn.Module, cfg: RunConfig) -> ClientUpdate:
     """What a DP client may send: the model's arrays (clipped and noised here or by the
-    server), without what a task sends beside them (the ``mf`` task's per-item rater counts)
-    and without its metrics: the loss is computed from the data without noise, and even the
-    training time grows with the number of examples. Where the unit of privacy is the whole
-    client, its number of examples goes too (sent as 1: under client-level DP every client
-    weighs alike); example-level DP keeps it, as DP-SGD's accounting takes it as public."""
+    server), without anything a task sends beside them and without its metrics: the loss is
+    computed from the data without noise, and even the training time grows with the number
+    of examples. Where the unit of privacy is the whole client, its number of examples goes
+    too (sent as 1: under client-level DP every client weighs alike); example-level DP keeps
+    it, as DP-SGD's accounting takes it as public."""
     return replace(
         update,
         state={k: update.state[k] for k in model.state_dict()},

@@ -14,8 +14,6 @@ SERVER_ROUND = "server-round"
 PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx.configure_train
 
 # ArrayRecord entries (client -> server) beside the model's arrays
-ITEM_RATERS = "item-raters"  # mf: how many of the client's users rated each item
-ROW_WEIGHTED = ("item_factors", "item_bias")  # mf: averaged per row, weighted by ITEM_RATERS
 STATISTICS = "statistics"  # an algorithm's reply: its wire vector (fedcore.statistics)
 WIRE = "wire"  # ConfigRecord in an algorithm's reply: its spec's bound, for the secagg mod
 

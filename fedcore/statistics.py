@@ -129,6 +129,11 @@ def _broadcast(weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return weight.reshape(weight.shape + (1,) * (len(shape) - weight.ndim))
 
 
+def _scale(weight: ArraySpec) -> float:
+    """What a weighted array is divided by on the wire: its weight's bound (1 if none)."""
+    return weight.bound if math.isfinite(weight.bound) else 1.0
+
+
 def checked(stats: Mapping[str, np.ndarray], spec: Spec) -> dict[str, np.ndarray]:
     """``stats`` as float64 arrays, checked against ``spec``: the same names, shapes, finite
     entries; integers whole and within their bound; weights non-negative and within theirs.
@@ -173,7 +178,7 @@ def contribution(stats: Mapping[str, np.ndarray], spec: Spec) -> np.ndarray:
         else:
             part[...] = x
         if a.weight is not None:
-            part *= _broadcast(arrays[a.weight], a.shape) / spec[a.weight].bound
+            part *= _broadcast(arrays[a.weight], a.shape) / _scale(spec[a.weight])
         offset += a.size
     return out
 
@@ -219,7 +224,7 @@ def decode(total: np.ndarray, spec: Spec, clients: int) -> Summed:
     for name, a in spec.arrays:
         x = total[offset : offset + a.size].reshape(a.shape).copy()
         if a.weight is not None:
-            x *= spec[a.weight].bound
+            x *= _scale(spec[a.weight])
         if a.kind == INTEGER:
             np.rint(x, out=x)
         sums[name] = x

@@ -89,8 +89,6 @@ class _Accounted:
         if self.stop_reason is not None:
             return None, None
         arrays, metrics = super().aggregate_train(server_round, self._usable(replies))
-        if arrays is not None:  # after the noise: what the inner strategy makes of it
-            arrays = self.strategy.after_noise(arrays)
         if arrays is not None and (noise := self._released_noise()) > 0:
             event = self.plan.event(server_round, self._round_clip, noise)
             self.ledger = self.ledger.record(event)

@@ -207,11 +207,6 @@ class FedAvg(flwr_strategy.FedAvg):
             return None, None
         return to_record(arrays_mean.result()), MetricRecord(metrics_mean.result())
 
-    def after_noise(self, arrays: ArrayRecord) -> ArrayRecord:
-        """Under client-level DP, the model from the noised mean the DP wrapper releases
-        (post-processing, at no privacy cost); FedAvg keeps the mean itself."""
-        return arrays
-
     def _fixed_denominator(self, arrays_mean: WeightedMean) -> ArrayRecord:
         """``current + sum_i (w_i - current) / dp_cohort_size``; with no replies, the current
         model itself (a zero sum), so the DP wrapper still releases the noised round."""

@@ -76,15 +76,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         cohort = FedAvg(**common)
         _sampling(cohort, cfg)
         return StatisticsStrategy(task, cfg, cohort)
-    if cfg.task == "mf":
-        from privacy.secagg.weighting import row_weighted
-        from strategies.items import ItemFedAvg
-
-        builders["fedavg"] = lambda: ItemFedAvg(**common)
     strategy = builders[s.name]()
-    if cfg.task == "mf":
-        strategy.server_lr = s.server_lr
-        strategy.row_weighted = row_weighted(cfg)
     _sampling(strategy, cfg)
     if cfg.privacy.dp in ("client", "distributed"):
         from strategies.dp import wrap_with_dp

@@ -77,8 +77,3 @@ class Task:
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
     # sample-level DP-SGD; None where the task has no sound per-example mechanism
     train_one_client_dp: Callable | None = None
-    # (get_local, set_local) for a model part that never leaves the client (e.g. a user's
-    # factors): set_local(model, data, saved, generator) before training and evaluation
-    # (saved is None on a node's first round, and only then is there a generator),
-    # get_local(model) -> tensors kept in the node's Context.state after training
-    local_state: tuple[Callable, Callable] | None = None

@@ -4,11 +4,13 @@
 Biased matrix factorisation: ``r_hat(u, i) = mu + b_u + b_i + p_u . q_i``. The item factors
 ``q``, item biases ``b_i`` and ``mu`` are the shared model. A user's factors ``p_u`` and bias
 ``b_u`` are the client's *local* state: they live in the node's ``Context.state`` and never
-appear in a message (the handlers keep them there through :attr:`Task.local_state`).
+appear in a message (the algorithm's ``context.local``).
 
-A client trains on its own ratings and sends back the shared arrays plus ``item-raters``,
-how many of its users rated each item, so the server can average each item row over the
-clients that touched it (:class:`strategies.items.ItemFedAvg`).
+The task is an algorithm on typed statistics (:mod:`fedcore.tasks.algorithm`): a client trains
+on its own ratings and sends the update of the shared arrays, each item row weighted by how
+many of its users rated the item (``item-raters``) and the global bias by its number of
+ratings, so the server averages each item row over the clients that touched it. Flower's
+built-in strategies average identical dense arrays from everyone and cannot weight per row.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from fedcore import seeding
 from fedcore.config import ConfigError, RunConfig
 from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.movielens import Ratings, official_split
-from fedcore.keys import ITEM_RATERS, TRAIN_LOSS, TRAIN_SECONDS
+from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks.algorithm import Algorithm, RoundContext
-from fedcore.tasks.base import ClientUpdate, FederatedData, Task, TrainParams
+from fedcore.tasks.base import ClientUpdate, FederatedData, TrainParams
 
 MSE, MAE = "mse", "mae"
+SHARED = ("item_factors", "item_bias", "global_bias")  # the shared model
+RATERS, RATINGS = "item-raters", "ratings"  # the weights: per item row, and of the bias
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def train_one_client(
     state["global_bias"].numpy()[:] = w["mu"]
     raters = torch.zeros(len(item_bias))
     raters.numpy()[ix.rated] = ix.per_item
-    state[ITEM_RATERS] = raters
+    state[RATERS] = raters
     metrics = {TRAIN_LOSS: mse, TRAIN_SECONDS: time.perf_counter() - start}
     return ClientUpdate(state=state, num_examples=data.num_train, metrics=metrics)
 
@@ -238,9 +242,6 @@ def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> Matr
 
 # -- the task as an algorithm on typed statistics -------------------------------------------
 
-SHARED = ("item_factors", "item_bias", "global_bias")  # the shared model
-RATERS, RATINGS = "item-raters", "ratings"  # the weights: per item row, and of the bias
-
 
 @functools.lru_cache(maxsize=2)
 def _worker_model(cfg: RunConfig) -> MatrixFactorization:
@@ -289,7 +290,7 @@ def _spec(cfg: RunConfig, state) -> Spec:
     return Spec.of(arrays)
 
 
-def _client(state, data: MfClientData, context: RoundContext, rng: np.random.Generator):
+def _train_client(state, data: MfClientData, context: RoundContext, rng: np.random.Generator):
     """Train the client's users and the item rows they rated; send the shared arrays'
     update and the counts that weigh it; keep the user factors in the local state."""
     cfg, t = context.cfg, context.cfg.train
@@ -303,7 +304,7 @@ def _client(state, data: MfClientData, context: RoundContext, rng: np.random.Gen
         for k in SHARED
     }
     if not _dp(cfg):
-        stats[RATERS] = update.state[ITEM_RATERS].numpy().astype(np.float64)
+        stats[RATERS] = update.state[RATERS].numpy().astype(np.float64)
         stats[RATINGS] = np.array(float(data.num_train))
     return stats, update.metrics
 
@@ -335,18 +336,10 @@ ALGORITHM = Algorithm(
     load_data=load_mf_data,
     init=_init,
     spec=_spec,
-    client=_client,
+    client=_train_client,
     server=_server,
     evaluate_client=_evaluate_client,
 )
 
 
-TASK = Task(
-    name="mf",
-    load_data=load_mf_data,
-    build_model=build_model,
-    train_one_client=train_one_client,
-    evaluate=evaluate,
-    train_one_client_dp=None,
-    local_state=(get_local, set_local),
-)
+TASK = ALGORITHM

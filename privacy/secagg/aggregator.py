@@ -35,7 +35,6 @@ from fedcore.exchange import send_and_receive
 from fedcore.keys import (
     ARRAYS,
     CONFIG,
-    ITEM_RATERS,
     MASKED,
     METRICS,
     NUM_EXAMPLES,
@@ -89,14 +88,13 @@ class SumFormat(Protocol):
 
 class ModelUpdateSum:
     """A model's weighted mean update (:mod:`privacy.secagg.weighting`): the strategy gets
-    the model moved by it (and, for per-item averaging, the cohort's rater counts, so the
-    strategy's per-item mean of this one reply is the step itself)."""
+    the model moved by it, so its weighted mean of this one reply is the step itself."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
     def input_length(self, arrays: ArrayRecord) -> int:
-        return masked_length(arrays, self.cfg)
+        return masked_length(arrays)
 
     def input_bound(self, arrays: ArrayRecord) -> float:
         return input_bound(self.cfg.secagg.bound)
@@ -104,7 +102,7 @@ class ModelUpdateSum:
     def aggregate(
         self, arrays: ArrayRecord, total: np.ndarray, clients: int
     ) -> tuple[ArrayRecord, float]:
-        step, counts = average_of_sum(arrays, total, self.cfg)
+        step = average_of_sum(arrays, total, self.cfg)
         new, offset = {}, 0
         for name, array in arrays.items():
             current = to_numpy(array)
@@ -113,8 +111,6 @@ class ModelUpdateSum:
                 current.dtype
             )
             offset += size
-        if counts is not None:
-            new[ITEM_RATERS] = counts.astype(np.float32)
         # from the sum, not the clear metrics (a client may send none): each client masked
         # its weight over secagg.max-weight; client-level DP weighs every client as one
         client_level = self.cfg.privacy.dp in ("client", "distributed")

@@ -39,7 +39,6 @@ from fedcore.keys import (
     CONFIG,
     DATA_PATH,
     DP_EVENT,
-    ITEM_RATERS,
     MASKED,
     METRICS,
     NUM_EXAMPLES,
@@ -57,7 +56,7 @@ from privacy.plan import dp_plan
 from privacy.secagg import shamir
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode, input_bound
-from privacy.secagg.weighting import row_weighted, statistics_bound, weighted_input
+from privacy.secagg.weighting import statistics_bound, weighted_input
 
 
 class SecAggClientError(ValueError):
@@ -65,11 +64,8 @@ class SecAggClientError(ValueError):
 
 
 def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
-    """``trained - received`` as one float64 vector, in the order of the received model
-    (arrays the reply carries beside the model, like ``item-raters``, are not part of it)."""
-    if any(k not in trained for k in received) or any(
-        k not in received and k != ITEM_RATERS for k in trained
-    ):
+    """``trained - received`` as one float64 vector, in the order of the received model."""
+    if set(trained) != set(received):
         raise SecAggClientError("the trained model's arrays differ from the received ones")
     sizes = [to_numpy(received[k]).size for k in received]
     out = np.empty(sum(sizes))
@@ -155,17 +151,11 @@ def _train(
         std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
         noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
         update = update + noise.normal(0.0, std, update.shape)
-    counts = None
-    if row_weighted(cfg):
-        if ITEM_RATERS not in trained:
-            raise SecAggClientError(f"per-item averaging needs the reply's {ITEM_RATERS!r}")
-        counts = to_numpy(trained[ITEM_RATERS])
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
     try:  # a diverged (non-finite) update is refused here, not masked as garbage
-        if wire is None:
-            x = weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg, received, counts)
-        else:  # already clipped and weighted by the handler
-            x = update
+        # (a wire vector of statistics is clipped and weighted already, by the handler)
+        weight = float(metrics[NUM_EXAMPLES])
+        x = update if wire is not None else weighted_input(update, weight, cfg)
         encoded = encode(x, fp, rng)
     except ValueError as err:
         raise SecAggClientError(f"cannot mask this update: {err}") from None

@@ -4,16 +4,20 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fedcore import seeding
 from fedcore.apps import make_client_app
 from fedcore.config import ConfigError, parse_config
-from fedcore.keys import ITEM_RATERS
+from fedcore.keys import STATISTICS
 from fedcore.server import run_server
+from fedcore.statistics import StatisticsError, contribution, decode
 from fedcore.tasks import get_task
-from fedcore.tasks.mf import MfClientData, load_mf_data
+from fedcore.tasks.mf import ALGORITHM, SHARED, MfClientData, load_mf_data
+from privacy.secagg.quantize import decode as quantize_decode
+from privacy.secagg.quantize import encode, fixed_point
+from privacy.secagg.weighting import statistics_bound
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
-from strategies.items import item_average
 
 MF = {
     "task": "mf",
@@ -59,44 +63,111 @@ def _run_spied(raw: dict) -> tuple[list[tuple[Message, Message, Context]], list[
     return sent, rounds
 
 
-def test_item_average_equals_a_brute_force_loop():
-    rng = np.random.default_rng(0)
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(0, 2**31),
+    st.sampled_from([1.0, 0.7]),
+    st.booleans(),
+)
+def test_the_item_mean_of_the_statistics_equals_a_brute_force_loop(
+    clients, items, seed, lr, secure
+):
+    """Each client's wire vector, summed (in the clear, or in fixed point mod 2^k as secure
+    aggregation sums it) and decoded, then the server hook; against a loop over clients and
+    items (rows nobody rated keep their value, the counts are summed exactly)."""
+    rng = np.random.default_rng(seed)
+    secagg = {"mode": "full", "bound": 100.0, "max-weight": 1000, "frac-bits": 32}
+    cfg = parse_config(
+        MF | {"strategy": {"server-lr": lr}} | ({"secagg": secagg} if secure else {})
+    )
     current = {
-        "item_factors": rng.normal(size=(5, 2)),
-        "item_bias": rng.normal(size=5),
+        "item_factors": rng.normal(size=(items, 2)),
+        "item_bias": rng.normal(size=items),
         "global_bias": np.array([3.5]),
     }
+    spec = ALGORITHM.spec(cfg, current)
     updates = []
-    for _ in range(4):
+    for _ in range(clients):
         u = {k: v + rng.normal(size=v.shape) for k, v in current.items()}
-        u[ITEM_RATERS] = rng.integers(0, 3, 5).astype(float)
-        updates.append((u, float(rng.integers(1, 50))))
-    got = item_average(current, updates, server_lr=0.7)
-    for item in range(5):
-        raters = sum(u[ITEM_RATERS][item] for u, _ in updates)
-        step = sum(
-            u[ITEM_RATERS][item] * (u["item_factors"][item] - current["item_factors"][item])
-            for u, _ in updates
+        raters = rng.integers(0, 3, items).astype(float)
+        u["item_factors"][raters == 0] = current["item_factors"][raters == 0]  # untouched
+        u["item_bias"][raters == 0] = current["item_bias"][raters == 0]
+        updates.append((u, raters, float(rng.integers(1, 50))))
+    vectors = [
+        contribution(
+            {k: u[k] - current[k] for k in SHARED} | {"item-raters": r, "ratings": np.array(w)},
+            spec,
         )
-        expected = current["item_factors"][item] + (0.7 * step / raters if raters else 0)
-        np.testing.assert_allclose(got["item_factors"][item], expected)
-    weights = sum(w for _, w in updates)
-    mu_step = sum(w * (u["global_bias"] - current["global_bias"]) for u, w in updates) / weights
-    np.testing.assert_allclose(got["global_bias"], current["global_bias"] + 0.7 * mu_step)
+        for u, r, w in updates
+    ]
+    if secure:
+        fp = fixed_point(clients, statistics_bound(spec.bound, cfg), cfg.secagg.frac_bits)
+        total = quantize_decode(sum(encode(v, fp, rng) for v in vectors), fp)
+    else:
+        total = sum(vectors)
+    summed = decode(total, spec, clients)
+    raters = sum(r for _, r, _ in updates)
+    np.testing.assert_array_equal(summed["item-raters"], raters)  # exact, also in fixed point
+    got, _ = ALGORITHM.server(current, summed, cfg)
+    atol = 1e-6 if secure else 1e-12
+    for item in range(items):
+        raters = sum(r[item] for _, r, _ in updates)
+        for name in ("item_factors", "item_bias"):
+            step = sum(r[item] * (u[name][item] - current[name][item]) for u, r, _ in updates)
+            expected = current[name][item] + (lr * step / raters if raters else 0)
+            np.testing.assert_allclose(got[name][item], expected, atol=atol)
+    weights = sum(w for _, _, w in updates)
+    mu_step = sum(w * (u["global_bias"] - current["global_bias"]) for u, _, w in updates)
+    expected = current["global_bias"] + lr * mu_step / weights
+    np.testing.assert_allclose(got["global_bias"], expected, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([1.0, -1.0, 0.0], "negative"),
+        ([1.0, 0.5, 0.0], "not whole"),
+        ([1.0, np.nan, 0.0], "not finite"),
+        ([1.0, 2.0], "shape"),
+        ([1.0, 1001.0, 0.0], "beyond its bound"),
+    ],
+)
+def test_bad_rater_counts_are_refused(counts, message):
+    secagg = {"mode": "full", "bound": 100.0, "max-weight": 1000}
+    cfg = parse_config(MF | {"secagg": secagg})
+    current = {
+        "item_factors": np.zeros((3, 2)),
+        "item_bias": np.zeros(3),
+        "global_bias": np.zeros(1),
+    }
+    stats = {k: np.zeros_like(v) for k, v in current.items()}
+    stats |= {"item-raters": np.array(counts), "ratings": np.array(5.0)}
+    with pytest.raises(StatisticsError, match=message):
+        contribution(stats, ALGORITHM.spec(cfg, current))
 
 
 def test_user_factors_never_leave_the_client():
-    """Every message a client sends is inspected: only the shared arrays and the item
-    counts, and the user's factors sit in its Context.state."""
+    """Every message a client sends is inspected: one wire vector of the spec the server
+    computes (the shared arrays' update, the item counts and the number of ratings, nothing
+    of the users' factors), and the user's factors sit in its Context.state."""
     sent, _ = _run_spied(MF | {"train": MF["train"] | {"rounds": 1}})
     assert sent
-    for _, reply, context in sent:
-        if reply.has_error():
+    cfg = parse_config(MF)
+    trained = 0
+    for msg, reply, context in sent:
+        if reply.has_error() or msg.metadata.message_type != "train":
             continue
-        for record in reply.content.array_records.values():
-            assert set(record) <= {"item_factors", "item_bias", "global_bias", ITEM_RATERS}
+        trained += 1
+        spec = ALGORITHM.spec(cfg, {k: v.numpy() for k, v in msg.content["arrays"].items()})
+        assert spec.names == (*SHARED, "item-raters", "ratings")
+        (record,) = reply.content.array_records.values()
+        assert set(record) == {STATISTICS}
+        assert tuple(record[STATISTICS].shape) == (spec.size,)
         local = context.state.array_records["local-model"]
         assert set(local) == {"users", "user_bias"}
+    assert trained == 943
 
 
 def test_a_short_federated_run_beats_the_global_mean():
@@ -157,8 +228,10 @@ def test_user_level_dp_releases_only_noised_item_updates():
         if msg.metadata.message_type == "train" and not reply.has_error()
     ]
     assert len(sent) == 2 * 20
+    model_size = 1682 * 8 + 1682 + 1  # item factors, item biases, global bias: no counts
     for reply in sent:
-        assert set(reply.content["arrays"]) == {"item_factors", "item_bias", "global_bias"}
+        assert set(reply.content["arrays"]) == {STATISTICS}
+        assert tuple(reply.content["arrays"][STATISTICS].shape) == (model_size,)
         metrics = reply.content["metrics"]
         assert set(metrics) == {"num-examples", "epsilon"}
         assert metrics["num-examples"] == 1
@@ -183,9 +256,9 @@ def test_distributed_user_level_dp_masks_noised_updates_without_counts():
     masked = [r for r in sent if "secagg" in r.content.array_records]
     assert len(masked) == 2 * 20
     model_size = 1682 * 8 + 1682 + 1  # item factors, item biases, global bias
-    for reply in masked:  # the model's update and the weight entry; no rater counts
+    for reply in masked:  # the model's update only; no rater counts, no weight
         (vector,) = reply.content.array_records["secagg"].values()
-        assert tuple(vector.shape) == (model_size + 1,)
+        assert tuple(vector.shape) == (model_size,)
     assert all("arrays" not in r.content.array_records for r in sent)
     trained = [r for r in sent if "metrics" in r.content.metric_records and "secagg" in r.content]
     assert len(trained) == 2 * 20  # the training stage: its metrics say nothing of the ratings
@@ -212,13 +285,12 @@ def test_client_level_dp_applies_the_server_rate_after_the_noise():
         "privacy": privacy,
     }
     cfg = parse_config(raw)
-    task = get_task("mf")
-    init = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT)
-    start = task.build_model(cfg, task.load_data(cfg), init).state_dict()
+    algorithm = get_task("mf")
+    start = algorithm.init(cfg, algorithm.load_data(cfg), None)
     steps = []
     for rate in (1.0, 2.0):
         final, _ = _run(raw | {"strategy": {"server-lr": rate}})
-        steps.append({k: final[k] - start[k].numpy() for k in final})
+        steps.append({k: final[k] - start[k] for k in final})
     for name, step in steps[0].items():
         assert np.abs(step).max() > 1e-3  # the noise alone moves every array
         np.testing.assert_allclose(steps[1][name], 2 * step, atol=1e-5)
