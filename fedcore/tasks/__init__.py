@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from fedcore.config import ConfigError
@@ -17,6 +18,7 @@ _REGISTRY = {
 }
 
 
+@functools.lru_cache(maxsize=32)  # called per message: the import machinery once per name
 def get_task(name: str) -> Task | Algorithm:
     """The task registered under ``name``, or the :class:`Task` (or
     :class:`~fedcore.tasks.algorithm.Algorithm`) that ``"package.module:NAME"`` names in the
