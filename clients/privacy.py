@@ -11,43 +11,27 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
-from scipy.stats import binom
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
 from fedcore.keys import BUDGET_DECLINE, DATA_PATH, LEDGER, STATE_DIR
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
-from privacy.plan import dp_plan, min_in_sum
+from privacy.plan import (
+    dp_plan,
+    local_noise,
+    min_in_sum,
+    planned_participations,
+)
 
 
 class BudgetExhausted(RuntimeError):
     """This round would take the client past its privacy budget; it declines to train."""
-
-
-def participation_rate(cfg: RunConfig) -> float:
-    """The chance that a given client trains in a given round: ``train.fraction`` under
-    Poisson sampling, cohort / population for a fixed-size cohort."""
-    return cfg.planned_cohort / cfg.data.num_clients
-
-
-@functools.lru_cache(maxsize=64)
-def planned_participations(cfg: RunConfig) -> int:
-    """The rounds a client is calibrated to take part in: the
-    ``privacy.calibration-quantile`` quantile of Binomial(rounds, participation rate), so
-    that at most that share of the clients would pass the target if none declined. The
-    others decline once at their budget (by default the target): see :func:`budget`."""
-    rounds, rate = cfg.train.rounds, participation_rate(cfg)
-    if rate >= 1:
-        return rounds
-    quantile = float(binom.ppf(cfg.privacy.calibration_quantile, rounds, rate))
-    return max(1, math.ceil(quantile))
 
 
 @functools.lru_cache(maxsize=1024)  # calibration is a search over the accountant: once per client
@@ -72,17 +56,6 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
 
 
 @functools.lru_cache(maxsize=64)
-def local_noise(cfg: RunConfig) -> float:
-    """Local DP's noise multiplier: configured, or calibrated so a client taking part in
-    :func:`planned_participations` rounds spends ``privacy.target-epsilon``."""
-    p = cfg.privacy
-    if p.noise_multiplier > 0:
-        return p.noise_multiplier
-    return calibrate_noise(
-        p.target_epsilon, p.delta, 1.0, planned_participations(cfg), p.accountant, "none", "local"
-    )
-
-
 def client_level_noise(cfg: RunConfig) -> float:
     """The noise multiplier that covers one client-level-DP client's update in a round:
     local DP's own, or distributed DP's planned noise of the sum (no smaller sum is

@@ -27,7 +27,7 @@ from fedcore.arrays import load_into, to_numpy, to_numpy_dict, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
-from fedcore.tasks import Algorithm, FederatedData, Task, get_task
+from fedcore.tasks import Algorithm, FederatedData, Task, checked_task, get_task
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
@@ -173,7 +173,7 @@ def run_server(
     if timeout is None:
         timeout = cfg.engine.timeout or None
     poll = cfg.engine.poll_interval
-    task = get_task(cfg.task)
+    task = checked_task(cfg)
     data = task.load_data(cfg)
     arrays, evaluate = _global_state(task, cfg, data)
     strategy = build_strategy(cfg)
@@ -182,6 +182,7 @@ def run_server(
     if cfg.secagg.mode != "off":  # what is summed: a model update, or typed statistics
         fmt = strategy.sum_format() if isinstance(task, Algorithm) else None
         secure = SecureAggregator(cfg, guard, fmt)
+        secure.check_encoding(arrays)
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()

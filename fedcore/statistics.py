@@ -17,7 +17,7 @@ each weighted array multiplied by its weight over the weight's bound, so that ev
 stays within its array's bound. Clipping the L2 norm, adding noise, fixed-point encoding and
 masking all act on this one vector; :func:`decode` turns a sum of wire vectors back into
 :class:`Summed`. Under client-level DP the clip scales the whole vector, counts included, and
-the noise makes them real: the decoded counts are then rounded noised sums (post-processing).
+the noise makes them real: the decoded counts are then noised sums (post-processing).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class Spec:
         return frozenset(a.weight for _, a in self.arrays if a.weight is not None)
 
 
-def _broadcast(weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def broadcast_weight(weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A scalar, per-row or per-entry weight shaped to multiply an array of ``shape``."""
     return weight.reshape(weight.shape + (1,) * (len(shape) - weight.ndim))
 
@@ -178,7 +178,7 @@ def contribution(stats: Mapping[str, np.ndarray], spec: Spec) -> np.ndarray:
         else:
             part[...] = x
         if a.weight is not None:
-            part *= _broadcast(arrays[a.weight], a.shape) / _scale(spec[a.weight])
+            part *= broadcast_weight(arrays[a.weight], a.shape) / _scale(spec[a.weight])
         offset += a.size
     return out
 
@@ -202,21 +202,27 @@ class Summed:
 
     def mean(self, name: str, empty: float = np.nan) -> np.ndarray:
         """``sum w x / sum w`` of a weighted array (``sum x / clients`` of an unweighted
-        one); ``empty`` where the summed weight is not positive (no data, or under DP a
-        noised weight at or below zero)."""
+        one), within the array's bound; ``empty`` where the summed weight is not positive
+        (no data, or under DP a noised weight at or below zero). The mean of values within
+        the bound is within it: the clamp only limits what a client that lied about its
+        weight under secure aggregation, or the DP noise, can do to it."""
         a = self.spec[name]
         if a.weight is None:
-            return self.sums[name] / self.clients if self.clients else np.full(a.shape, empty)
-        w = np.broadcast_to(_broadcast(self.sums[a.weight], a.shape), a.shape)
+            if not self.clients:
+                return np.full(a.shape, empty)
+            return np.clip(self.sums[name] / self.clients, -a.bound, a.bound)
+        w = np.broadcast_to(broadcast_weight(self.sums[a.weight], a.shape), a.shape)
         out = np.full(a.shape, empty, np.float64)
         np.divide(self.sums[name], w, out=out, where=w > 0)
-        return out
+        return np.clip(out, -a.bound, a.bound, out=out)  # NaN stays NaN
 
 
-def decode(total: np.ndarray, spec: Spec, clients: int) -> Summed:
+def decode(total: np.ndarray, spec: Spec, clients: int, exact: bool = True) -> Summed:
     """:class:`Summed` from the sum of ``clients`` wire vectors: weighted arrays times their
-    weight's bound; integer arrays rounded (exact sums need no rounding; noised ones are
-    post-processed)."""
+    weight's bound; integer arrays rounded where the sum is ``exact`` (it is, up to the
+    fixed-point rounding, without DP). A clipped and noised sum is decoded as it is: its
+    counts are scaled by the clip and real, and rounding them would bias them (to 0, at a
+    small clip norm)."""
     total = np.asarray(total, np.float64)
     if total.shape != (spec.size,):
         raise StatisticsError(f"a summed wire vector has shape {total.shape}, not ({spec.size},)")
@@ -225,7 +231,7 @@ def decode(total: np.ndarray, spec: Spec, clients: int) -> Summed:
         x = total[offset : offset + a.size].reshape(a.shape).copy()
         if a.weight is not None:
             x *= _scale(spec[a.weight])
-        if a.kind == INTEGER:
+        if a.kind == INTEGER and exact:
             np.rint(x, out=x)
         sums[name] = x
         offset += a.size

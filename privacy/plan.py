@@ -6,8 +6,11 @@ clients (which, for distributed DP, each add their share of the noise).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+
+from scipy.stats import binom
 
 from fedcore.config import RunConfig
 from privacy.accounting import calibrate_noise
@@ -103,3 +106,33 @@ def min_in_sum(cfg: RunConfig) -> int:
     ``privacy.dropout-tolerance`` of them may drop out, and the server releases no sum of
     fewer than this many clients."""
     return _surviving(cfg.data.num_clients, cfg.privacy.dropout_tolerance)
+
+
+def participation_rate(cfg: RunConfig) -> float:
+    """The chance that a given client trains in a given round: ``train.fraction`` under
+    Poisson sampling, cohort / population for a fixed-size cohort."""
+    return cfg.planned_cohort / cfg.data.num_clients
+
+
+@functools.lru_cache(maxsize=64)
+def planned_participations(cfg: RunConfig) -> int:
+    """The rounds a client is calibrated to take part in: the
+    ``privacy.calibration-quantile`` quantile of Binomial(rounds, participation rate), so
+    that at most that share of the clients would pass the target if none declined. The
+    others decline once at their budget (by default the target): see :func:`budget`."""
+    rounds, rate = cfg.train.rounds, participation_rate(cfg)
+    if rate >= 1:
+        return rounds
+    quantile = float(binom.ppf(cfg.privacy.calibration_quantile, rounds, rate))
+    return max(1, math.ceil(quantile))
+
+
+def local_noise(cfg: RunConfig) -> float:
+    """Local DP's noise multiplier: configured, or calibrated so a client taking part in
+    :func:`planned_participations` rounds spends ``privacy.target-epsilon``."""
+    p = cfg.privacy
+    if p.noise_multiplier > 0:
+        return p.noise_multiplier
+    return calibrate_noise(
+        p.target_epsilon, p.delta, 1.0, planned_participations(cfg), p.accountant, "none", "local"
+    )

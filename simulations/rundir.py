@@ -30,7 +30,7 @@ from flwr.app import ArrayRecord
 
 from fedcore.config import RunConfig, to_toml
 from fedcore.server import FailurePolicy, RoundRecord, final_state
-from fedcore.tasks import get_task
+from fedcore.tasks import checked_task
 from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
 
@@ -55,7 +55,8 @@ class RunDirectory:
         timestamped folder under ``root`` (with a suffix if another run took that name)."""
         if exact is not None:
             _refuse_used(Path(exact))  # before anything is loaded or written
-        report = get_task(cfg.task).load_data(cfg).report  # bad data fails before any file
+        # the task's own rules, then bad data, fail before any file
+        report = checked_task(cfg).load_data(cfg).report
         build_strategy(cfg)  # and so does a setting only the strategy can judge (its noise)
         path = _claim_exact(Path(exact)) if exact is not None else _claim_new(root, cfg)
         run_dir = cls(path, cfg, engine)

@@ -6,7 +6,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy import Strategy
 
 from fedcore.config import RunConfig
-from fedcore.tasks import Algorithm, get_task
+from fedcore.tasks import Algorithm, checked_task
 from strategies.fedavg import FedAvg
 
 
@@ -69,7 +69,7 @@ def build_strategy(cfg: RunConfig) -> FedAvg | Strategy:
         "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trim_beta),
         "krum": lambda: Krum(**common, num_malicious_nodes=s.num_malicious),
     }
-    task = get_task(cfg.task)
+    task = checked_task(cfg)  # the task's own configuration rules first
     if isinstance(task, Algorithm):  # typed statistics: the algorithm's own server hook
         from strategies.statistics import StatisticsStrategy
 

@@ -18,6 +18,7 @@ next state. In between it sums the replies, in reverse order of the client's lay
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from logging import WARNING
 
@@ -31,40 +32,59 @@ from fedcore import seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
 from fedcore.keys import METRICS, NUM_EXAMPLES, STATISTICS
-from fedcore.statistics import INTEGER, Spec, clip_l2, decode
+from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
-from privacy.plan import dp_plan
+from privacy.plan import dp_plan, local_noise
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
 from strategies.fedavg import FedAvg
 
-_CLIP_TOLERANCE = 1e-9  # the wire vector is float64 end to end
+_TOLERANCE = 1e-9  # the wire vector is float64 end to end
 
 
-def check_wire(vector: np.ndarray, spec: Spec, noised: bool = False, clipped: bool = False) -> None:
+def check_wire(vector: np.ndarray, spec: Spec, clipped: bool = False) -> None:
     """ValueError naming the problem unless ``vector`` could be a client's wire vector for
-    ``spec``: the right length, finite, and (unless the client ``noised`` it: local DP) every
-    entry within its array's bound, weights non-negative and, unless the client ``clipped``
-    the whole vector's norm (client-level DP, which scales counts too), integer arrays
-    whole."""
+    ``spec``: the right length, finite, every entry within its array's bound, and a weighted
+    entry within its bound times its own weight (a client cannot claim a small weight for a
+    large value: that would move the mean past the bound); weights non-negative and, unless
+    the client ``clipped`` the whole vector's norm (client-level DP, which scales counts
+    too), integer arrays whole. Clipping scales a value and its weight alike, so the rest
+    holds for clipped vectors too."""
     if vector.shape != (spec.size,):
         raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
     if not np.isfinite(vector).all():
         raise ValueError("statistics are not finite")
-    if noised:
-        return
-    offset = 0
+    parts, offset = {}, 0
     for name, a in spec.arrays:
-        part = vector[offset : offset + a.size]
+        parts[name] = vector[offset : offset + a.size].reshape(a.shape)
         offset += a.size
-        if np.abs(part).max(initial=0) > a.bound * (1 + _CLIP_TOLERANCE):
+    for name, a in spec.arrays:
+        part = parts[name]
+        if np.abs(part).max(initial=0) > a.bound * (1 + _TOLERANCE):
             raise ValueError(f"{name!r} has an entry beyond its bound {a.bound:g}")
         if a.kind == INTEGER and not clipped and not np.array_equal(part, np.rint(part)):
             raise ValueError(f"integer array {name!r} has entries that are not whole")
         if name in spec.weights and part.min(initial=0) < 0:
             raise ValueError(f"weight {name!r} has a negative entry")
+        if a.weight is not None and math.isfinite(a.bound):
+            weight = spec[a.weight]
+            scale = weight.bound if math.isfinite(weight.bound) else 1.0
+            limit = a.bound * np.abs(broadcast_weight(parts[a.weight], a.shape)) / scale
+            if (np.abs(part) > limit * (1 + _TOLERANCE) + 1e-300).any():
+                raise ValueError(
+                    f"{name!r} has an entry beyond its bound {a.bound:g} times its weight "
+                    f"{a.weight!r}"
+                )
+
+
+def noise_norm_limit(dimension: int, clip_norm: float, noise_multiplier: float) -> float:
+    """The longest a local-DP client's noised wire vector may be: the clip norm plus the
+    norm of its noise, N(0, (z C)^2 I_d), which exceeds ``z C (sqrt(d) + 10)`` with
+    probability below exp(-50) (Gaussian concentration of the norm, a 1-Lipschitz function).
+    A longer vector was not noised from a clipped one."""
+    return clip_norm + noise_multiplier * clip_norm * (math.sqrt(dimension) + 10.0)
 
 
 class StatisticsStrategy(Strategy):
@@ -146,13 +166,9 @@ class StatisticsStrategy(Strategy):
                 continue
             try:
                 vector = self._statistics(msg)
-                if not isinstance(msg, SecureSumReply):
-                    clipped = p.dp in CLIENT_LEVEL_DP and (p.dp, p.clipping) != ("client", "server")
-                    check_wire(vector, spec, noised=p.dp == "local", clipped=clipped)
-                    if p.dp == "client" and p.clipping == "server":
-                        vector = clip_l2(vector, p.clip_norm)
-                    elif p.dp in CLIENT_LEVEL_DP and p.dp != "local":
-                        self._check_clipped(vector)
+                self._check(msg, vector)
+                if p.dp == "client" and p.clipping == "server":
+                    vector = clip_l2(vector, p.clip_norm)
                 record = msg.content.metric_records.get(METRICS, MetricRecord())
                 scalars = MetricMean.scalars(record, NUM_EXAMPLES)
             except ValueError as err:
@@ -167,9 +183,8 @@ class StatisticsStrategy(Strategy):
         if clients == 0:
             return None, None
         total = self._noised(server_round, total, clients)
-        new_state, server_metrics = self.algorithm.server(
-            self._state, decode(total, spec, clients), self.cfg
-        )
+        summed = decode(total, spec, clients, exact=p.dp == "off")
+        new_state, server_metrics = self.algorithm.server(self._state, summed, self.cfg)
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
 
     def _statistics(self, msg: Message) -> np.ndarray:
@@ -178,9 +193,35 @@ class StatisticsStrategy(Strategy):
             raise ValueError(f"expected one ArrayRecord with {STATISTICS!r}")
         return np.asarray(to_numpy(records[0][STATISTICS]), np.float64)
 
-    def _check_clipped(self, vector: np.ndarray) -> None:
-        norm, clip = float(np.linalg.norm(vector)), self.cfg.privacy.clip_norm
-        if norm > clip * (1 + _CLIP_TOLERANCE):
+    def _check(self, msg: Message, vector: np.ndarray) -> None:
+        """ValueError unless ``vector`` is what the reply ``msg`` may hold: a client's wire
+        vector (:func:`check_wire`; clipped under client-side clipping; under local DP
+        noised from a clipped one), or a secure sum whose norm the clients' clips bound."""
+        p, spec = self.cfg.privacy, self._spec
+        if vector.shape != (spec.size,):
+            raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
+        if not np.isfinite(vector).all():
+            raise ValueError("statistics are not finite")
+        clip, norm = p.clip_norm, float(np.linalg.norm(vector))
+        if isinstance(msg, SecureSumReply):  # k clipped vectors sum to at most k clip norms
+            if p.dp == "client" and norm > len(msg.clients) * clip * (1 + _TOLERANCE):
+                raise ValueError(
+                    f"the secure sum of {len(msg.clients)} clients has L2 norm {norm:.4g}, "
+                    f"more than {len(msg.clients)} x the clip norm {clip:g}: a client did "
+                    "not clip"
+                )
+            return  # (distributed DP: the clients' noise shares, which no clip bounds)
+        if p.dp == "local":
+            limit = noise_norm_limit(spec.size, clip, local_noise(self.cfg))
+            if norm > limit:
+                raise ValueError(
+                    f"L2 norm {norm:.4g} exceeds {limit:.4g}, the clip norm plus what local "
+                    "DP's noise reaches"
+                )
+            return
+        client_side = p.dp in CLIENT_LEVEL_DP and (p.dp, p.clipping) != ("client", "server")
+        check_wire(vector, spec, clipped=client_side)
+        if client_side and norm > clip * (1 + _TOLERANCE):
             raise ValueError(f"L2 norm {norm:.4g} exceeds the clip norm {clip:g}")
 
     def _noised(self, server_round: int, total: np.ndarray, clients: int) -> np.ndarray:

@@ -10,8 +10,6 @@ from fedcore.config.schema import (
     PrivacyConfig,
     RunConfig,
 )
-from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
-from fedcore.graph_partition import GRAPH_PARTITIONERS
 
 
 def _check_combination(cfg: RunConfig) -> None:
@@ -22,7 +20,12 @@ def _check_combination(cfg: RunConfig) -> None:
             "server's test accuracy)"
         )
     _check_privacy(cfg.privacy)
-    _check_task(cfg)
+    if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
+        raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
+            f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
+            f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
+            f"with two, each reads the other's from the sum"
+        )
     _check_secagg(cfg)
     _check_sample_distributed(cfg)
     if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":
@@ -100,77 +103,6 @@ def _check_sample_distributed(cfg: RunConfig) -> None:
         raise ConfigError(
             "privacy.dp = 'sample-distributed' runs one DP-SGD step per round whose noise the "
             "clients share under secure aggregation; it needs " + "; ".join(missing)
-        )
-
-
-def _check_task(cfg: RunConfig) -> None:
-    """The task, its data and its settings must fit together."""
-    graph_data = cfg.data.dataset in GRAPH_DATASETS
-    if cfg.task == "gcn":
-        if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
-            raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
-                f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
-                f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
-                f"with two, each reads the other's from the sum"
-            )
-        if not graph_data:
-            raise ConfigError(
-                f"task 'gcn' needs a graph dataset ({', '.join(GRAPH_DATASETS)}), "
-                f"not data.dataset = {cfg.data.dataset!r}"
-            )
-        if cfg.data.partition not in GRAPH_PARTITIONERS:
-            raise ConfigError(
-                f"data.partition = {cfg.data.partition!r} does not split graphs; use one of "
-                f"{', '.join(GRAPH_PARTITIONERS)}"
-            )
-        if len(cfg.model.hidden) != 1:
-            raise ConfigError(
-                f"task 'gcn' has one hidden layer; got model.hidden = {list(cfg.model.hidden)}"
-            )
-        if cfg.privacy.dp in ("sample", "sample-distributed"):
-            raise ConfigError(
-                f"privacy.dp = {cfg.privacy.dp!r} is refused for task 'gcn': DP-SGD assumes "
-                "independent examples, but a node's features reach its neighbours' gradients "
-                "through the graph, so per-node clipping bounds nothing; use client-level DP "
-                "(privacy.dp = 'client')"
-            )
-        if cfg.graph.precomm_epsilon > 0 and cfg.graph.precomm_noise_multiplier > 0:
-            raise ConfigError(
-                f"graph.precomm-epsilon = {cfg.graph.precomm_epsilon} calibrates the "
-                f"pre-communication noise; set graph.precomm-noise-multiplier = "
-                f"{cfg.graph.precomm_noise_multiplier} only with graph.precomm-epsilon = 0"
-            )
-    elif cfg.task == "mf":
-        if cfg.data.dataset != "ml-100k" or cfg.data.partition not in ("natural", "iid"):
-            raise ConfigError(
-                "task 'mf' reads data.dataset = 'ml-100k' with data.partition = 'natural' "
-                "(one user per client) or 'iid' (random silos of users)"
-            )
-        if cfg.evaluate.server:
-            raise ConfigError(
-                "task 'mf' needs evaluate.server = false: the users' factors never leave "
-                "their clients, so only the clients can predict their ratings"
-            )
-        if len(cfg.model.hidden) != 1 or cfg.strategy.name != "fedavg":
-            raise ConfigError(
-                "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
-                "rows are averaged over the clients that rated them)"
-            )
-        if cfg.privacy.dp in ("sample", "sample-distributed"):
-            raise ConfigError(
-                "task 'mf' takes user-level DP (privacy.dp = 'local', 'distributed' or "
-                f"'client'), not {cfg.privacy.dp!r}: a user's ratings are one unit of privacy"
-            )
-        if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
-            raise ConfigError(
-                "task 'mf' takes secure aggregation or local DP, not both: local DP noises each "
-                "update for release in the clear; under secure aggregation use privacy.dp = "
-                "'distributed', where each client adds only its share of the noise"
-            )
-    elif graph_data or cfg.data.partition == "louvain" or cfg.data.dataset == "ml-100k":
-        raise ConfigError(
-            f"task {cfg.task!r} does not read graphs; data.dataset = {cfg.data.dataset!r} and "
-            f"data.partition = {cfg.data.partition!r} need task 'gcn'"
         )
 
 

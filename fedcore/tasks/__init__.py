@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
+import sys
 
-from fedcore.config import ConfigError
+from fedcore.config import ConfigError, RunConfig
 from fedcore.tasks.algorithm import Algorithm, RoundContext
 from fedcore.tasks.base import ClientData, ClientUpdate, FederatedData, Task, TrainParams
 
@@ -18,7 +18,13 @@ _REGISTRY = {
 }
 
 
-@functools.lru_cache(maxsize=32)  # called per message: the import machinery once per name
+def _module(name: str):
+    """The imported module ``name`` (called per message: ``sys.modules`` first, which skips
+    the import machinery's locking)."""
+    module = sys.modules.get(name)
+    return module if module is not None else importlib.import_module(name)
+
+
 def get_task(name: str) -> Task | Algorithm:
     """The task registered under ``name``, or the :class:`Task` (or
     :class:`~fedcore.tasks.algorithm.Algorithm`) that ``"package.module:NAME"`` names in the
@@ -26,7 +32,7 @@ def get_task(name: str) -> Task | Algorithm:
     a client or the server)."""
     if ":" not in name:
         try:
-            return importlib.import_module(_REGISTRY[name]).TASK
+            return _module(_REGISTRY[name]).TASK
         except KeyError:
             raise ValueError(
                 f"unknown task {name!r}; available: {', '.join(_REGISTRY)}, or "
@@ -34,7 +40,7 @@ def get_task(name: str) -> Task | Algorithm:
             ) from None
     module_name, _, attr = name.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _module(module_name)
     except ImportError as err:
         raise ConfigError(
             f"task = {name!r}: cannot import {module_name!r} ({err}); is it on the Python "
@@ -49,6 +55,15 @@ def get_task(name: str) -> Task | Algorithm:
     return task
 
 
+def checked_task(cfg: RunConfig) -> Task | Algorithm:
+    """The task of ``cfg``, once its own configuration rules (``check_config``) accept
+    ``cfg``: the server side calls this before a run directory or a round exists."""
+    task = get_task(cfg.task)
+    if task.check_config is not None:
+        task.check_config(cfg)
+    return task
+
+
 __all__ = [
     "Algorithm",
     "ClientData",
@@ -57,5 +72,6 @@ __all__ = [
     "RoundContext",
     "Task",
     "TrainParams",
+    "checked_task",
     "get_task",
 ]

@@ -61,6 +61,8 @@ class Algorithm:
         evaluate: ``(state, x, y, cfg) -> metrics`` on the server's held-out set, or None.
         evaluate_client: ``(state, data, context) -> metrics`` on the client's own test
             split (weighted by its size), or None: clients are then not asked to evaluate.
+        check_config: ``cfg -> None``, raising ConfigError for settings the algorithm
+            cannot take, or None.
     """
 
     name: str
@@ -74,3 +76,14 @@ class Algorithm:
     server: Callable[[State, Summed, RunConfig], tuple[dict[str, np.ndarray], Metrics]]
     evaluate: Callable[[State, object, object, RunConfig], Metrics] | None = None
     evaluate_client: Callable[[State, ClientData, RoundContext], Metrics] | None = None
+    check_config: Callable[[RunConfig], None] | None = None
+
+
+def dp_denominator(cfg: RunConfig, summed: Summed) -> float:
+    """What a mean of unweighted client-level-DP statistics divides their noised sum by:
+    the planned cohort under central and distributed DP, so that one client moves the mean
+    by at most clip / cohort however many reply (the sensitivity the noise is sized for),
+    and the clients in the sum under local DP, whose clients each noised their own."""
+    if cfg.privacy.dp == "local":
+        return float(max(summed.clients, 1))
+    return float(cfg.planned_cohort)

@@ -77,3 +77,5 @@ class Task:
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
     # sample-level DP-SGD; None where the task has no sound per-example mechanism
     train_one_client_dp: Callable | None = None
+    # the task's own configuration rules: ConfigError naming the setting, or None
+    check_config: Callable[[RunConfig], None] | None = None

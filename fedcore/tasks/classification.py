@@ -8,10 +8,21 @@ import numpy as np
 import torch
 
 from fedcore import partition, seeding
-from fedcore.config import ConfigError, DataConfig
+from fedcore.config import ConfigError, DataConfig, RunConfig
 from fedcore.datasets import Dataset, load_dataset
 from fedcore.datasets.arrays import load_files
+from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
 from fedcore.tasks.base import ClientData, FederatedData
+
+
+def check_config(cfg: RunConfig) -> None:
+    """ConfigError unless ``cfg``'s data is labelled examples (not a graph, not ratings)."""
+    d = cfg.data
+    if d.dataset in GRAPH_DATASETS or d.partition == "louvain" or d.dataset == "ml-100k":
+        raise ConfigError(
+            f"task {cfg.task!r} reads labelled examples; data.dataset = {d.dataset!r} and "
+            f"data.partition = {d.partition!r} need task 'gcn' (graphs) or 'mf' (ratings)"
+        )
 
 
 def split_indices(cfg: DataConfig, ds: Dataset, rng: np.random.Generator) -> list[np.ndarray]:

@@ -5,8 +5,9 @@ minibatch of ``train.batch-size`` drawn from its own generator) weighted by its 
 examples; the server takes the weighted mean, which is the gradient of the pooled loss, and
 steps with SGD (``train.lr``, ``train.momentum``, ``train.weight-decay``: the server's
 optimizer here, as in ``torch.optim.SGD``). One round is one step of gradient descent on the
-pooled data. Under client-level DP every client weighs one and its gradient is clipped and
-noised (DP-FedSGD, McMahan et al. 2018).
+pooled data. Under client-level DP every client weighs one, its gradient is clipped and
+noised, and the server divides the noised sum by the planned cohort (DP-FedSGD, McMahan et al.
+2018).
 
 :func:`fedsgd` turns any classification :class:`~fedcore.tasks.base.Task` into this
 algorithm; task ``fedsgd`` is the ``mlp`` task's model and data.
@@ -24,7 +25,7 @@ from fedcore import seeding
 from fedcore.config import RunConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks import mlp
-from fedcore.tasks.algorithm import Algorithm, RoundContext, State
+from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
 from fedcore.tasks.base import ClientData, Task
 
 EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
@@ -54,14 +55,17 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         return state
 
     def spec(cfg: RunConfig, state: State) -> Spec:
+        """The gradient of every model array, weighted by the number of examples; under DP
+        unweighted (every client weighs one, and the sum is divided by the cohort)."""
         dp = cfg.privacy.dp != "off"
-        weight = ArraySpec((), INTEGER, 1 if dp else int(cfg.secagg.max_weight))
         gradients = {
-            k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=EXAMPLES)
+            k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=None if dp else EXAMPLES)
             for k, v in state.items()
             if not k.startswith(MOMENTUM)
         }
-        return Spec.of(gradients | {EXAMPLES: weight})
+        if dp:
+            return Spec.of(gradients)
+        return Spec.of(gradients | {EXAMPLES: ArraySpec((), INTEGER, cfg.secagg.max_weight)})
 
     def client(state: State, data: ClientData, context: RoundContext, rng: np.random.Generator):
         cfg = context.cfg
@@ -84,8 +88,9 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
             else np.zeros(np.shape(v))
             for k, v in model.state_dict().items()
         }
-        weight = 1.0 if cfg.privacy.dp != "off" else float(len(y))
-        return grads | {EXAMPLES: np.array(weight)}, {"train-loss": float(loss.detach())}
+        if cfg.privacy.dp == "off":
+            grads[EXAMPLES] = np.array(float(len(y)))
+        return grads, {"train-loss": float(loss.detach())}
 
     def server(state: State, summed: Summed, cfg: RunConfig):
         """One step of SGD (momentum and weight decay as ``torch.optim.SGD``) on the mean
@@ -95,7 +100,10 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         for k in summed.spec.names:
             if k == EXAMPLES:
                 continue
-            g = summed.mean(k)
+            if cfg.privacy.dp != "off":  # DP-FedSGD: the noised sum over the cohort
+                g = summed[k] / dp_denominator(cfg, summed)
+            else:
+                g = summed.mean(k)
             if np.isnan(g).any():
                 return dict(state), {"skipped": 1.0}
             p = np.asarray(state[k], np.float64)
@@ -117,6 +125,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         client=client,
         server=server,
         evaluate=evaluate,
+        check_config=task.check_config,
     )
 
 

@@ -30,7 +30,7 @@ from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.movielens import Ratings, official_split
 from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
-from fedcore.tasks.algorithm import Algorithm, RoundContext
+from fedcore.tasks.algorithm import Algorithm, RoundContext, dp_denominator
 from fedcore.tasks.base import ClientUpdate, FederatedData, TrainParams
 
 MSE, MAE = "mse", "mae"
@@ -317,18 +317,46 @@ def _server(state, summed: Summed, cfg: RunConfig):
     new = {}
     for k in SHARED:
         current = np.asarray(state[k])
-        if not _dp(cfg):
-            step = np.nan_to_num(summed.mean(k), nan=0.0)
-        elif cfg.privacy.dp == "local":
-            step = summed[k] / summed.clients
+        if _dp(cfg):
+            step = summed[k] / dp_denominator(cfg, summed)
         else:
-            step = summed[k] / cfg.planned_cohort
+            step = np.nan_to_num(summed.mean(k), nan=0.0)
         new[k] = (current + cfg.strategy.server_lr * step).astype(current.dtype)
     return new, {}
 
 
 def _evaluate_client(state, data: MfClientData, context: RoundContext) -> dict[str, float]:
     return evaluate(_model(context.cfg, state, data, context), data.x_test, data.y_test)
+
+
+def check_config(cfg: RunConfig) -> None:
+    """ConfigError naming the setting unless ``cfg`` fits federated collaborative filtering."""
+    if cfg.data.dataset != "ml-100k" or cfg.data.partition not in ("natural", "iid"):
+        raise ConfigError(
+            "task 'mf' reads data.dataset = 'ml-100k' with data.partition = 'natural' "
+            "(one user per client) or 'iid' (random silos of users)"
+        )
+    if cfg.evaluate.server:
+        raise ConfigError(
+            "task 'mf' needs evaluate.server = false: the users' factors never leave "
+            "their clients, so only the clients can predict their ratings"
+        )
+    if len(cfg.model.hidden) != 1 or cfg.strategy.name != "fedavg":
+        raise ConfigError(
+            "task 'mf' takes model.hidden = [dimension] and strategy 'fedavg' (its item "
+            "rows are averaged over the clients that rated them)"
+        )
+    if cfg.privacy.dp in ("sample", "sample-distributed"):
+        raise ConfigError(
+            "task 'mf' takes user-level DP (privacy.dp = 'local', 'distributed' or "
+            f"'client'), not {cfg.privacy.dp!r}: a user's ratings are one unit of privacy"
+        )
+    if cfg.privacy.dp == "local" and cfg.secagg.mode != "off":
+        raise ConfigError(
+            "task 'mf' takes secure aggregation or local DP, not both: local DP noises each "
+            "update for release in the clear; under secure aggregation use privacy.dp = "
+            "'distributed', where each client adds only its share of the noise"
+        )
 
 
 ALGORITHM = Algorithm(
@@ -339,6 +367,7 @@ ALGORITHM = Algorithm(
     client=_train_client,
     server=_server,
     evaluate_client=_evaluate_client,
+    check_config=check_config,
 )
 
 

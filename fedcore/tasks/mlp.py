@@ -15,7 +15,7 @@ from clients.dp_training import train_one_client_dp
 from clients.training import evaluate, train_one_client
 from fedcore.config import RunConfig
 from fedcore.tasks.base import FederatedData, Task
-from fedcore.tasks.classification import load_federated
+from fedcore.tasks.classification import check_config, load_federated
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -59,4 +59,5 @@ TASK = Task(
     train_one_client=train_one_client,
     evaluate=evaluate,
     train_one_client_dp=train_one_client_dp,
+    check_config=check_config,
 )

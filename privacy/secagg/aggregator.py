@@ -158,6 +158,15 @@ class SecureAggregator:
         self.format = sum_format if sum_format is not None else ModelUpdateSum(cfg)
         self.last_stage_seconds: dict[str, float] = {}
 
+    def check_encoding(self, arrays: ArrayRecord) -> None:
+        """ConfigError, before any round, if the encoding of what the clients mask for
+        ``arrays`` could overflow or lose its rounding with every client in the sum."""
+        try:
+            bound = self.format.input_bound(arrays)
+            fixed_point(self.cfg.data.num_clients, bound, self.cfg.secagg.frac_bits)
+        except ValueError as err:  # OverflowConfigError, PrecisionConfigError, no bound
+            raise ConfigError(f"secure aggregation of this run's statistics: {err}") from None
+
     def send_and_receive(
         self,
         grid: Grid,

@@ -147,3 +147,86 @@ def test_a_client_breaking_the_spec_is_rejected(privacy, scale, reason):
 def test_what_an_algorithm_cannot_take_is_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
         build_strategy(parse_config(SMALL | {"task": TASK} | settings))
+
+
+def _lie(wire: np.ndarray) -> np.ndarray:
+    """The largest means a wire vector may hold (1.0), at a weight of 1 per class: each
+    entry then claims a value of MAX_COUNT = 10^4 at that weight, the bound being 1."""
+    lie = wire.copy()
+    lie[:640], lie[640:] = 1.0, 1.0  # 10 classes x 64 features, then the 10 class weights
+    return lie
+
+
+def test_a_value_beyond_its_bound_at_its_weight_is_rejected():
+    """Plain: an entry w x / W is checked against bound w / W, not only against the bound,
+    so a client cannot claim x = W (before, this moved a centroid to 108, the bound at 1)."""
+    cfg = parse_config(SMALL | {"task": TASK})
+
+    def mod(msg, context, call_next):
+        reply = call_next(msg, context)
+        if context.node_config[PARTITION_ID] == 3:
+            wire = _lie(to_numpy(reply.content[ARRAYS][STATISTICS]))
+            reply.content[ARRAYS] = ArrayRecord({STATISTICS: from_numpy(wire)})
+        return reply
+
+    rounds = []
+    with InProcessGrid(cfg, client_app=make_client_app(cfg, mods=[mod])) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    (failure,) = rounds[0]["train-failures"]
+    assert "beyond its bound 1 times its weight 'weights'" in failure
+
+
+def test_under_secure_aggregation_a_lie_cannot_move_a_mean_past_the_bound(monkeypatch, tmp_path):
+    """Secure aggregation hides the lie (every client tells it here); the mean of values
+    within the bound is within it, so the server's mean is clamped there."""
+    import clients.statistics
+
+    honest = clients.statistics.contribution
+    monkeypatch.setattr(clients.statistics, "contribution", lambda s, spec: _lie(honest(s, spec)))
+    result = fedcore.simulate(SMALL | {"secagg": {"mode": "full"}}, task=TASK, out=tmp_path / "r")
+    assert result.summary["final_metrics"]["train/secure-sum"] == 10
+    assert np.abs(_centroids(result)).max() <= 1.0
+
+
+def test_local_dp_rejects_a_reply_longer_than_its_noise_allows():
+    cfg = parse_config(
+        SMALL | {"task": TASK, "privacy": {"dp": "local", "clip-norm": 1.0, "target-epsilon": 8}}
+    )
+    rounds = []
+    app = make_client_app(cfg, mods=[_cheat(3, 1e6)])
+    with InProcessGrid(cfg, client_app=app) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    (failure,) = rounds[0]["train-failures"]
+    assert "what local DP's noise reaches" in failure
+
+
+def test_a_secure_sum_longer_than_the_clips_allow_is_rejected(monkeypatch):
+    """Central client-level DP under secure aggregation: clients that skip the clip are
+    caught in the unmasked sum, which k clipped vectors keep within k clip norms."""
+    import clients.statistics
+
+    monkeypatch.setattr(clients.statistics, "clip_l2", lambda vector, clip: vector)
+    privacy = {"dp": "client", "clipping": "client", "clip-norm": 0.01, "noise-multiplier": 1}
+    cfg = parse_config(SMALL | {"task": TASK, "secagg": {"mode": "full"}, "privacy": privacy})
+    rounds = []
+    with InProcessGrid(cfg) as grid:
+        run_server(grid, cfg, on_round=rounds.append)
+    (failure,) = rounds[0]["train-failures"]
+    assert "a client did not clip" in failure and rounds[0]["status"] == "aborted"
+
+
+def test_local_dp_noise_survives_the_secure_encoding(tmp_path):
+    """The encoding range widens for the clients' own noise: with the same seeded noise the
+    secure sum is the plain one (before, the clip to the spec's bound cut it: 67 apart)."""
+    privacy = {"dp": "local", "clip-norm": 1.0, "target-epsilon": 8, "seeded-noise": True}
+    plain = fedcore.simulate(SMALL | {"privacy": privacy}, task=TASK, out=tmp_path / "p")
+    secure = fedcore.simulate(
+        SMALL | {"privacy": privacy, "secagg": {"mode": "full"}}, task=TASK, out=tmp_path / "s"
+    )
+    np.testing.assert_allclose(_centroids(secure), _centroids(plain), atol=1e-4)
+
+
+def test_an_encoding_the_statistics_would_break_is_refused_before_a_round(tmp_path):
+    settings = SMALL | {"secagg": {"mode": "full", "frac-bits": 40}}
+    with pytest.raises(ConfigError, match="2\\^52"):
+        fedcore.simulate(settings, task=TASK, out=tmp_path / "run")

@@ -78,6 +78,15 @@ def test_dp_fedsgd_is_accounted_and_clipped(tmp_path):
     assert result.summary["privacy"]["client_level_epsilon"] <= 4.0
     events = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl").events
     assert [e.round for e in events] == [1, 2, 3, 4, 5]
+    # every round stepped: the noised sum is divided by the cohort, not by a count that the
+    # clip scaled to ~0.05 x 10 and rounding took to 0 (every round was skipped before)
+    import json
+
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["status"] for r in rounds] == ["aggregated"] * 5
+    assert all("skipped" not in r["train"] for r in rounds)
+    accuracies = {r["server-eval"]["accuracy"] for r in rounds}
+    assert len(accuracies) > 1  # the model moved
 
 
 def test_minibatch_gradients_come_from_the_clients_own_generators():

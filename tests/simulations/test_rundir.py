@@ -87,7 +87,7 @@ def test_out_refusal_comes_before_the_data_is_loaded(tmp_path, monkeypatch):
     def no_loading(*args):
         raise AssertionError("data loaded for a refused --out")
 
-    monkeypatch.setattr(rundir, "get_task", no_loading)
+    monkeypatch.setattr(rundir, "checked_task", no_loading)
     with pytest.raises(FileExistsError, match="not empty"):
         RunDirectory.create(tmp_path, CFG, "inprocess", exact=out)
 

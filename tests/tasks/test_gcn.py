@@ -8,7 +8,7 @@ from fedcore.config import ConfigError, parse_config
 from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.planetoid import load_planetoid
 from fedcore.graph_partition import split_nodes
-from fedcore.tasks import gcn
+from fedcore.tasks import checked_task, gcn
 from simulations.engines.inprocess import run_inprocess
 
 
@@ -70,7 +70,13 @@ def test_three_clients_learn_cora_in_the_suite():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0}}, "independent"),
+        (
+            {
+                "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
+                "evaluate": {"fraction": 0.0},
+            },
+            "independent",
+        ),
         ({"data": {"dataset": "mnist"}}, "needs a graph dataset"),
         ({"model": {"hidden": [16, 16]}}, "one hidden layer"),
     ],
@@ -83,8 +89,8 @@ def test_gcn_misconfiguration_is_refused(settings, message):
     }
     for key, value in settings.items():
         raw[key] = raw.get(key, {}) | value
-    with pytest.raises(ConfigError, match=message):
-        parse_config(raw)
+    with pytest.raises(ConfigError, match=message):  # the task's own rules
+        checked_task(parse_config(raw))
 
 
 def test_client_level_dp_runs_on_the_graph_task_and_is_recorded(tmp_path):

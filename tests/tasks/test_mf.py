@@ -12,7 +12,7 @@ from fedcore.config import ConfigError, parse_config
 from fedcore.keys import STATISTICS
 from fedcore.server import run_server
 from fedcore.statistics import StatisticsError, contribution, decode
-from fedcore.tasks import get_task
+from fedcore.tasks import checked_task, get_task
 from fedcore.tasks.mf import ALGORITHM, SHARED, MfClientData, load_mf_data
 from privacy.secagg.quantize import decode as quantize_decode
 from privacy.secagg.quantize import encode, fixed_point
@@ -197,8 +197,8 @@ def test_mf_misconfiguration_is_refused(settings, message):
     raw = dict(MF)
     for key, value in settings.items():
         raw[key] = raw.get(key, {}) | value
-    with pytest.raises(ConfigError, match=message):
-        parse_config(raw)
+    with pytest.raises(ConfigError, match=message):  # the task's own rules
+        checked_task(parse_config(raw))
 
 
 @pytest.mark.parametrize("mode", ["full", "sparse"])
@@ -307,3 +307,12 @@ def test_a_user_rating_an_item_twice_is_refused():
     data = MfClientData(x, torch.tensor([4.0, 2.0, 5.0]), x[:0], torch.zeros(0), num_users=1)
     with pytest.raises(ValueError, match="rated item 3 more than once"):
         data.index  # noqa: B018 (a property that builds the client's rating matrix)
+
+
+def test_the_tasks_own_rules_refuse_before_the_run_directory(tmp_path):
+    import fedcore
+
+    raw = MF | {"data": {"dataset": "ml-100k", "num-clients": 10, "partition": "dirichlet"}}
+    with pytest.raises(ConfigError, match="natural"):
+        fedcore.simulate(raw, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -11,7 +11,8 @@ Each client owns some nodes of a Planetoid graph and the edges incident to them.
   also that of their neighbours.
 
 Modules: :mod:`.model` (the GCN and its training), :mod:`.precomm` (the release),
-:mod:`.views` (what each client sees), :mod:`.data` (a run's clients).
+:mod:`.views` (what each client sees), :mod:`.data` (a run's clients), :mod:`.rules` (what
+the task refuses).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fedcore.tasks.gcn.precomm import (
     share_stddev,
     shrink_release,
 )
+from fedcore.tasks.gcn.rules import check_config
 from fedcore.tasks.gcn.views import full_view, local_client, precomm_client
 
 TASK = Task(
@@ -47,6 +49,7 @@ TASK = Task(
     train_one_client=train_one_client,
     evaluate=evaluate,
     train_one_client_dp=None,  # nodes are not independent samples: see the config check
+    check_config=check_config,
 )
 
 
@@ -56,6 +59,7 @@ __all__ = [
     "GraphClientData",
     "GraphView",
     "build_model",
+    "check_config",
     "clip_features",
     "evaluate",
     "full_view",
