@@ -79,7 +79,13 @@ def _node_file(path: str, mtime: float, dataset: str) -> ClientData:
 def _partition(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
     """This node's partition of the run's dataset (simulation and demos) and its id."""
     pid = context.node_config.get(PARTITION_ID)
-    data = get_task(cfg.task).load_data(cfg)
+    task = get_task(cfg.task)
+    if DATA_PATH in context.node_config and not task.node_files:  # never a silent stand-in
+        raise ClientInputError(
+            f"this node holds its own data file ({DATA_PATH}), which task {task.name!r} does "
+            "not read; it would train on a partition of the run's dataset instead"
+        )
+    data = task.load_data(cfg)
     if not isinstance(pid, int) or not 0 <= pid < len(data.clients):
         raise ClientInputError(
             f"node config {PARTITION_ID}={pid!r} is not a partition of this run "
@@ -99,8 +105,11 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
             raise ClientInputError(
                 f"node config {PARTITION_ID}={pid!r} must be this client's id (an integer >= 0)"
             )
-        if task.name != "mlp":
-            raise ClientInputError(f"node data files hold data for task 'mlp', not {task.name!r}")
+        if not task.node_files:
+            raise ClientInputError(
+                f"this node holds its own data file ({DATA_PATH}), which task {task.name!r} "
+                "does not read"
+            )
         file = Path(str(path))
         mtime = file.stat().st_mtime if file.exists() else 0.0  # a replaced file is re-read
         try:

@@ -63,6 +63,9 @@ class Algorithm:
             split (weighted by its size), or None: clients are then not asked to evaluate.
         check_config: ``cfg -> None``, raising ConfigError for settings the algorithm
             cannot take, or None.
+        node_files: whether a deployed node's own data file can hold a client's data (not
+            yet for any algorithm: a node with one is refused rather than silently given a
+            partition of the run's dataset).
     """
 
     name: str
@@ -77,6 +80,7 @@ class Algorithm:
     evaluate: Callable[[State, object, object, RunConfig], Metrics] | None = None
     evaluate_client: Callable[[State, ClientData, RoundContext], Metrics] | None = None
     check_config: Callable[[RunConfig], None] | None = None
+    node_files: bool = False
 
 
 def dp_denominator(cfg: RunConfig, summed: Summed) -> float:

@@ -79,3 +79,6 @@ class Task:
     train_one_client_dp: Callable | None = None
     # the task's own configuration rules: ConfigError naming the setting, or None
     check_config: Callable[[RunConfig], None] | None = None
+    # whether a deployed node's own data file (fedcore.datasets.node: a classification
+    # client's arrays) can hold a client's data for this task
+    node_files: bool = False

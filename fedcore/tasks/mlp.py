@@ -60,4 +60,5 @@ TASK = Task(
     evaluate=evaluate,
     train_one_client_dp=train_one_client_dp,
     check_config=check_config,
+    node_files=True,
 )

@@ -193,3 +193,18 @@ def test_a_malformed_policy_value_is_a_clear_error(tmp_path):
     node = {**_node(tmp_path), "policy-max-epsilonn": 1.0}
     with pytest.raises(PolicyViolation, match="unknown node config key"):
         handle_train(_message(CFG), _context(node), CFG)
+
+
+def test_a_task_that_reads_no_node_file_refuses_a_node_that_has_one(tmp_path):
+    """fedsgd (an algorithm) reads partitions only: a node with its own file is refused,
+    not silently given partition 0 of the run's dataset to train on."""
+    cfg = parse_config({"task": "fedsgd", "model": {"hidden": [8]}})
+    state = get_task("fedsgd").init(cfg, get_task("fedsgd").load_data(cfg), None)
+    message = Message(
+        RecordDict({ARRAYS: to_record(state), CONFIG: ConfigRecord({SERVER_ROUND: 1})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
+    context = _context({PARTITION_ID: 0, DATA_PATH: str(_digits_file(tmp_path))})
+    with pytest.raises(ClientInputError, match="which task 'fedsgd' does not read"):
+        handle_train(message, context, cfg)
