@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from scipy.stats import binom
 
 from fedcore.config import RunConfig
-from privacy.accounting import calibrate_noise
-from privacy.ledger import DpEvent
+from privacy.accounting import calibrate_noise, would_exceed
+from privacy.ledger import DpEvent, PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,36 @@ class DpPlan:
     def realised_noise(self, in_sum: int) -> float:
         """Distributed DP: the noise multiplier a sum of ``in_sum`` clients' shares carries."""
         return self.noise_multiplier * (in_sum / self.min_in_sum) ** 0.5
+
+    def release_refusal(
+        self,
+        server_round: int,
+        clip_norm: float,
+        in_sum: int,
+        ledger: PrivacyLedger,
+        budget: tuple[float, float, str] | None,
+    ) -> str | None:
+        """Distributed DP: why a secure sum of ``in_sum`` clients' shares must not be
+        unmasked (None: it may be). A sum of fewer clients than the shares were sized for
+        carries less noise than planned; one whose realised noise would take the run past
+        ``budget`` (epsilon, delta, accountant) is not released either."""
+        if in_sum < self.min_in_sum:
+            return (
+                f"only {in_sum} masked inputs arrived; the clients' shares of the DP noise "
+                f"cover a sum of at least {self.min_in_sum} (privacy.dropout-tolerance), "
+                f"so this sum is not released"
+            )
+        if budget is None:
+            return None
+        limit, delta, accountant = budget
+        event = self.event(server_round, clip_norm, self.realised_noise(in_sum))
+        exceeds, eps = would_exceed(ledger, [event], limit, delta, accountant)
+        if exceeds:
+            return (
+                f"privacy budget: releasing this sum of {in_sum} clients would reach epsilon "
+                f"{eps:.3f} > budget {limit} (delta {delta}); not released"
+            )
+        return None
 
     def event(self, server_round: int, clip_norm: float, noise: float | None = None) -> DpEvent:
         """The round's release (``noise``: the realised noise multiplier, if not planned)."""

@@ -203,23 +203,9 @@ class DistributedNoise(ClientSideFixedClipping):
         the reason not to release it, if any. A sum of fewer clients than the shares were
         sized for carries less noise than planned; one that the realised noise would take
         past the budget is not released either."""
-        if in_sum < self.plan.min_in_sum:
-            return (
-                f"only {in_sum} masked inputs arrived; the clients' shares of the DP noise "
-                f"cover a sum of at least {self.plan.min_in_sum} (privacy.dropout-tolerance), "
-                f"so this sum is not released"
-            )
-        if self.budget is None:
-            return None
-        limit, delta, accountant = self.budget
-        event = self.plan.event(server_round, self.clipping_norm, self.plan.realised_noise(in_sum))
-        exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
-        if exceeds:
-            return (
-                f"privacy budget: releasing this sum of {in_sum} clients would reach epsilon "
-                f"{eps:.3f} > budget {limit} (delta {delta}); not released"
-            )
-        return None
+        return self.plan.release_refusal(
+            server_round, self.clipping_norm, in_sum, self.ledger, self.budget
+        )
 
 
 def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:

@@ -120,13 +120,9 @@ class StatisticsStrategy(Strategy):
         noise shares, or a release past the budget), or None."""
         if self.cfg.privacy.dp != "distributed":
             return None
-        if in_sum < self.plan.min_in_sum:
-            return (
-                f"only {in_sum} masked inputs arrived; the clients' shares of the DP noise "
-                f"cover a sum of at least {self.plan.min_in_sum} (privacy.dropout-tolerance), "
-                f"so this sum is not released"
-            )
-        return self._over_budget(server_round, self.plan.realised_noise(in_sum))
+        return self.plan.release_refusal(
+            server_round, self.cfg.privacy.clip_norm, in_sum, self.ledger, self.budget
+        )
 
     def _over_budget(self, server_round: int, noise: float | None = None) -> str | None:
         if self.budget is None:
