@@ -1,23 +1,7 @@
-"""Local multi-process deployment: a SuperLink and N SuperNodes on loopback, run with ``flwr run``.
-
-The same fedcore app that runs in simulation runs here on Flower's deployment runtime, as
-separate processes that talk over TLS (on by default) with SuperNode authentication. Each
-SuperNode reads only its own data file (``fedcore.datasets.node``) and keeps its privacy
-ledger in its own state folder, so a node that is killed and restarted resumes its
-accounting. :class:`LocalDeployment` starts everything in a work folder and stops every
-process it started when it exits, also on Ctrl-C or an error::
-
-    with LocalDeployment(Path("deploy"), cfg, nodes=3) as deployment:
-        run_dir = deployment.run(out=Path("runs/deployed"))
-
-Flower 1.42 serves the Fleet, Control and ServerAppIo APIs on one port. Runtime dependency
-installation is disabled (it would run ``uv sync`` against the internet); the processes use
-this environment.
-"""
+"""The SuperLink and SuperNodes of one local deployment, and its run (``flwr run``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -26,149 +10,24 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fedcore.certs import write_node_keys, write_server_certs
-from fedcore.config import ConfigError, RunConfig, to_run_config
+from fedcore.config import RunConfig, to_run_config
 from fedcore.config.export import _toml_value
-from fedcore.datasets.node import write_node_files
-from fedcore.keys import DATA_PATH, NUM_PARTITIONS, PARTITION_ID, STATE_DIR
 from fedcore.server import RunFailed
-
-CONNECTION = "fedcore-local"
-_CLIENT_MODULES = (
-    "flwr.clientapp",
-    "flwr.supernode",
-    "fedcore.apps",
-    "clients.handlers",
-    "opacus.accountants",
-    "dp_accounting.rdp",
+from simulations.deploy.errors import DeploymentError
+from simulations.deploy.files import (
+    _CLIENT_MODULES,
+    CONNECTION,
+    HOST,
+    app_dir,
+    flwr_config_toml,
+    node_config_arg,
+    toml_string,
+    write_client_files,
 )
-HOST = "127.0.0.1"
-
-
-class DeploymentError(RuntimeError):
-    """A process of the deployment failed to start, or the run did not complete."""
-
-
-def app_dir() -> Path:
-    """The folder holding fedcore's ``pyproject.toml`` (the Flower App ``flwr run`` ships)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        raise DeploymentError(f"no pyproject.toml in {root}: deploy from a source checkout")
-    return root
-
-
-def write_client_files(cfg: RunConfig, out: Path) -> list[Path]:
-    """Each client's partition of ``cfg``'s data as its own file, ``out/client-<i>.npz``."""
-    from fedcore.tasks import get_task  # torch: only once files are written
-
-    task = get_task(cfg.task)
-    if not task.node_files:
-        raise ConfigError(f"task {cfg.task!r} does not read node data files")
-    data = task.load_data(cfg)
-    return write_node_files(
-        [
-            (c.x_train.numpy(), c.y_train.numpy(), c.x_test.numpy(), c.y_test.numpy())
-            for c in data.clients
-        ],
-        out,
-    )
-
-
-def toml_string(value: str | Path) -> str:
-    """``value`` as a TOML basic string, quotes included, that also survives Flower's
-    ``--node-config`` parser.
-
-    That parser cuts ``key="..."`` out of the command line with a regular expression that
-    ends the value at the next ``"``, escaped or not, before TOML sees it; so ``"`` is written
-    ``\\u0022``, ``\\`` as ``\\\\`` and every control character as ``\\uXXXX``, all of which TOML
-    reads back as the original character. A lone surrogate (an undecodable byte in a POSIX
-    path) has no TOML spelling and is refused.
-    """
-    text = str(value)
-    out = []
-    for c in text:
-        if "\ud800" <= c <= "\udfff":
-            raise DeploymentError(f"{text!r} is not valid Unicode: it cannot be written in TOML")
-        if c == "\\":
-            out.append("\\\\")
-        elif c == '"' or c < " " or c == "\x7f":
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
-
-
-def flwr_config_toml(port: int, root_certificates: Path | None) -> str:
-    """The ``flwr`` CLI's ``config.toml``: one SuperLink connection, :data:`CONNECTION`, at
-    ``HOST:port``, over TLS trusting ``root_certificates`` (None: insecure)."""
-    lines = [
-        "[superlink]",
-        f"default = {toml_string(CONNECTION)}",
-        "",
-        f"[superlink.{toml_string(CONNECTION)}]",
-        f"address = {toml_string(f'{HOST}:{port}')}",
-    ]
-    if root_certificates is None:
-        lines.append("insecure = true")
-    else:
-        lines.append(f"root-certificates = {toml_string(root_certificates)}")
-    return "\n".join(lines) + "\n"
-
-
-def node_config_arg(partition: int, partitions: int, data_path: Path, state_dir: Path) -> str:
-    """The ``--node-config`` of SuperNode ``partition``: its data file and state folder
-    (Flower parses ``key=value`` pairs separated by spaces, each value as TOML)."""
-    return (
-        f"{PARTITION_ID}={partition} {NUM_PARTITIONS}={partitions} "
-        f"{DATA_PATH}={toml_string(data_path)} {STATE_DIR}={toml_string(state_dir)}"
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    """An executable of this environment (Flower's CLIs sit beside the interpreter)."""
-    path = Path(sys.executable).parent / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if found is None:
-        raise DeploymentError(f"{name} not found beside {sys.executable} or on PATH")
-    return found
-
-
-@dataclass
-class _Process:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to the process group (the SuperLink's and SuperNodes' children with it),
-        SIGKILL after ``grace`` seconds."""
-        if self.popen.poll() is None:
-            _signal_group(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
-        _signal_group(self.popen.pid, signal.SIGKILL)  # the children, even if it exited
-        self.popen.wait()
-
-    def tail(self, lines: int = 15) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+from simulations.deploy.processes import _bin, _Process, _signal_group, free_port
 
 
 class LocalDeployment:

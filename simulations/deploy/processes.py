@@ -1,0 +1,61 @@
+"""The processes of a local deployment: a free port, Flower's executables, and a process group
+that is stopped with everything it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulations.deploy.errors import DeploymentError
+from simulations.deploy.files import HOST
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (Flower's CLIs sit beside the interpreter)."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        raise DeploymentError(f"{name} not found beside {sys.executable} or on PATH")
+    return found
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the process group (the SuperLink's and SuperNodes' children with it),
+        SIGKILL after ``grace`` seconds."""
+        if self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace)
+        _signal_group(self.popen.pid, signal.SIGKILL)  # the children, even if it exited
+        self.popen.wait()
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
