@@ -29,6 +29,7 @@ fedcore's ``MaskExpander`` with raw AES-256-CTR (cryptography's ``update_into``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -187,12 +188,12 @@ def worker_app(cfg: RunConfig) -> ClientApp:
 
 
 def _warm_up(grid: InProcessGrid, n: int) -> None:
-    """Start every worker process (a query each node answers with an error: no handler)."""
-    probes = [
-        Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
-        for node in node_ids(n)
-    ]
-    list(grid.send_and_receive(probes))
+    """Start every worker process and build its app: a query to each node, which its
+    ClientApp refuses (no query handler; the worker raises that error here)."""
+    for node in node_ids(n):
+        probe = Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
+        with contextlib.suppress(ValueError):
+            list(grid.send_and_receive([probe]))
 
 
 def _children_cpu() -> float:
