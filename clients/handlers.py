@@ -76,7 +76,7 @@ def _node_file(path: str, mtime: float, dataset: str) -> ClientData:
     return ClientData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
 
 
-def _partition(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
+def partition_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
     """This node's partition of the run's dataset (simulation and demos) and its id."""
     pid = context.node_config.get(PARTITION_ID)
     task = get_task(cfg.task)
@@ -116,7 +116,7 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
             return _node_file(str(file), mtime, cfg.data.dataset), _node_model(cfg)
         except DatasetError as err:
             raise ClientInputError(str(err)) from None
-    return _partition(context, cfg)[0], _worker_model(cfg)
+    return partition_data(context, cfg)[0], _worker_model(cfg)
 
 
 def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:
@@ -132,7 +132,7 @@ def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, Client
     return task, client, model
 
 
-def _config(msg: Message) -> ConfigRecord:
+def message_config(msg: Message) -> ConfigRecord:
     return msg.content.config_records.get(CONFIG, ConfigRecord())
 
 
@@ -146,7 +146,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     policy = node_policy(context)
     policy.enforce(cfg)
     task, data, model = _setup(msg, context, cfg)
-    config = _config(msg)
+    config = message_config(msg)
     server_round = int(config.get(SERVER_ROUND, 0))
     params = TrainParams(
         epochs=cfg.train.local_epochs,
@@ -158,7 +158,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     )
     pid = context.node_config[PARTITION_ID]
     rng = seeding.client_generator(cfg.seed, server_round, pid)
-    event = _client_mechanism(cfg, task, data, params, server_round, pid)
+    event = client_mechanism(cfg, task, data, params, server_round, pid)
     if event is None:  # "off", or "client": the server's DP strategy (or Flower's clipping
         update = task.train_one_client(model, data, params, rng)  # mod) clips and noises
         if cfg.privacy.dp != "off":
@@ -185,7 +185,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
     return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
 
-def _client_mechanism(
+def client_mechanism(
     cfg: RunConfig,
     task: Task | Algorithm,
     data: ClientData,

@@ -18,7 +18,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from clients import privacy
-from clients.handlers import ClientInputError, _client_mechanism, _config, _partition
+from clients.handlers import ClientInputError, client_mechanism, message_config, partition_data
 from clients.policy import node_policy
 from fedcore import seeding
 from fedcore.arrays import from_numpy, to_numpy, to_numpy_dict
@@ -42,12 +42,12 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     """Run ``algo``'s client hook on this node's partition and reply with its wire vector."""
     policy = node_policy(context)
     policy.enforce(cfg)
-    data, pid = _partition(context, cfg)
+    data, pid = partition_data(context, cfg)
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
     state = to_numpy_dict(arrays)
-    server_round = int(_config(msg).get(SERVER_ROUND, 0))
+    server_round = int(message_config(msg).get(SERVER_ROUND, 0))
     try:
         spec = algo.spec(cfg, state)
     except (KeyError, ValueError) as err:
@@ -57,7 +57,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         raise ClientInputError(
             f"algorithm {algo.name!r} takes client-level DP, not privacy.dp = {p.dp!r}"
         )
-    event = _client_mechanism(cfg, algo, data, None, server_round, pid)
+    event = client_mechanism(cfg, algo, data, None, server_round, pid)
     ledger = None
     if event is not None:
         policy.check_noise(event.noise_multiplier)
@@ -101,13 +101,13 @@ def handle_evaluate_statistics(
     caller has refused it under DP unless ``privacy.clear-evaluation``)."""
     if algo.evaluate_client is None:
         raise ClientInputError(f"algorithm {algo.name!r} does not evaluate on clients")
-    data, pid = _partition(context, cfg)
+    data, pid = partition_data(context, cfg)
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
     if len(data.y_test) == 0:
         raise ClientInputError("this node holds no test examples to evaluate on")
-    server_round = int(_config(msg).get(SERVER_ROUND, 0))
+    server_round = int(message_config(msg).get(SERVER_ROUND, 0))
     ctx = RoundContext(cfg, server_round, pid, _local(context))
     metrics = algo.evaluate_client(to_numpy_dict(arrays), data, ctx)
     count = 1 if cfg.privacy.dp in CLIENT_LEVEL_DP else len(data.y_test)

@@ -52,10 +52,19 @@ def check_wire(vector: np.ndarray, spec: Spec, clipped: bool = False) -> None:
     the client ``clipped`` the whole vector's norm (client-level DP, which scales counts
     too), integer arrays whole. Clipping scales a value and its weight alike, so the rest
     holds for clipped vectors too."""
+    _check_form(vector, spec)
+    _check_entries(vector, spec, clipped)
+
+
+def _check_form(vector: np.ndarray, spec: Spec) -> None:
     if vector.shape != (spec.size,):
         raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
     if not np.isfinite(vector).all():
         raise ValueError("statistics are not finite")
+
+
+def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool) -> None:
+    """:func:`check_wire` past the vector's form: bounds, weights, whole counts."""
     parts, offset = {}, 0
     for name, a in spec.arrays:
         parts[name] = vector[offset : offset + a.size].reshape(a.shape)
@@ -194,10 +203,7 @@ class StatisticsStrategy(Strategy):
         vector (:func:`check_wire`; clipped under client-side clipping; under local DP
         noised from a clipped one), or a secure sum whose norm the clients' clips bound."""
         p, spec = self.cfg.privacy, self._spec
-        if vector.shape != (spec.size,):
-            raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
-        if not np.isfinite(vector).all():
-            raise ValueError("statistics are not finite")
+        _check_form(vector, spec)
         clip, norm = p.clip_norm, float(np.linalg.norm(vector))
         if isinstance(msg, SecureSumReply):  # k clipped vectors sum to at most k clip norms
             if p.dp == "client" and norm > len(msg.clients) * clip * (1 + _TOLERANCE):
@@ -216,7 +222,7 @@ class StatisticsStrategy(Strategy):
                 )
             return
         client_side = p.dp in CLIENT_LEVEL_DP and (p.dp, p.clipping) != ("client", "server")
-        check_wire(vector, spec, clipped=client_side)
+        _check_entries(vector, spec, clipped=client_side)
         if client_side and norm > clip * (1 + _TOLERANCE):
             raise ValueError(f"L2 norm {norm:.4g} exceeds the clip norm {clip:g}")
 

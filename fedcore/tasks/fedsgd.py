@@ -40,9 +40,8 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         return task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
 
     def load(cfg: RunConfig, state: State) -> torch.nn.Module:
-        model = model_of(cfg)
-        params = {k: torch.tensor(np.asarray(v)) for k, v in state.items()}
-        model.load_state_dict({k: params[k] for k in model.state_dict()})
+        model = model_of(cfg)  # (the server's momentum buffers in the state are not loaded)
+        model.load_state_dict({k: torch.tensor(np.asarray(state[k])) for k in model.state_dict()})
         return model
 
     def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray]:
