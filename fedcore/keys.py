@@ -12,6 +12,8 @@ METRICS = "metrics"
 # ConfigRecord entries (server -> client)
 SERVER_ROUND = "server-round"
 PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx.configure_train
+QUERY = "query"  # what a query message asks a node to compute (a task's setup: its name)
+RELEASE = "release"  # CONFIG entry of a setup's broadcast: the release's id
 
 # ArrayRecord entries (client -> server) beside the model's arrays
 STATISTICS = "statistics"  # an algorithm's reply: its wire vector (fedcore.statistics)
@@ -32,6 +34,8 @@ STATE_DIR = "state-dir"  # where a deployed node keeps its privacy ledger across
 
 # Node state
 LOCAL_MODEL = "local-model"  # ArrayRecord in Context.state: the part of the model kept local
+SETUP_KEPT = "setup-kept"  # ArrayRecord in Context.state: what the node kept of the release
+SETUP_ID = "setup-id"  # ConfigRecord in Context.state: which release it kept (its id)
 
 # Privacy
 EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
@@ -42,8 +46,11 @@ LEDGER = "privacy-ledger"  # ConfigRecord in a node's Context.state: its events 
 
 # Secure aggregation (server <-> client, in the CONFIG record and the SECAGG record)
 SECAGG = "secagg"  # ConfigRecord: a stage's payload, both ways
-SECAGG_STAGE = "secagg-stage"  # CONFIG entry: "train", "share-keys", "masked-input", "unmask"
+SECAGG_STAGE = "secagg-stage"  # CONFIG entry: "train" (a query: "input"), "share-keys",
+# "masked-input", "unmask"
 SECAGG_BITS = "secagg-bits"  # CONFIG entry of the train stage: the modulus 2^k of the round
 SECAGG_STATE = "secagg-state"  # ConfigRecord in Context.state: the client's protocol state
+SECAGG_MASKING = "secagg-masking"  # ConfigRecord in Context.state: the mod will mask what the
+# query handler computes this round (the handler refuses to compute without it)
 SECAGG_INPUT = "secagg-input"  # ArrayRecord in Context.state: the encoded update
 MASKED = "masked"  # Array in the masked-input reply
