@@ -19,7 +19,7 @@ from torch import nn
 from clients import privacy
 from clients.policy import node_policy
 from fedcore import seeding
-from fedcore.arrays import load_into, to_record
+from fedcore.arrays import load_into, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.datasets import DatasetError
 from fedcore.datasets import node as node_data
@@ -34,6 +34,7 @@ from fedcore.keys import (
     PARTITION_ID,
     PROXIMAL_MU,
     SERVER_ROUND,
+    SETUP_KEPT,
 )
 from fedcore.tasks import (
     Algorithm,
@@ -76,8 +77,9 @@ def _node_file(path: str, mtime: float, dataset: str) -> ClientData:
     return ClientData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
 
 
-def partition_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
-    """This node's partition of the run's dataset (simulation and demos) and its id."""
+def raw_partition(context: Context, cfg: RunConfig) -> tuple[object, int]:
+    """This node's partition of the run's dataset (simulation and demos) and its id, as the
+    task loads it: before any setup's release."""
     pid = context.node_config.get(PARTITION_ID)
     task = get_task(cfg.task)
     if DATA_PATH in context.node_config and not task.node_files:  # never a silent stand-in
@@ -92,6 +94,22 @@ def partition_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
             f"(0..{len(data.clients) - 1})"
         )
     return data.clients[pid], pid
+
+
+def partition_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
+    """This node's partition of the run's dataset and its id; for a task with a setup
+    (:mod:`fedcore.tasks.setup`), what it trains on once it kept the setup's release."""
+    part, pid = raw_partition(context, cfg)
+    setup = get_task(cfg.task).setup
+    if setup is None or not setup.needed(cfg):
+        return part, pid
+    kept = context.state.array_records.get(SETUP_KEPT)
+    if kept is None:
+        raise ClientInputError(
+            f"this node has not received the release of {setup.name!r}, which the server "
+            "runs before round 1; it has nothing to train on"
+        )
+    return setup.view(cfg, part, to_numpy_dict(kept)), pid
 
 
 def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Module]:

@@ -53,6 +53,12 @@ def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> C
 
         return handle_evaluate(msg, context, _resolve(cfg, context))
 
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        from clients.queries import handle_query
+
+        return handle_query(msg, context, _resolve(cfg, context))
+
     return app
 
 

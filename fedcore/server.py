@@ -27,6 +27,7 @@ from fedcore.arrays import load_into, to_numpy, to_numpy_dict, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
+from fedcore.setup_round import SetupFailed, run_setup
 from fedcore.tasks import Algorithm, FederatedData, Task, checked_task, get_task
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
@@ -183,12 +184,23 @@ def run_server(
         fmt = strategy.sum_format() if isinstance(task, Algorithm) else None
         secure = SecureAggregator(cfg, guard, fmt)
         secure.check_encoding(arrays)
+    setup = Traffic()  # round 0: the task's setup, recorded with round 1
+    setup_record = None
+    if task.setup is not None and task.setup.needed(cfg):
+        try:
+            setup_record = run_setup(
+                grid, cfg, task.setup, observe=setup.count_received, timeout=timeout
+            )
+        except SetupFailed as err:
+            raise RunFailed(str(err)) from None
+        setup.dp_events.extend(e.to_dict() for e in task.setup.events(cfg))
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic()
         record: RoundRecord = {"round": server_round, "status": EMPTY}
-        if server_round == 1:  # what ran while the data was federated, before any round
-            traffic.dp_events.extend(e.to_dict() for e in data.privacy_events)
+        if server_round == 1 and setup_record is not None:
+            record["setup"] = setup_record
+            traffic.received, traffic.dp_events = setup.received, list(setup.dp_events)
 
         messages = traffic.count_sent(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid)

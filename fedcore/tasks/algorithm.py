@@ -19,6 +19,7 @@ import numpy as np
 from fedcore.config import RunConfig
 from fedcore.statistics import Spec, Summed
 from fedcore.tasks.base import ClientData, FederatedData
+from fedcore.tasks.setup import Setup
 
 State = Mapping[str, np.ndarray]
 Metrics = dict[str, float]
@@ -66,6 +67,7 @@ class Algorithm:
         node_files: whether a deployed node's own data file can hold a client's data (not
             yet for any algorithm: a node with one is refused rather than silently given a
             partition of the run's dataset).
+        setup: a secure sum over every node before round 1 (:mod:`fedcore.tasks.setup`).
     """
 
     name: str
@@ -81,6 +83,7 @@ class Algorithm:
     evaluate_client: Callable[[State, ClientData, RoundContext], Metrics] | None = None
     check_config: Callable[[RunConfig], None] | None = None
     node_files: bool = False
+    setup: Setup | None = None
 
 
 def dp_denominator(cfg: RunConfig, summed: Summed) -> float:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fedcore.config import RunConfig
+from fedcore.tasks.setup import Setup
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,6 @@ class FederatedData:
     num_features: int
     num_classes: int
     report: dict = field(default_factory=dict)
-    # DP mechanisms that already ran on the data while it was federated (FedGCN's
-    # pre-communication): privacy.ledger.DpEvent objects the run's ledger records first
-    privacy_events: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -82,3 +80,5 @@ class Task:
     # whether a deployed node's own data file (fedcore.datasets.node: a classification
     # client's arrays) can hold a client's data for this task
     node_files: bool = False
+    # a secure sum over every node before round 1 (fedcore.tasks.setup), or None
+    setup: Setup | None = None

@@ -12,6 +12,11 @@ config record (``secagg-stage``):
 
 A plain training message while secure aggregation is on is refused: the client never sends
 an unmasked update because a server forgot to ask for masking.
+
+The secure-sum service (:mod:`privacy.secagg.service`) runs the same stages as ``query``
+messages, whatever ``secagg.mode`` is: at the ``input`` stage the mod lets the ClientApp's
+query handler compute the node's vector (its wire record says the vector's bound and
+fraction bits) and masks that. A query handler's vector never leaves the node unmasked.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from fedcore.keys import (
     SECAGG,
     SECAGG_BITS,
     SECAGG_INPUT,
+    SECAGG_MASKING,
     SECAGG_STAGE,
     SECAGG_STATE,
     SERVER_ROUND,
@@ -95,7 +101,11 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         cfg = resolve(context)
-        if cfg.secagg.mode == "off" or msg.metadata.message_type != MessageType.TRAIN:
+        config = msg.content.config_records.get(CONFIG, ConfigRecord())
+        stage = config.get(SECAGG_STAGE)
+        kind = msg.metadata.message_type
+        query = kind == MessageType.QUERY and stage is not None  # the secure-sum service
+        if not query and (cfg.secagg.mode == "off" or kind != MessageType.TRAIN):
             return call_next(msg, context)
         if cfg.secagg.insecure_demo and DATA_PATH in context.node_config:
             # Flower tells a ClientApp nothing about its runtime; a node with its own data file
@@ -104,18 +114,20 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
                 "secagg.insecure-demo = true is refused on a deployed node (node config "
                 f"{DATA_PATH!r}): it lifts the security floor of secure aggregation"
             )
-        config = msg.content.config_records.get(CONFIG, ConfigRecord())
-        stage = config.get(SECAGG_STAGE)
-        if stage == "train":
-            return _train(msg, context, call_next, cfg, config)
+        if stage == ("input" if query else "train"):
+            return _input(msg, context, call_next, cfg, config)
         if stage not in ("share-keys", "masked-input", "unmask"):
             raise SecAggClientError(
                 "secure aggregation is on but the message asks for no secure-aggregation "
                 f"stage ({SECAGG_STAGE}={stage!r}); refusing to send an unmasked update"
             )
         record = context.state.config_records.get(SECAGG_STATE)
-        if record is None or int(record["round"]) != int(config.get(SERVER_ROUND, -1)):
-            raise SecAggClientError(f"stage {stage!r} without a training stage this round")
+        if (
+            record is None
+            or int(record["round"]) != int(config.get(SERVER_ROUND, -1))
+            or record.get("kind", MessageType.TRAIN) != kind
+        ):
+            raise SecAggClientError(f"stage {stage!r} without a {kind} input stage this round")
         client = client_from_state(record["client"])
         payload = msg.content.config_records.get(SECAGG, ConfigRecord())
         if stage == "share-keys":
@@ -124,44 +136,47 @@ def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
             reply = _masked_input(client, payload, context)
         else:
             reply = _unmask(client, payload)
-        context.state[SECAGG_STATE] = _state_record(client)
+        context.state[SECAGG_STATE] = _state_record(client, kind)
         return Message(reply, reply_to=msg)
 
     return mod
 
 
-def _train(
+def _input(
     msg: Message, context: Context, call_next: ClientAppCallable, cfg: RunConfig, config
 ) -> Message:
-    reply = call_next(msg, context)
+    """The first stage: the ClientApp computes (trains, or answers the query), the mod keeps
+    the encoded vector in ``Context.state`` and replies with the public keys instead."""
+    kind = msg.metadata.message_type
+    round_id = int(config[SERVER_ROUND])
+    if kind == MessageType.QUERY:  # the query handler computes only what this mod masks
+        context.state[SECAGG_MASKING] = ConfigRecord({"round": round_id})
+    try:
+        reply = call_next(msg, context)
+    finally:
+        if SECAGG_MASKING in context.state:
+            del context.state[SECAGG_MASKING]
     if reply.has_error():
         return reply
-    received, trained = msg.content[ARRAYS], reply.content[ARRAYS]
-    metrics = reply.content[METRICS]
-    server_round = int(config[SERVER_ROUND])
     pid = int(context.node_config[PARTITION_ID])
     wire = reply.content.config_records.get(WIRE)
-    if wire is not None:  # an algorithm's statistics: the handler made the wire vector
-        update = np.array(to_numpy(trained[STATISTICS]), np.float64)
-        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]), float(wire["bound"]))
+    metrics = reply.content.metric_records.get(METRICS, MetricRecord())
+    trained = reply.content.array_records.get(ARRAYS, ArrayRecord())
+    if kind == MessageType.QUERY:  # the handler's vector, in the range it states
+        if wire is None or STATISTICS not in trained:
+            raise SecAggClientError("the query handler replied with no vector to mask")
+        x = np.asarray(to_numpy(trained[STATISTICS]), np.float64)  # encode copies it
+        fp = _query_fixed_point(int(config[SECAGG_BITS]), wire)
     else:
-        update = flatten_update(received, trained)
-        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
-    if cfg.privacy.dp == "distributed":  # this client's share of the round's noise
-        std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
-        noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
-        update = update + noise.normal(0.0, std, update.shape)
-    rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, server_round, pid)
+        x, fp = _training_input(msg, reply, cfg, config, pid)
+    rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, round_id, pid)
     try:  # a diverged (non-finite) update is refused here, not masked as garbage
-        # (a wire vector of statistics is clipped and weighted already, by the handler)
-        weight = float(metrics[NUM_EXAMPLES])
-        x = update if wire is not None else weighted_input(update, weight, cfg)
         encoded = encode(x, fp, rng)
     except ValueError as err:
         raise SecAggClientError(f"cannot mask this update: {err}") from None
-    client = SecAggClient(0, server_round, fp, cfg.secagg.threshold, cfg.secagg.insecure_demo)
+    client = SecAggClient(0, round_id, fp, cfg.secagg.threshold, cfg.secagg.insecure_demo)
     context.state[SECAGG_INPUT] = ArrayRecord({"x": from_numpy(encoded)})
-    context.state[SECAGG_STATE] = _state_record(client)
+    context.state[SECAGG_STATE] = _state_record(client, kind)
     keys = client.advertise()
     content = RecordDict(
         {
@@ -178,8 +193,46 @@ def _train(
     return Message(content, reply_to=msg)
 
 
-def _state_record(client: SecAggClient) -> ConfigRecord:
-    return ConfigRecord({"round": client.round_id, "client": client_state(client)})
+def _query_fixed_point(bits: int, wire: ConfigRecord) -> FixedPoint:
+    """A query's encoding: the range and precision its handler states, the modulus the
+    server picked for the number of nodes it asked."""
+    if bits not in (32, 64):
+        raise SecAggClientError(f"modulus of 2^{bits} is not supported")
+    try:
+        return FixedPoint(float(wire["bound"]), int(wire["frac-bits"]), bits)
+    except (KeyError, TypeError, ValueError) as err:
+        raise SecAggClientError(f"the query handler's wire record is unusable: {err}") from None
+
+
+def _training_input(
+    msg: Message, reply: Message, cfg: RunConfig, config, pid: int
+) -> tuple[np.ndarray, FixedPoint]:
+    """What a training round masks, before encoding: the weighted update (or an
+    algorithm's wire vector), plus this client's share of distributed DP's noise."""
+    received, trained = msg.content[ARRAYS], reply.content[ARRAYS]
+    metrics = reply.content[METRICS]
+    server_round = int(config[SERVER_ROUND])
+    wire = reply.content.config_records.get(WIRE)
+    if wire is not None:  # an algorithm's statistics: the handler made the wire vector
+        update = np.array(to_numpy(trained[STATISTICS]), np.float64)
+        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]), float(wire["bound"]))
+    else:
+        update = flatten_update(received, trained)
+        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
+    if cfg.privacy.dp == "distributed":  # this client's share of the round's noise
+        std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
+        noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
+        update = update + noise.normal(0.0, std, update.shape)
+    if wire is not None:  # clipped and weighted already, by the handler
+        return update, fp
+    try:
+        return weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg), fp
+    except ValueError as err:
+        raise SecAggClientError(f"cannot mask this update: {err}") from None
+
+
+def _state_record(client: SecAggClient, kind: str) -> ConfigRecord:
+    return ConfigRecord({"round": client.round_id, "kind": kind, "client": client_state(client)})
 
 
 def _share_keys(client: SecAggClient, payload: ConfigRecord) -> RecordDict:

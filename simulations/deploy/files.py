@@ -88,10 +88,14 @@ def flwr_config_toml(port: int, root_certificates: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def node_config_arg(partition: int, partitions: int, data_path: Path, state_dir: Path) -> str:
-    """The ``--node-config`` of SuperNode ``partition``: its data file and state folder
-    (Flower parses ``key=value`` pairs separated by spaces, each value as TOML)."""
+def node_config_arg(
+    partition: int, partitions: int, data_path: Path | None, state_dir: Path
+) -> str:
+    """The ``--node-config`` of SuperNode ``partition``: its data file (None: it reads its
+    partition of the run's dataset) and state folder (Flower parses ``key=value`` pairs
+    separated by spaces, each value as TOML)."""
+    data = "" if data_path is None else f"{DATA_PATH}={toml_string(data_path)} "
     return (
         f"{PARTITION_ID}={partition} {NUM_PARTITIONS}={partitions} "
-        f"{DATA_PATH}={toml_string(data_path)} {STATE_DIR}={toml_string(state_dir)}"
+        f"{data}{STATE_DIR}={toml_string(state_dir)}"
     )

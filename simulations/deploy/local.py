@@ -36,7 +36,8 @@ class LocalDeployment:
     Args:
         workdir: where certificates, keys, node data, logs and Flower's state go; the
             ServerApp's run directories appear under ``workdir/runs``.
-        cfg: the run; each node ``i`` gets client ``i``'s partition as its own data file.
+        cfg: the run; each node ``i`` gets client ``i``'s partition as its own data file
+            (a task that reads no node files: node ``i`` loads partition ``i`` itself).
         nodes: SuperNodes to start, one per client (``data.num-clients``).
         insecure: no TLS and no node authentication (prints a warning; for debugging).
         task_poll: seconds between the SuperExecs' checks for a new ServerApp or ClientApp
@@ -112,7 +113,10 @@ class LocalDeployment:
             write_server_certs(self.certs, ["localhost", HOST])
             for i in range(self.nodes):
                 write_node_keys(self.certs, f"node-{i}")
-        self.data_files = write_client_files(self.cfg, self.workdir / "node-data")
+        from fedcore.tasks import get_task  # torch: only once the certificates are written
+
+        if get_task(self.cfg.task).node_files:
+            self.data_files = write_client_files(self.cfg, self.workdir / "node-data")
         home = self.workdir / "flwr-home"
         home.mkdir(exist_ok=True)
         root = None if self.insecure else self.certs / "ca.crt"
@@ -192,10 +196,12 @@ class LocalDeployment:
     def start_node(
         self, i: int, key: str | None = None, root_certificates: Path | None = None
     ) -> _Process:
-        """Start SuperNode ``i`` on client ``i``'s data file (``key``: another key pair in
-        the certificate folder; ``root_certificates``: another CA to trust)."""
+        """Start SuperNode ``i`` on client ``i``'s data file, or for a task that reads none
+        (``gcn``, ``mf``) on partition ``i`` of the run's dataset (``key``: another key pair
+        in the certificate folder; ``root_certificates``: another CA to trust)."""
+        data = self.data_files[i] if self.data_files else None
         node_config = node_config_arg(
-            i, self.cfg.data.num_clients, self.data_files[i], self.workdir / f"state-{i}"
+            i, self.cfg.data.num_clients, data, self.workdir / f"state-{i}"
         )
         args = [
             _bin("flower-supernode"),

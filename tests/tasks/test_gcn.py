@@ -42,7 +42,7 @@ def test_two_hop_client_view_is_the_full_graph_gcn(cora):
     ax, degree = gcn.precommunicate(cora, parts, seed=0, clip=None, noise_multiplier=0.0)
     model = gcn.GCN(1433, 8, 7, 0.0, torch.Generator().manual_seed(0)).eval()
     full = model(gcn.full_view(cora))
-    client = gcn.precomm_client(cora, parts[2], ax, degree, hops=2)
+    client = gcn.precomm_client(gcn.graph_part(cora, parts[2]), ax, degree, hops=2)
     torch.testing.assert_close(model(client.x_test), full[parts[2]], atol=1e-3, rtol=1e-3)
 
 

@@ -86,7 +86,7 @@ def test_one_node_moves_the_release_by_at_most_twice_the_clip(cora, parts):
     other = x.copy()
     other[v] = -x[v]  # as far as a clipped vector can move: 2 * clip
     release = [
-        sum(gcn.neighbour_contribution(g, p, degree)[:, :-1] for p in parts)
+        sum(gcn.neighbour_contribution(gcn.graph_part(g, p), degree)[:, :-1] for p in parts)
         for g in (dataclasses.replace(cora, x=y) for y in (x, other))
     ]
     assert np.linalg.norm(release[0] - release[1]) == pytest.approx(2.0, rel=1e-6)
@@ -141,7 +141,9 @@ def test_a_client_view_reads_foreign_nodes_only_through_the_release(cora, parts)
     scrambled[~own] = np.random.default_rng(1).permutation(cora.x[~own])
     for hops, noise_std in [(2, 5.0), (2, 0.3), (2, 0.0), (1, 0.3)]:  # prior only, mixed, release
         views = [
-            gcn.precomm_client(g, parts[0], ax, d, hops=hops, clip=4.0, noise_std=noise_std)
+            gcn.precomm_client(
+                gcn.graph_part(g, parts[0]), ax, d, hops=hops, clip=4.0, noise_std=noise_std
+            )
             for g in (cora, dataclasses.replace(cora, x=scrambled))
         ]
         first, second = (v.x_train.x.to_dense() for v in views)
@@ -176,7 +178,7 @@ def test_shrinking_the_release_matches_its_row_by_row_definition(noise_std):
 def test_without_noise_the_release_is_used_and_under_heavy_noise_the_own_prior(cora, parts):
     exact, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0, noise_multiplier=0.0)
     clipped = dataclasses.replace(cora, x=gcn.clip_features(cora.x, 4.0))
-    own = gcn.neighbour_contribution(clipped, parts[0], d)
+    own = gcn.neighbour_contribution(gcn.graph_part(clipped, parts[0]), d)
     np.testing.assert_allclose(gcn.shrink_release(exact, own, d, 4.0, 0.0), exact, atol=1e-3)
     noised, _ = gcn.precommunicate(cora, parts, seed=0, clip=4.0)  # epsilon 8
     std = gcn.share_stddev(gcn.precomm_noise_multiplier(RunConfig()), 4.0, 3) * np.sqrt(3)
@@ -199,8 +201,12 @@ def test_a_degrees_only_precommunication_releases_no_feature_and_spends_nothing(
         "delta": 0.0,
         "released": "degrees",
     }
-    client = gcn.precomm_client(cora, parts[0], zeros, d, hops=1, clip=4.0, noise_std=math.inf)
+    client = gcn.precomm_client(
+        gcn.graph_part(cora, parts[0]), zeros, d, hops=1, clip=4.0, noise_std=math.inf
+    )
     clipped = dataclasses.replace(cora, x=gcn.clip_features(cora.x, 4.0))
-    own = gcn.neighbour_contribution(clipped, parts[0], d)[parts[0]]  # its nodes' rows
+    own = gcn.neighbour_contribution(gcn.graph_part(clipped, parts[0]), d)[
+        parts[0]
+    ]  # its nodes' rows
     prior = own[:, :-1] * (d[parts[0]] / own[:, -1] / np.sqrt(d[parts[0]]))[:, None]
     np.testing.assert_allclose(client.x_train.x.to_dense().numpy(), prior, rtol=1e-5, atol=1e-7)

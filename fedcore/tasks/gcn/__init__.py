@@ -4,15 +4,15 @@ Each client owns some nodes of a Planetoid graph and the edges incident to them.
 (``graph.mode``):
 
 - ``local``: FedAvg on each client's induced subgraph; cross-client edges are lost.
-- ``precomm``: FedGCN's pre-communication (:mod:`.precomm`): before training, the clients'
-  neighbour aggregates are summed through secure aggregation with node-level feature DP
-  noise (or, with ``graph.precomm-features = false``, only the degrees). With
-  ``graph.hops = 1`` a client gets the first-layer aggregate of its nodes; with ``hops = 2``
-  also that of their neighbours.
+- ``precomm``: FedGCN's pre-communication (:mod:`.precomm`), the task's setup
+  (:mod:`.setup`): before round 1 the clients' neighbour aggregates, with node-level feature
+  DP noise (or, with ``graph.precomm-features = false``, only the degrees), are summed by
+  the secure-sum service over the Grid. With ``graph.hops = 1`` a client keeps the
+  first-layer aggregate of its nodes; with ``hops = 2`` also that of their neighbours.
 
 Modules: :mod:`.model` (the GCN and its training), :mod:`.precomm` (the release),
-:mod:`.views` (what each client sees), :mod:`.data` (a run's clients), :mod:`.rules` (what
-the task refuses).
+:mod:`.setup` (the release as the task's setup), :mod:`.views` (what each client holds and
+sees), :mod:`.data` (a run's clients), :mod:`.rules` (what the task refuses).
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from fedcore.tasks.gcn.model import (
 )
 from fedcore.tasks.gcn.precomm import (
     clip_features,
+    kept_rows,
     neighbour_contribution,
+    node_share,
+    precomm_client,
     precomm_event,
     precomm_noise_multiplier,
     precomm_report,
@@ -40,7 +43,14 @@ from fedcore.tasks.gcn.precomm import (
     shrink_release,
 )
 from fedcore.tasks.gcn.rules import check_config
-from fedcore.tasks.gcn.views import full_view, local_client, precomm_client
+from fedcore.tasks.gcn.setup import SETUP
+from fedcore.tasks.gcn.views import (
+    GraphPart,
+    full_view,
+    graph_part,
+    local_client,
+    precomm_view,
+)
 
 TASK = Task(
     name="gcn",
@@ -50,27 +60,34 @@ TASK = Task(
     evaluate=evaluate,
     train_one_client_dp=None,  # nodes are not independent samples: see the config check
     check_config=check_config,
+    setup=SETUP,
 )
 
 
 __all__ = [
     "GCN",
+    "SETUP",
     "TASK",
     "GraphClientData",
+    "GraphPart",
     "GraphView",
     "build_model",
     "check_config",
     "clip_features",
     "evaluate",
     "full_view",
+    "graph_part",
+    "kept_rows",
     "load_graph_data",
     "local_client",
     "neighbour_contribution",
+    "node_share",
     "normalized_adjacency",
     "precomm_client",
     "precomm_event",
     "precomm_noise_multiplier",
     "precomm_report",
+    "precomm_view",
     "precommunicate",
     "share_stddev",
     "shrink_release",

@@ -1,10 +1,12 @@
-"""The clients' graph data for a run: partition, pre-communication, views; once per process."""
+"""The clients' graph data for a run: partition, each client's part, views; once per process.
+
+Under ``graph.mode = "precomm"`` a client's data is its :class:`GraphPart` until it has kept
+the pre-communication's release (:mod:`fedcore.tasks.gcn.setup`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import torch
 
@@ -14,19 +16,14 @@ from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.planetoid import load_planetoid
 from fedcore.graph_partition import graph_report, split_nodes
 from fedcore.tasks.base import FederatedData
-from fedcore.tasks.gcn.precomm import (
-    precomm_event,
-    precomm_noise_multiplier,
-    precomm_report,
-    precommunicate,
-    share_stddev,
-)
-from fedcore.tasks.gcn.views import full_view, local_client, precomm_client
+from fedcore.tasks.gcn.precomm import precomm_report
+from fedcore.tasks.gcn.views import full_view, graph_part, local_client
 
 
 @functools.lru_cache(maxsize=4)
 def load_graph_data(cfg: RunConfig) -> FederatedData:
-    """The clients' graph views for ``cfg`` (pre-communication included), once per process."""
+    """The clients' graph data for ``cfg`` (views, or under pre-communication their parts),
+    the server's view of the whole graph and the partition report, once per process."""
     d = cfg.data
     graph = load_planetoid(d.dataset, resolve_data_dir(d.data_dir or None), download=d.download)
     rng = seeding.numpy_rng(cfg.seed, seeding.PARTITION)
@@ -39,28 +36,13 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
             f"data.partition = {d.partition!r} cannot split {graph.name} into "
             f"data.num-clients = {d.num_clients}: {err}"
         ) from None
+    owned = tuple(graph_part(graph, nodes) for nodes in parts)
     if cfg.graph.mode == "local":
-        clients = tuple(local_client(graph, nodes) for nodes in parts)
-    else:
-        ax, degree = precommunicate(
-            graph,
-            parts,
-            cfg.seed,
-            clip=cfg.graph.feature_clip,
-            noise_multiplier=precomm_noise_multiplier(cfg),
-            seeded_noise=cfg.privacy.seeded_noise,
-            features=cfg.graph.precomm_features,
-        )
-        clip = cfg.graph.feature_clip
-        m = len(parts)  # the release's noise: the sum of m shares
-        std = share_stddev(precomm_noise_multiplier(cfg), clip, m) * math.sqrt(m)
-        if not cfg.graph.precomm_features:
-            std = math.inf  # no feature rows: every client keeps its prior
-        clients = tuple(
-            precomm_client(graph, nodes, ax, degree, cfg.graph.hops, clip, std) for nodes in parts
-        )
-    if cfg.graph.optimizer != "sgd":
-        clients = tuple(dataclasses.replace(c, optimizer=cfg.graph.optimizer) for c in clients)
+        clients = tuple(local_client(part) for part in owned)
+        if cfg.graph.optimizer != "sgd":
+            clients = tuple(dataclasses.replace(c, optimizer=cfg.graph.optimizer) for c in clients)
+    else:  # each client's part; it trains once it kept the release (fedcore.tasks.gcn.setup)
+        clients = owned
     report = graph_report(parts, graph.y, graph.edges, graph.num_classes)
     report |= {"dataset": graph.name, "partition": d.partition, "mode": cfg.graph.mode}
     if cfg.graph.mode == "precomm":
@@ -72,7 +54,4 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
         num_features=graph.x.shape[1],
         num_classes=graph.num_classes,
         report=report,
-        privacy_events=tuple(e for e in [precomm_event(cfg)] if e is not None)
-        if cfg.graph.mode == "precomm"
-        else (),
     )

@@ -18,25 +18,22 @@ import scipy.sparse
 from fedcore import seeding
 from fedcore.config import RunConfig
 from fedcore.datasets.planetoid import Graph
+from fedcore.tasks.gcn.views import (
+    GraphPart,
+    graph_part,
+    incident_edges,
+    own_degrees,
+    precomm_view,
+    view_rows,
+)
 
 # Secure aggregation of the neighbour sums: entries are degree-scaled features (<= max degree)
 # and neighbour counts; 12 fraction bits keep the counts exact after rounding.
-_PRECOMM_BOUND, _PRECOMM_FRAC_BITS = 1024.0, 12
+PRECOMM_BOUND, PRECOMM_FRAC_BITS = 1024.0, 12
 
 # Node-level feature DP: replace-one neighbouring (one node's features by any others), the
 # ledger's "node" relation; the sensitivity is twice the clip norm.
 _NODE = "node"
-
-
-def incident_edges(graph: Graph, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (u, v) with u owned and v a neighbour of u or u itself: the edges of (A + I)
-    that the owner of ``nodes`` knows."""
-    owned = np.zeros(graph.num_nodes, bool)
-    owned[nodes] = True
-    src = np.concatenate([graph.edges[0], graph.edges[1], nodes])
-    dst = np.concatenate([graph.edges[1], graph.edges[0], nodes])
-    keep = owned[src]
-    return src[keep], dst[keep]
 
 
 def clip_features(x: np.ndarray, clip: float) -> np.ndarray:
@@ -46,21 +43,46 @@ def clip_features(x: np.ndarray, clip: float) -> np.ndarray:
     return x * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
 
 
-def neighbour_contribution(graph: Graph, nodes: np.ndarray, degree: np.ndarray) -> np.ndarray:
-    """Client ``nodes``' share of the pre-communication, shape (N, F + 1): row v holds the
-    sum over v's neighbours u owned here (and v itself, if owned) of ``x_u / sqrt(d_u)``,
-    and in the last column their count. Summed over clients: ``(A + I) D^-1/2 X`` and ``d``.
+def neighbour_contribution(part: GraphPart, degree: np.ndarray) -> np.ndarray:
+    """A client's share of the pre-communication, shape (N, F + 1): row v holds the sum over
+    v's neighbours u owned here (and v itself, if owned) of ``x_u / sqrt(d_u)``, and in the
+    last column their count. Summed over clients: ``(A + I) D^-1/2 X`` and ``d``.
 
     ``degree`` is only read at the owned nodes, whose incident edges the client knows."""
-    src, dst = incident_edges(graph, nodes)  # u: owned neighbour, v: the row it adds to
-    n = graph.num_nodes
+    src, dst = incident_edges(part)  # u: owned neighbour, v: the row it adds to
+    n = part.num_nodes
     adjacency = scipy.sparse.csr_matrix(  # (A + I) restricted to owned columns
         (np.ones(len(src)), (dst, src)), shape=(n, n)
     )
-    scaled = np.zeros((n, graph.x.shape[1] + 1))
-    scaled[nodes, :-1] = graph.x[nodes] / np.sqrt(degree[nodes])[:, None]
-    scaled[nodes, -1] = 1.0
+    scaled = np.zeros((n, part.num_features + 1))
+    scaled[part.nodes, :-1] = part.x / np.sqrt(degree[part.nodes])[:, None]
+    scaled[part.nodes, -1] = 1.0
     return np.asarray(adjacency @ scaled)
+
+
+def node_share(
+    part: GraphPart,
+    clip: float | None,
+    std: float,
+    noise: np.random.Generator | None,
+    features: bool = True,
+) -> np.ndarray:
+    """What the owner of ``part`` puts into the secure sum: its :func:`neighbour_contribution`
+    of its features clipped to ``clip`` (None: unclipped), with its share of the Gaussian
+    noise (std ``std``, from ``noise``) on the feature columns; ``features`` False: only the
+    count column. Computed from the client's own part alone."""
+    x = part.x if features else np.zeros((len(part.nodes), 0))
+    if clip is not None and features:
+        x = clip_features(x, clip)
+    contribution = neighbour_contribution(dataclasses.replace(part, x=x), own_degrees(part))
+    if std > 0 and features:
+        contribution[:, :-1] += noise.normal(0.0, std, contribution[:, :-1].shape)
+    if np.abs(contribution).max(initial=0.0) > PRECOMM_BOUND:
+        raise ValueError(
+            f"pre-communication entries exceed the secure-aggregation bound "
+            f"{PRECOMM_BOUND}; lower graph.feature-clip (got {clip})"
+        )
+    return contribution
 
 
 def share_stddev(noise_multiplier: float, clip: float, num_clients: int) -> float:
@@ -140,51 +162,44 @@ def precommunicate(
     seeded_noise: bool = False,
     features: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(D^-1/2 S, d)`` for every node, ``S = (A + I) D^-1/2 clip(X) + noise``, from the
-    clients' contributions summed with secure aggregation (the server, which runs it, learns
-    these aggregates and nothing else).
+    """``(D^-1/2 S, d)`` for every node, ``S = (A + I) D^-1/2 clip(X) + noise``: the
+    release, computed in this one process with the secure-aggregation protocol run among
+    the clients ``parts`` (each a node-id array). The reference for the run's own
+    pre-communication, which sums the same :func:`node_share` vectors over the Grid
+    (:data:`SETUP`).
 
-    Each client clips its nodes' features to L2 norm ``clip`` (None: unclipped) and adds
-    its share of Gaussian noise (:func:`share_stddev`, from the OS CSPRNG unless
-    ``seeded_noise``) to its feature columns before masking; the degree column stays exact.
-    ``noise_multiplier`` None: the default ``graph.precomm-epsilon``'s calibration; 0:
-    the exact aggregates, from which a neighbour reads foreign features. ``features``
-    False: only the degree column is summed (the feature rows come back 0)."""
+    ``noise_multiplier`` None: the default ``graph.precomm-epsilon``'s calibration; 0: the
+    exact aggregates, from which a neighbour reads foreign features. Noise comes from the
+    OS CSPRNG unless ``seeded_noise``. ``features`` False: only the degree column is summed
+    (the feature rows come back 0)."""
     from privacy.secagg.protocol import secure_sum
     from privacy.secagg.quantize import decode, encode, fixed_point
 
     if noise_multiplier is None:
         noise_multiplier = precomm_noise_multiplier(RunConfig())
-
-    num_features = graph.x.shape[1]
-    if not features:  # the degrees alone: the count column of every contribution
-        graph = dataclasses.replace(graph, x=np.zeros((graph.num_nodes, 0)))
+    if not features:
         noise_multiplier = 0.0
     if noise_multiplier > 0 and clip is None:
         raise ValueError("precommunicate: noise needs a feature clip (graph.feature-clip)")
-    if clip is not None:
-        graph = dataclasses.replace(graph, x=clip_features(graph.x, clip))
-    degree = 1 + np.bincount(graph.edges.ravel(), minlength=graph.num_nodes)  # with self loop
-    fp = fixed_point(len(parts), _PRECOMM_BOUND, _PRECOMM_FRAC_BITS)
+    fp = fixed_point(len(parts), PRECOMM_BOUND, PRECOMM_FRAC_BITS)
     rng = seeding.numpy_rng(seed, seeding.SECAGG, 0)
     std = share_stddev(noise_multiplier, clip or 1.0, len(parts))
     inputs = {}
     for i, nodes in enumerate(parts):
-        contribution = neighbour_contribution(graph, nodes, degree)
-        if std > 0:
-            noise = seeding.noise_rng(seeded_noise, seed, seeding.SECAGG, i)
-            contribution[:, :-1] += noise.normal(0.0, std, contribution[:, :-1].shape)
-        if np.abs(contribution).max() > _PRECOMM_BOUND:
-            raise ValueError(
-                f"pre-communication entries exceed the secure-aggregation bound "
-                f"{_PRECOMM_BOUND}; lower graph.feature-clip (got {clip})"
-            )
-        inputs[i + 1] = encode(contribution.ravel(), fp, rng)
+        noise = seeding.noise_rng(seeded_noise, seed, seeding.SECAGG, i)
+        share = node_share(graph_part(graph, nodes), clip, std, noise, features)
+        inputs[i + 1] = encode(share.ravel(), fp, rng)
     total = decode(secure_sum(inputs, fp, seed=seed), fp).reshape(graph.num_nodes, -1)
+    release = release_of(total, graph.x.shape[1], features)
+    return release["ax"], release["degree"]
+
+
+def release_of(total: np.ndarray, num_features: int, features: bool) -> dict[str, np.ndarray]:
+    """The release from the decoded sum (N, F + 1): ``D^-1/2 S`` and the degrees."""
     d = np.rint(total[:, -1])
     if not features:
-        return np.zeros((graph.num_nodes, num_features), np.float32), d
-    return (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), d
+        return {"ax": np.zeros((len(d), num_features), np.float32), "degree": d}
+    return {"ax": (total[:, :-1] / np.sqrt(d)[:, None]).astype(np.float32), "degree": d}
 
 
 def shrink_release(
@@ -194,6 +209,7 @@ def shrink_release(
     clip: float,
     noise_std: float,
     min_weight: float = 0.01,
+    mean_degree: float | None = None,
 ) -> np.ndarray:
     """The release's rows as one client estimates them: a prior from its own terms, moved
     toward the release by ``w_r = s_r / (s_r + F sigma^2)``.
@@ -208,9 +224,10 @@ def shrink_release(
     ``w = 1``, the release as is; a row with no foreign term: ``w = 0``, exact. The estimate
     reads only public quantities (degrees, clip, noise std) and the client's own data:
     post-processing of the release, no privacy cost. Weights under ``min_weight`` are set to
-    0, which keeps bag-of-words rows sparse."""
+    0, which keeps bag-of-words rows sparse. The rows may be a subset of the graph's, given
+    the graph's ``mean_degree`` (default: the mean of ``d``)."""
     foreign = d - own[:, -1]
-    signal = clip**2 * foreign / d.mean()
+    signal = clip**2 * foreign / (d.mean() if mean_degree is None else mean_degree)
     noise = noise_std**2 * ax.shape[1]
     weight = np.divide(signal, signal + noise, out=np.zeros_like(signal), where=foreign > 0)
     weight[weight < min_weight] = 0.0
@@ -220,3 +237,38 @@ def shrink_release(
     prior = own[:, :-1] * extrapolate[:, None]
     mixed = prior + weight[:, None] * (ax * root - prior)
     return (mixed / root).astype(np.float32)
+
+
+def kept_rows(
+    part: GraphPart,
+    ax: np.ndarray,
+    d: np.ndarray,
+    hops: int,
+    clip: float | None = None,
+    noise_std: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the release (``ax``, ``d``: every node's) that the owner of ``part``
+    trains on (:func:`~fedcore.tasks.gcn.views.view_rows`) and their degrees. With ``clip``
+    (the release's feature clip) each row is rebuilt by :func:`shrink_release` from the
+    client's own exact terms and the release's remainder; ``noise_std`` is the std of the
+    release's noise per entry."""
+    rows = view_rows(part, hops)
+    x = ax[rows]
+    if clip is not None:
+        clipped = dataclasses.replace(part, x=clip_features(part.x, clip))
+        own = neighbour_contribution(clipped, d)[rows]
+        x = shrink_release(x, own, d[rows], clip, noise_std, mean_degree=float(d.mean()))
+    return x, d[rows]
+
+
+def precomm_client(
+    part: GraphPart,
+    ax: np.ndarray,
+    d: np.ndarray,
+    hops: int,
+    clip: float | None = None,
+    noise_std: float = 0.0,
+):
+    """A client's training data after pre-communication (:func:`kept_rows`, then
+    :func:`~fedcore.tasks.gcn.views.precomm_view`)."""
+    return precomm_view(part, *kept_rows(part, ax, d, hops, clip, noise_std), hops)
