@@ -6,7 +6,8 @@ Two queries name the task's setup (``query`` in the config record):
   (:attr:`Setup.share`) and replies with it for the secure-aggregation mod to mask. The mod
   marks the node's state before it calls this handler; a query that did not pass through
   the mod (a ClientApp built without it, or a server asking outright) is refused, so the
-  vector never leaves unmasked;
+  vector never leaves unmasked. A node answers once per run: the release's DP noise is
+  accounted once, and sums of fresh noise asked again would average it away;
 - with a ``release`` id and the release's arrays, the node keeps what it needs of them
   (:attr:`Setup.keep`) in its ``Context.state``; training reads it from there.
 """
@@ -28,6 +29,7 @@ from fedcore.keys import (
     SECAGG_MASKING,
     SECAGG_STAGE,
     SERVER_ROUND,
+    SETUP_ANSWERED,
     SETUP_ID,
     SETUP_KEPT,
     STATISTICS,
@@ -57,6 +59,12 @@ def handle_query(msg: Message, context: Context, cfg: RunConfig) -> Message:
             f"query {name!r} asks for this node's vector outside a secure sum; it is only "
             "sent masked"
         )
+    if SETUP_ANSWERED in context.state:  # a second noised sum would average the noise away
+        raise ClientInputError(
+            f"this node already sent its vector for {name!r} in this run; the release's "
+            "noise is accounted once, so it answers once"
+        )
+    context.state[SETUP_ANSWERED] = ConfigRecord({"round": round_id})
     shape = setup.shape(cfg)
     vector = np.asarray(setup.share(cfg, part, pid), np.float64).ravel()
     if vector.size != shape.length:

@@ -35,6 +35,7 @@ STATE_DIR = "state-dir"  # where a deployed node keeps its privacy ledger across
 # Node state
 LOCAL_MODEL = "local-model"  # ArrayRecord in Context.state: the part of the model kept local
 SETUP_KEPT = "setup-kept"  # ArrayRecord in Context.state: what the node kept of the release
+SETUP_ANSWERED = "setup-answered"  # ConfigRecord in Context.state: the node sent its vector
 SETUP_ID = "setup-id"  # ConfigRecord in Context.state: which release it kept (its id)
 
 # Privacy

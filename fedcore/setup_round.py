@@ -69,7 +69,9 @@ def run_setup(
             timeout=timeout,
         )
     except ProtocolAbort as err:
-        raise SetupFailed(f"{setup.name}: the secure sum aborted: {err}") from None
+        first = next(iter(sorted(err.failures.items())), None)
+        why = f" (node {first[0]}: {first[1]})" if first is not None else ""
+        raise SetupFailed(f"{setup.name}: the secure sum aborted: {err}{why}") from None
     missing = sorted(set(nodes) - set(run.clients))
     if missing:
         first = run.failures.get(missing[0], "not in the sum")

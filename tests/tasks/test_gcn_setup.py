@@ -30,7 +30,7 @@ from fedcore.keys import (
     STATISTICS,
 )
 from fedcore.server import RunFailed, run_server
-from fedcore.setup_round import run_setup
+from fedcore.setup_round import SetupFailed, run_setup
 from fedcore.tasks import gcn, get_task
 from fedcore.tasks.gcn.setup import release_noise_std
 from simulations.engines.inprocess import InProcessGrid, deliver
@@ -159,3 +159,13 @@ def test_a_node_that_drops_out_of_the_setup_fails_the_run_with_the_reason():
     app = make_client_app(cfg, mods=[silent_on_queries])
     with InProcessGrid(cfg, client_app=app) as grid, pytest.raises(RunFailed, match="gcn-precomm"):
         run_server(grid, cfg)
+
+
+def test_a_server_asking_for_the_sum_twice_gets_no_second_share():
+    """The release's noise is accounted once; a curious server that runs the secure sum
+    again would average fresh noise away. The second time, every node refuses."""
+    cfg = _cfg()
+    with InProcessGrid(cfg) as grid:
+        run_setup(grid, cfg, get_task("gcn").setup)
+        with pytest.raises(SetupFailed, match="already sent its vector"):
+            run_setup(grid, cfg, get_task("gcn").setup)
