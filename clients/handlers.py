@@ -40,10 +40,10 @@ from fedcore.tasks import (
     Algorithm,
     ClientData,
     ClientUpdate,
-    FederatedData,
     Task,
     TrainParams,
     get_task,
+    model_shape,
 )
 from privacy.ledger import DpEvent
 from privacy.mechanisms import privatize_update
@@ -57,16 +57,7 @@ class ClientInputError(ValueError):
 def _worker_model(cfg: RunConfig) -> nn.Module:
     """The one model object this process trains; its weights are overwritten on every call."""
     task = get_task(cfg.task)
-    return task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
-
-
-@functools.lru_cache(maxsize=2)
-def _node_model(cfg: RunConfig) -> nn.Module:
-    """The model of a node that holds its own data file: shaped by the run's dataset."""
-    features, classes = node_data.SHAPES[cfg.data.dataset]
-    empty = torch.zeros(0, features)
-    shape = FederatedData((), empty, torch.zeros(0, dtype=torch.long), features, classes)
-    return get_task(cfg.task).build_model(cfg, shape, torch.Generator().manual_seed(0))
+    return task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,7 +122,7 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
         file = Path(str(path))
         mtime = file.stat().st_mtime if file.exists() else 0.0  # a replaced file is re-read
         try:
-            return _node_file(str(file), mtime, cfg.data.dataset), _node_model(cfg)
+            return _node_file(str(file), mtime, cfg.data.dataset), _worker_model(cfg)
         except DatasetError as err:
             raise ClientInputError(str(err)) from None
     return partition_data(context, cfg)[0], _worker_model(cfg)

@@ -11,7 +11,9 @@ its import path, and this folder only has to be on the Python path.
 
 The hooks are the contract of :class:`fedcore.tasks.base.Task`: ``load_data`` builds every
 client's tensors and the server's test set from the run config, ``build_model`` the model
-from an explicit generator, ``train_one_client`` a local update, ``evaluate`` the metrics.
+from an explicit generator, ``train_one_client`` a local update, ``evaluate`` the metrics,
+and ``load_server`` what the server holds (the model's shape, its test set) without the
+clients' data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedcore.config import RunConfig
-from fedcore.tasks.base import ClientData, ClientUpdate, FederatedData, Task, TrainParams
+from fedcore.tasks.base import (
+    ClientData,
+    ClientUpdate,
+    FederatedData,
+    ModelShape,
+    ServerData,
+    Task,
+    TrainParams,
+)
 
 
 class ResidualNet(nn.Module):
@@ -47,7 +57,7 @@ def load_data(cfg: RunConfig) -> FederatedData:
     """Two moons (noise 0.2), clients cut along the first coordinate, 20% of each kept for
     its own evaluation; the server tests on a fresh draw."""
     x, y = make_moons(3000, noise=0.2, random_state=cfg.seed)
-    test_x, test_y = make_moons(1000, noise=0.2, random_state=cfg.seed + 1)
+    server = load_server(cfg)
     rng = np.random.default_rng(cfg.seed)
     order = np.argsort(x[:, 0] + rng.normal(0, 0.3, len(x)))  # mostly by position
     clients = []
@@ -64,15 +74,22 @@ def load_data(cfg: RunConfig) -> FederatedData:
         )
     return FederatedData(
         clients=tuple(clients),
-        x_test=torch.tensor(test_x, dtype=torch.float32),
-        y_test=torch.tensor(test_y),
+        x_test=server.x_test,
+        y_test=server.y_test,
         num_features=2,
         num_classes=2,
         report={"dataset": "two moons", "clients": [len(c.y_train) for c in clients]},
     )
 
 
-def build_model(cfg: RunConfig, data: FederatedData, generator: torch.Generator) -> nn.Module:
+def load_server(cfg: RunConfig) -> ServerData:
+    """What the server holds: the model's shape and its own test set, a fresh draw (so the
+    server never generates, let alone partitions, the clients' data)."""
+    test_x, test_y = make_moons(1000, noise=0.2, random_state=cfg.seed + 1)
+    return ServerData(2, 2, torch.tensor(test_x, dtype=torch.float32), torch.tensor(test_y))
+
+
+def build_model(cfg: RunConfig, data: ModelShape, generator: torch.Generator) -> nn.Module:
     return ResidualNet(cfg.model.hidden[0], generator)
 
 
@@ -110,4 +127,5 @@ TASK = Task(
     build_model=build_model,
     train_one_client=train_one_client,
     evaluate=evaluate,
+    load_server=load_server,
 )

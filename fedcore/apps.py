@@ -86,7 +86,9 @@ def make_server_app(
             return
         from simulations.rundir import RunDirectory
 
-        with RunDirectory.create(Path("runs"), run_cfg, engine="flwr-run") as run_dir:
+        with RunDirectory.create(
+            Path("runs"), run_cfg, engine="flwr-run", simulated=False
+        ) as run_dir:
             run_dir.finish(run_server(grid, run_cfg, on_round=run_dir.append_round))
 
     return app

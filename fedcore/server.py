@@ -28,7 +28,15 @@ from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
 from fedcore.setup_round import SetupFailed, run_setup
-from fedcore.tasks import Algorithm, FederatedData, Task, checked_task, get_task
+from fedcore.tasks import (
+    Algorithm,
+    ServerData,
+    Task,
+    checked_task,
+    get_task,
+    model_shape,
+    server_data,
+)
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
@@ -175,8 +183,7 @@ def run_server(
         timeout = cfg.engine.timeout or None
     poll = cfg.engine.poll_interval
     task = checked_task(cfg)
-    data = task.load_data(cfg)
-    arrays, evaluate = _global_state(task, cfg, data)
+    arrays, evaluate = _global_state(task, cfg, server_data(task, cfg))
     strategy = build_strategy(cfg)
     guard = getattr(strategy, "check_release", None)  # distributed DP's noise floor
     secure = None
@@ -256,18 +263,20 @@ def run_server(
 
 
 def _global_state(
-    task: Task | Algorithm, cfg: RunConfig, data: FederatedData
+    task: Task | Algorithm, cfg: RunConfig, data: ServerData
 ) -> tuple[ArrayRecord, Callable[[ArrayRecord], dict] | None]:
     """The first global state (a model's weights, or an algorithm's state) and the server's
-    evaluation of a state on the held-out test set (None if the algorithm has none)."""
+    evaluation of a state on the held-out test set (None if there is none to evaluate on)."""
     if isinstance(task, Algorithm):
         state = task.init(cfg, data, seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT))
-        if task.evaluate is None:
+        if task.evaluate is None or data.x_test is None:
             return to_record(state), None
         return to_record(state), lambda a: task.evaluate(
             to_numpy_dict(a), data.x_test, data.y_test, cfg
         )
     model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
+    if data.x_test is None:
+        return to_record(model.state_dict()), None
 
     def evaluate(arrays: ArrayRecord) -> dict:
         load_into(model, arrays)
@@ -329,6 +338,6 @@ def final_state(cfg: RunConfig, arrays: ArrayRecord) -> dict[str, torch.Tensor]:
 def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:
     """A model of the task holding ``arrays`` (for saving or further evaluation)."""
     task = get_task(cfg.task)
-    model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
+    model = task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
     load_into(model, arrays)
     return model

@@ -3,7 +3,8 @@
 Layout::
 
     config.toml        the resolved config; `fedcore simulate config.toml` reproduces the run
-    partition.json     clients' sizes and label histograms
+    partition.json     clients' sizes and label histograms (simulated runs: a deployed server
+                       holds no client's data)
     metrics.jsonl      one JSON line per completed round, flushed as each round ends, with
                        its status (aggregated | aborted | empty) and, unless aggregated, why
     summary.json       status (completed | failed), final_metrics, rounds, round_status,
@@ -30,7 +31,7 @@ from flwr.app import ArrayRecord
 
 from fedcore.config import RunConfig, to_toml
 from fedcore.server import FailurePolicy, RoundRecord, final_state
-from fedcore.tasks import checked_task
+from fedcore.tasks import checked_task, server_data
 from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
 
@@ -49,21 +50,34 @@ class RunDirectory:
 
     @classmethod
     def create(
-        cls, root: Path, cfg: RunConfig, engine: str, exact: Path | None = None
+        cls,
+        root: Path,
+        cfg: RunConfig,
+        engine: str,
+        exact: Path | None = None,
+        simulated: bool = True,
     ) -> RunDirectory:
         """A new run directory: ``exact`` if given (it must be new or empty), else a fresh
-        timestamped folder under ``root`` (with a suffix if another run took that name)."""
+        timestamped folder under ``root`` (with a suffix if another run took that name).
+
+        ``simulated``: this process simulates the clients, so it loads their partition and
+        writes its report (``partition.json``); a deployed server (``flwr run``) loads only
+        its own data (:func:`fedcore.tasks.server_data`) and writes no partition report."""
         if exact is not None:
             _refuse_used(Path(exact))  # before anything is loaded or written
         # the task's own rules, then bad data, fail before any file
-        report = checked_task(cfg).load_data(cfg).report
+        task = checked_task(cfg)
+        report = task.load_data(cfg).report if simulated else None
+        if not simulated:
+            server_data(task, cfg)
         build_strategy(cfg)  # and so does a setting only the strategy can judge (its noise)
         path = _claim_exact(Path(exact)) if exact is not None else _claim_new(root, cfg)
         run_dir = cls(path, cfg, engine)
         with open(path / "config.toml", "x") as f:  # "x": two runs never write one directory
             f.write(to_toml(cfg))
         (path / "metrics.jsonl").write_text("")
-        _write_json(path / "partition.json", report)
+        if report is not None:
+            _write_json(path / "partition.json", report)
         return run_dir
 
     def append_round(self, record: RoundRecord) -> None:

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fedcore.datasets.base import Dataset, DatasetError
 from fedcore.datasets.digits import load_digits
 from fedcore.datasets.femnist import load_femnist
-from fedcore.datasets.mnist import load_mnist
+from fedcore.datasets.mnist import NUM_CLASSES as MNIST_CLASSES
+from fedcore.datasets.mnist import load_mnist, load_mnist_test
 from fedcore.datasets.paths import resolve_data_dir
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "femnist")
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "load_dataset", "resolve_data_dir"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "load_dataset",
+    "load_test_split",
+    "resolve_data_dir",
+]
 
 
 def load_dataset(
@@ -35,3 +45,15 @@ def load_dataset(
     if name == "femnist":
         return load_femnist(resolve_data_dir(data_dir), download=download)
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def load_test_split(
+    name: str, data_dir: str | Path | None = None, *, download: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Dataset ``name``'s held-out test split ``(x, y)`` and its number of classes: what a
+    server evaluating the global model holds. MNIST's training files are not read; digits
+    and the FEMNIST subset are small and read whole."""
+    if name == "mnist":
+        return (*load_mnist_test(resolve_data_dir(data_dir), download=download), MNIST_CLASSES)
+    ds = load_dataset(name, data_dir, download=download)
+    return ds.x_test, ds.y_test, ds.num_classes

@@ -61,14 +61,33 @@ def load_mnist(
     Files already present are never overwritten: a corrupt one raises ``DatasetError``
     telling the user to delete it, so a bad copy is never silently replaced or used.
     """
-    folder = data_dir / "mnist"
-    if download:
-        fetch_mnist(folder, base_urls)
-    missing = missing_files(folder, MNIST_SHA256)
-    if missing:
-        raise missing_error("mnist", missing, downloadable=True)
-    for name, expected in MNIST_SHA256.items():
-        verify_sha256(folder / name, expected)
+    folder = _checked_folder(data_dir, download, base_urls, MNIST_SHA256)
     x_train, y_train = _split(folder / TRAIN_IMAGES, folder / TRAIN_LABELS)
     x_test, y_test = _split(folder / TEST_IMAGES, folder / TEST_LABELS)
     return Dataset("mnist", x_train, y_train, x_test, y_test, NUM_CLASSES)
+
+
+def load_mnist_test(
+    data_dir: Path, *, download: bool = False, base_urls: Sequence[str] = MNIST_URLS
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's 10,000 test images and labels only (what a server evaluating on the held-out
+    set needs; the training files are neither read nor required)."""
+    wanted = {name: MNIST_SHA256[name] for name in (TEST_IMAGES, TEST_LABELS)}
+    folder = _checked_folder(data_dir, download, base_urls, wanted)
+    return _split(folder / TEST_IMAGES, folder / TEST_LABELS)
+
+
+def _checked_folder(
+    data_dir: Path, download: bool, base_urls: Sequence[str], files: dict[str, str]
+) -> Path:
+    """``<data_dir>/mnist`` once ``files`` (name -> sha256) are there and verified."""
+    folder = data_dir / "mnist"
+    if download:
+        for path in missing_files(folder, files):
+            download_file(path.name, folder, files[path.name], base_urls)
+    missing = missing_files(folder, files)
+    if missing:
+        raise missing_error("mnist", missing, downloadable=True)
+    for name, expected in files.items():
+        verify_sha256(folder / name, expected)
+    return folder

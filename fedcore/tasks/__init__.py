@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import replace
 
 from fedcore.config import ConfigError, RunConfig
 from fedcore.tasks.algorithm import Algorithm, RoundContext
-from fedcore.tasks.base import ClientData, ClientUpdate, FederatedData, Task, TrainParams
+from fedcore.tasks.base import (
+    ClientData,
+    ClientUpdate,
+    FederatedData,
+    ServerData,
+    Task,
+    TrainParams,
+)
 
 # name -> module defining ``TASK``; imported on first use, so nothing loads at import time
 _REGISTRY = {
@@ -64,14 +72,30 @@ def checked_task(cfg: RunConfig) -> Task | Algorithm:
     return task
 
 
+def server_data(task: Task | Algorithm, cfg: RunConfig) -> ServerData:
+    """What the server of a ``cfg`` run holds: the task's ``load_server``, which loads no
+    client's data; a task without that hook has it cut out of its ``load_data``."""
+    if task.load_server is not None:
+        return task.load_server(cfg)
+    return ServerData.of(task.load_data(cfg))
+
+
+def model_shape(task: Task | Algorithm, cfg: RunConfig) -> ServerData:
+    """The model's shape alone (no test set): what building a model needs, on any node."""
+    return server_data(task, replace(cfg, evaluate=replace(cfg.evaluate, server=False)))
+
+
 __all__ = [
     "Algorithm",
     "ClientData",
     "ClientUpdate",
     "FederatedData",
     "RoundContext",
+    "ServerData",
     "Task",
     "TrainParams",
     "checked_task",
     "get_task",
+    "model_shape",
+    "server_data",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedcore.config import RunConfig
 from fedcore.statistics import Spec, Summed
-from fedcore.tasks.base import ClientData, FederatedData
+from fedcore.tasks.base import ClientData, FederatedData, ModelShape, ServerData
 from fedcore.tasks.setup import Setup
 
 State = Mapping[str, np.ndarray]
@@ -68,11 +68,13 @@ class Algorithm:
             yet for any algorithm: a node with one is refused rather than silently given a
             partition of the run's dataset).
         setup: a secure sum over every node before round 1 (:mod:`fedcore.tasks.setup`).
+        load_server: the server's :class:`~fedcore.tasks.base.ServerData` without the
+            clients' data, or None (then cut out of ``load_data``).
     """
 
     name: str
     load_data: Callable[[RunConfig], FederatedData]
-    init: Callable[[RunConfig, FederatedData, np.random.Generator], dict[str, np.ndarray]]
+    init: Callable[[RunConfig, ModelShape, np.random.Generator], dict[str, np.ndarray]]
     spec: Callable[[RunConfig, State], Spec]
     client: Callable[
         [State, ClientData, RoundContext, np.random.Generator],
@@ -84,6 +86,7 @@ class Algorithm:
     check_config: Callable[[RunConfig], None] | None = None
     node_files: bool = False
     setup: Setup | None = None
+    load_server: Callable[[RunConfig], ServerData] | None = None
 
 
 def dp_denominator(cfg: RunConfig, summed: Summed) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -44,6 +45,34 @@ class FederatedData:
 
 
 @dataclass(frozen=True)
+class ServerData:
+    """What the server holds of a task's data: the model's shape and, when it evaluates
+    (``evaluate.server``), the held-out test set; never a client's data.
+
+    A task's ``load_server`` hook builds it without loading or partitioning the clients'
+    data; :func:`fedcore.tasks.server_data` falls back to cutting it out of ``load_data``.
+    """
+
+    num_features: int
+    num_classes: int
+    x_test: object | None = None
+    y_test: object | None = None
+
+    @classmethod
+    def of(cls, data: FederatedData) -> ServerData:
+        """The server's part of a task's federated data (a task without ``load_server``)."""
+        return cls(data.num_features, data.num_classes, data.x_test, data.y_test)
+
+
+class ModelShape(Protocol):
+    """What ``build_model`` and ``init`` read: a :class:`ServerData` on the server, the
+    :class:`FederatedData` in a simulated client's process."""
+
+    num_features: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
 class TrainParams:
     """Per-round local training settings (from the run config and the server's message)."""
 
@@ -70,7 +99,7 @@ class Task:
 
     name: str
     load_data: Callable[[RunConfig], FederatedData]
-    build_model: Callable[[RunConfig, FederatedData, torch.Generator], nn.Module]
+    build_model: Callable[[RunConfig, ModelShape, torch.Generator], nn.Module]
     train_one_client: Callable[[nn.Module, ClientData, TrainParams, torch.Generator], ClientUpdate]
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
     # sample-level DP-SGD; None where the task has no sound per-example mechanism
@@ -82,3 +111,6 @@ class Task:
     node_files: bool = False
     # a secure sum over every node before round 1 (fedcore.tasks.setup), or None
     setup: Setup | None = None
+    # the server's data (ServerData: the model's shape, the held-out test set when
+    # evaluate.server) without the clients'; None: cut out of load_data
+    load_server: Callable[[RunConfig], ServerData] | None = None

@@ -9,10 +9,11 @@ import torch
 
 from fedcore import partition, seeding
 from fedcore.config import ConfigError, DataConfig, RunConfig
-from fedcore.datasets import Dataset, load_dataset
+from fedcore.datasets import Dataset, load_dataset, load_test_split
 from fedcore.datasets.arrays import load_files
+from fedcore.datasets.node import SHAPES
 from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
-from fedcore.tasks.base import ClientData, FederatedData
+from fedcore.tasks.base import ClientData, FederatedData, ServerData
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -90,8 +91,12 @@ def federate(ds: Dataset, cfg: DataConfig, seed: int) -> FederatedData:
 @functools.lru_cache(maxsize=4)
 def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
     """The federated split of ``cfg.dataset`` for ``seed``, loaded once per process."""
+    return federate(_load(cfg, seed), cfg, seed)
+
+
+def _load(cfg: DataConfig, seed: int) -> Dataset:
     if cfg.dataset == "files":
-        ds = load_files(
+        return load_files(
             cfg.train_file,
             cfg.test_file,
             label_column=cfg.label_column,
@@ -99,6 +104,25 @@ def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
             test_fraction=cfg.test_fraction,
             rng=seeding.numpy_rng(seed, seeding.PARTITION, 1),  # the held-out test set
         )
+    return load_dataset(cfg.dataset, cfg.data_dir or None, download=cfg.download)
+
+
+def load_server_data(cfg: RunConfig) -> ServerData:
+    """The server's data of a classification run: the model's shape, and the held-out test
+    set only when the server evaluates; no training split is partitioned, and MNIST's
+    training files are not even read."""
+    d = cfg.data
+    if not cfg.evaluate.server and d.dataset in SHAPES:
+        return ServerData(*SHAPES[d.dataset])
+    if d.dataset == "files":  # the user's files: the shape and the test set come from them
+        ds = _load(d, cfg.seed)
+        data = ServerData(
+            ds.num_features,
+            ds.num_classes,
+            torch.from_numpy(ds.x_test),
+            torch.from_numpy(ds.y_test),
+        )
     else:
-        ds = load_dataset(cfg.dataset, cfg.data_dir or None, download=cfg.download)
-    return federate(ds, cfg, seed)
+        x, y, classes = load_test_split(d.dataset, d.data_dir or None, download=d.download)
+        data = ServerData(x.shape[1], classes, torch.from_numpy(x), torch.from_numpy(y))
+    return data if cfg.evaluate.server else ServerData(data.num_features, data.num_classes)

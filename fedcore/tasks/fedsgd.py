@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from fedcore import seeding
 from fedcore.config import RunConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
-from fedcore.tasks import mlp
+from fedcore.tasks import mlp, model_shape
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
 from fedcore.tasks.base import ClientData, Task
 
@@ -37,7 +37,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
 
     @functools.lru_cache(maxsize=2)
     def model_of(cfg: RunConfig) -> torch.nn.Module:  # one per process, overwritten per call
-        return task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
+        return task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
 
     def load(cfg: RunConfig, state: State) -> torch.nn.Module:
         model = model_of(cfg)  # (the server's momentum buffers in the state are not loaded)
@@ -125,6 +125,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         server=server,
         evaluate=evaluate,
         check_config=task.check_config,
+        load_server=task.load_server,
     )
 
 

@@ -27,11 +27,11 @@ from torch import nn
 from fedcore import seeding
 from fedcore.config import ConfigError, RunConfig
 from fedcore.datasets import resolve_data_dir
-from fedcore.datasets.movielens import Ratings, official_split
+from fedcore.datasets.movielens import ML100K_ITEMS, Ratings, official_split
 from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks.algorithm import Algorithm, RoundContext, dp_denominator
-from fedcore.tasks.base import ClientUpdate, FederatedData, TrainParams
+from fedcore.tasks.base import ClientUpdate, FederatedData, ModelShape, ServerData, TrainParams
 
 MSE, MAE = "mse", "mae"
 SHARED = ("item_factors", "item_bias", "global_bias")  # the shared model
@@ -234,10 +234,16 @@ def load_mf_data(cfg: RunConfig) -> FederatedData:
     )
 
 
-def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> MatrixFactorization:
+def build_model(cfg: RunConfig, data: ModelShape, g: torch.Generator) -> MatrixFactorization:
     # the global mean starts at 3.5 (the scale's middle-high), not at the data's mean: that
     # would be a statistic of every user's ratings, which the server does not have
     return MatrixFactorization(data.num_features, cfg.model.hidden[0], 3.5, g)
+
+
+def load_mf_server(cfg: RunConfig) -> ServerData:
+    """The server's data: the item count of ML-100K (public); no rating is read, and the
+    server never evaluates (the users' factors stay on their nodes: see the rules)."""
+    return ServerData(ML100K_ITEMS, 0)
 
 
 # -- the task as an algorithm on typed statistics -------------------------------------------
@@ -266,7 +272,7 @@ def _dp(cfg: RunConfig) -> bool:
     return cfg.privacy.dp != "off"
 
 
-def _init(cfg: RunConfig, data: FederatedData, rng: np.random.Generator) -> dict:
+def _init(cfg: RunConfig, data: ModelShape, rng: np.random.Generator) -> dict:
     model = build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
@@ -368,6 +374,7 @@ ALGORITHM = Algorithm(
     server=_server,
     evaluate_client=_evaluate_client,
     check_config=check_config,
+    load_server=load_mf_server,
 )
 
 

@@ -14,8 +14,8 @@ from torch import nn
 from clients.dp_training import train_one_client_dp
 from clients.training import evaluate, train_one_client
 from fedcore.config import RunConfig
-from fedcore.tasks.base import FederatedData, Task
-from fedcore.tasks.classification import check_config, load_federated
+from fedcore.tasks.base import ModelShape, Task
+from fedcore.tasks.classification import check_config, load_federated, load_server_data
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -46,7 +46,7 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-def _build(cfg: RunConfig, data: FederatedData, generator: torch.Generator) -> nn.Module:
+def _build(cfg: RunConfig, data: ModelShape, generator: torch.Generator) -> nn.Module:
     return mlp(
         data.num_features, cfg.model.hidden, data.num_classes, generator, cfg.model.activation
     )
@@ -61,4 +61,5 @@ TASK = Task(
     train_one_client_dp=train_one_client_dp,
     check_config=check_config,
     node_files=True,
+    load_server=load_server_data,
 )

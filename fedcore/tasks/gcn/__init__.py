@@ -18,7 +18,7 @@ sees), :mod:`.data` (a run's clients), :mod:`.rules` (what the task refuses).
 from __future__ import annotations
 
 from fedcore.tasks.base import Task
-from fedcore.tasks.gcn.data import load_graph_data
+from fedcore.tasks.gcn.data import load_graph_data, load_graph_server
 from fedcore.tasks.gcn.model import (
     GCN,
     GraphClientData,
@@ -61,6 +61,7 @@ TASK = Task(
     train_one_client_dp=None,  # nodes are not independent samples: see the config check
     check_config=check_config,
     setup=SETUP,
+    load_server=load_graph_server,
 )
 
 

@@ -15,7 +15,7 @@ from fedcore.config import ConfigError, RunConfig
 from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.planetoid import load_planetoid
 from fedcore.graph_partition import graph_report, split_nodes
-from fedcore.tasks.base import FederatedData
+from fedcore.tasks.base import FederatedData, ServerData
 from fedcore.tasks.gcn.precomm import precomm_report
 from fedcore.tasks.gcn.views import full_view, graph_part, local_client
 
@@ -54,4 +54,20 @@ def load_graph_data(cfg: RunConfig) -> FederatedData:
         num_features=graph.x.shape[1],
         num_classes=graph.num_classes,
         report=report,
+    )
+
+
+def load_graph_server(cfg: RunConfig) -> ServerData:
+    """The server's data: the model's shape and, when it evaluates, the whole graph's view
+    (the graph and its test labels are the server's held-out set); nodes are not split and
+    no client's part or pre-communication view is built."""
+    d = cfg.data
+    graph = load_planetoid(d.dataset, resolve_data_dir(d.data_dir or None), download=d.download)
+    if not cfg.evaluate.server:
+        return ServerData(graph.x.shape[1], graph.num_classes)
+    return ServerData(
+        graph.x.shape[1],
+        graph.num_classes,
+        full_view(graph),
+        torch.from_numpy(graph.y[graph.test]),
     )

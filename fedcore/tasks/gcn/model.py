@@ -21,7 +21,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from fedcore.config import RunConfig
 from fedcore.datasets.planetoid import Graph
 from fedcore.keys import ACCURACY, LOSS, TRAIN_LOSS, TRAIN_SECONDS
-from fedcore.tasks.base import ClientUpdate, FederatedData, TrainParams
+from fedcore.tasks.base import ClientUpdate, ModelShape, TrainParams
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class GCN(nn.Module):
         return torch.sparse.mm(view.second, h) + self.bias2
 
 
-def build_model(cfg: RunConfig, data: FederatedData, g: torch.Generator) -> GCN:
+def build_model(cfg: RunConfig, data: ModelShape, g: torch.Generator) -> GCN:
     return GCN(data.num_features, cfg.model.hidden[0], data.num_classes, cfg.model.dropout, g)
 
 
