@@ -189,7 +189,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig) -> Message:
         update = _train_local_dp(task, model, data, params, rng, event, seeding.noise_rng(*noise))
     ledger = ledger.record(event)
     privacy.save_ledger(context, ledger)
-    extra = {DP_EVENT: ConfigRecord({k: v for k, v in event.to_dict().items() if v is not None})}
+    extra = {DP_EVENT: privacy.event_record(event)}
     update = _releasable(update, model, cfg)
     return _reply(msg, update, extra, {EPSILON: privacy.spent(cfg, ledger)})
 
@@ -208,7 +208,7 @@ def client_mechanism(
         if task.train_one_client_dp is None:
             raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
         dp = privacy.dp_sgd_params(cfg, data.num_train)
-        return DpEvent(
+        return DpEvent.gaussian(
             mechanism="dp-sgd",
             noise_multiplier=dp.noise_multiplier,
             sample_rate=dp.sample_rate,
@@ -223,7 +223,7 @@ def client_mechanism(
         # knows the client took part: against it the round counts without sampling
         # amplification, under zero-out neighbouring (its data replaced by none, its clipped
         # update by zero: one clip norm, accounted as add/remove-one).
-        return DpEvent(
+        return DpEvent.gaussian(
             mechanism="gaussian",
             noise_multiplier=privacy.client_level_noise(cfg),
             sample_rate=1.0,

@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Context
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
-from fedcore.keys import BUDGET_DECLINE, DATA_PATH, LEDGER, STATE_DIR
+from fedcore.keys import BUDGET_DECLINE, DATA_PATH, DP_EVENT_JSON, LEDGER, STATE_DIR
 from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.plan import (
@@ -121,13 +121,13 @@ def load_ledger(context: Context) -> PrivacyLedger:
             raise RuntimeError(f"cannot read this node's privacy ledger {path}: {err}") from None
     else:
         return PrivacyLedger()
-    return PrivacyLedger(tuple(DpEvent.from_dict(json.loads(e)) for e in events))
+    return PrivacyLedger(tuple(DpEvent.from_json(e) for e in events))
 
 
 def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
     """Keep the ledger in ``Context.state`` and, on a deployed node, in its ``state-dir``
     (written to a temporary file and renamed, so a crash never leaves half a ledger)."""
-    events = [json.dumps(e.to_dict()) for e in ledger.events]
+    events = [e.to_json() for e in ledger.events]
     context.state[LEDGER] = ConfigRecord({"events": events})
     path = _ledger_file(context)
     if path is not None:
@@ -135,6 +135,12 @@ def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(events))
         os.replace(tmp, path)
+
+
+def event_record(event: DpEvent) -> ConfigRecord:
+    """The reply's record of the mechanism this round applied (``DP_EVENT``): its JSON line,
+    since a ConfigRecord holds no nested trees."""
+    return ConfigRecord({DP_EVENT_JSON: event.to_json()})
 
 
 def check_budget(

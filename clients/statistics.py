@@ -86,8 +86,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
             wire = wire + noise.normal(0.0, event.noise_multiplier * p.clip_norm, wire.shape)
         ledger = ledger.record(event)
         privacy.save_ledger(context, ledger)
-        fields = {k: v for k, v in event.to_dict().items() if v is not None}
-        extra[DP_EVENT] = ConfigRecord(fields)
+        extra[DP_EVENT] = privacy.event_record(event)
         metrics = {EPSILON: privacy.spent(cfg, ledger)}
     else:
         metrics = {}  # nothing noises the hook's metrics, nor the number of examples

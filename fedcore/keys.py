@@ -43,6 +43,7 @@ EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's d
 # The words of a client's error reply when it declines a round at its privacy budget.
 BUDGET_DECLINE = "privacy budget exhausted"
 DP_EVENT = "dp-event"  # ConfigRecord in a reply: the DP mechanism this round applied
+DP_EVENT_JSON = "json"  # its one entry: the privacy.ledger.DpEvent as a JSON line
 LEDGER = "privacy-ledger"  # ConfigRecord in a node's Context.state: its events so far
 
 # Secure aggregation (server <-> client, in the CONFIG record and the SECAGG record)

@@ -16,17 +16,19 @@ import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from logging import WARNING
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
+from flwr.supercore import log
 
 from fedcore import seeding
 from fedcore.arrays import load_into, to_numpy, to_numpy_dict, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
-from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT
+from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT, DP_EVENT_JSON
 from fedcore.setup_round import SetupFailed, run_setup
 from fedcore.tasks import (
     Algorithm,
@@ -37,6 +39,7 @@ from fedcore.tasks import (
     model_shape,
     server_data,
 )
+from privacy.ledger import DpEvent
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
@@ -146,10 +149,24 @@ class Traffic:
         for reply in replies:  # a generator, so streaming aggregation stays streaming
             if not reply.has_error():
                 self.received += _payload_bytes(reply)
-                event = reply.content.config_records.get(DP_EVENT)
-                if event is not None:
-                    self.dp_events.append(dict(event))
+                record = reply.content.config_records.get(DP_EVENT)
+                if record is not None:
+                    event = _reported_event(record)
+                    if isinstance(event, str):  # dropped like a failed reply, and said so
+                        node = reply.metadata.src_node_id
+                        log(WARNING, "node %s: reply dropped: malformed DP event: %s", node, event)
+                        continue
+                    self.dp_events.append(event)
             yield reply
+
+
+def _reported_event(record: ConfigRecord) -> dict | str:
+    """The DP event a client reports it applied, validated before it can reach the run's
+    ledger (a malformed one would leave a ledger no report can read), or why it is not one."""
+    try:
+        return DpEvent.from_json(str(record[DP_EVENT_JSON])).to_dict()
+    except (KeyError, ValueError, TypeError) as err:
+        return f"{type(err).__name__}: {err}"
 
 
 def _payload_bytes(msg: Message) -> int:

@@ -1,27 +1,28 @@
 """Epsilon from a privacy ledger, and noise calibration for a target epsilon.
 
-Every event is a subsampled Gaussian mechanism (a full release is the special case of sample
-rate 1), composed with a fresh accountant:
+Every ledger event is a dp_accounting event tree under one neighbouring relation (see
+`privacy.ledger`); epsilon composes the trees with a fresh accountant:
 
-- Poisson sampling, or none, under add/remove-one neighbouring (DP-SGD steps, central
-  DP-FedAvg): Opacus' accountants.
+- "rdp": Rényi DP (Mironov 2017), composed by adding each tree's curve at `ORDERS` and
+  converted to (epsilon, delta). A Poisson-sampled or unsampled Gaussian (DP-SGD steps, a
+  DP-FedAvg release; Abadi et al. 2016; Mironov et al. 2019) takes Opacus' curve, so a ledger
+  gives exactly what an Opacus accountant stepped directly gives; every other tree takes
+  dp_accounting's ``RdpAccountant``: a Gaussian on a cohort drawn without replacement (Wang,
+  Balle and Kasiviswanathan 2019, replace-one), Laplace, zCDP (a discrete Gaussian on counts).
+- "prv": numerical composition of privacy loss random variables (Gopi et al. 2021) through
+  Opacus; tighter, slower, for Poisson-sampled and unsampled Gaussians only.
 
-  - "rdp": Rényi DP of the subsampled Gaussian (Abadi et al. 2016; Mironov 2017; Mironov et
-    al. 2019), converted to (epsilon, delta). A valid upper bound, a little loose.
-  - "prv": numerical composition of privacy loss random variables (Gopi et al. 2021);
-    tighter, slower, and Opacus returns its upper bound.
+A ledger of Laplace releases alone is pure DP: its epsilon is the smaller of the RDP figure
+and the plain sum of their epsilons (basic composition, at delta 0), under either accountant.
 
-- Fixed-size sampling without replacement (a cohort of m of N clients): the RDP bound of Wang,
-  Balle and Kasiviswanathan 2019 from dp-accounting (Opacus has none). It holds under
-  replace-one neighbouring, where a clipped sum moves by up to twice the clip norm, so the
-  accounted noise multiplier is half the configured one.
-- Local DP ("local" neighbouring): the client's update may be replaced by any other, so the
-  sensitivity is also twice the clip norm and the noise multiplier is halved.
+Under replace-one (fixed-size cohorts, local DP, a node's features) a clipped vector can move
+by twice its clip norm; the trees already hold the noise relative to that sensitivity.
 
-These are pure functions of the events. For RDP, the per-step RDP curve of each distinct
-(sample rate, noise) pair is memoised: RDP composes by addition, so ``steps * curve`` is
-exactly what Opacus' accountant sums, at a fraction of the cost (Opacus recomputes the curve,
-a slow series for fractional orders, on every call: 0.3 s here).
+These are pure functions of the events. The RDP curve of each distinct release is memoised:
+RDP composes by addition, so ``steps * curve`` is exactly what Opacus' accountant sums, at a
+fraction of the cost (Opacus recomputes the curve, a slow series for fractional orders, on
+every call: 0.3 s here). Neither library's private attributes are touched: Opacus' history goes
+in through ``load_state_dict``, dp_accounting's curve comes out of ``RdpAccountant.rdp``.
 """
 
 from __future__ import annotations
@@ -53,12 +54,7 @@ def _check_delta(delta: float) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
 
 
-def accounted_noise(event: DpEvent) -> float:
-    """The noise multiplier relative to the event's L2 sensitivity: under replace-one
-    neighbouring (fixed-size sampling, local DP, a node's features) a clipped vector can move
-    by 2 * clip_norm."""
-    replace_one = event.sampling == "fixed-size" or event.neighbouring in ("local", "node")
-    return event.noise_multiplier / 2 if replace_one else event.noise_multiplier
+_RELATION_NAMES = {"add-or-remove-one": "ADD_OR_REMOVE_ONE", "replace-one": "REPLACE_ONE"}
 
 
 def _checked(events: Iterable[DpEvent]) -> list[DpEvent]:
@@ -66,77 +62,116 @@ def _checked(events: Iterable[DpEvent]) -> list[DpEvent]:
     for event in events:
         if not isinstance(event, DpEvent):
             raise TypeError(f"expected DpEvent, got {type(event).__name__}")
-        if event.sampling == "none" and event.sample_rate != 1.0:
-            raise ValueError(
-                f"an event with sampling='none' must have sample_rate=1.0, got {event.sample_rate}"
-            )
     neighbouring = {e.neighbouring for e in events}
     if len(neighbouring) > 1:
         # An epsilon per example and one per client are different guarantees; adding them
         # would report a number that protects neither.
         raise ValueError(f"events mix neighbouring relations {sorted(neighbouring)}")
-    fixed = sum(e.sampling == "fixed-size" for e in events)
-    if 0 < fixed < len(events):
+    relations = {e.relation for e in events}
+    if len(relations) > 1:
         raise ValueError(
-            "events mix fixed-size sampling (replace-one neighbouring) with Poisson or no "
-            "sampling (add/remove-one); their epsilons are not on the same scale"
+            "events mix replace-one (fixed-size sampling, local DP) and add-or-remove-one "
+            "releases (Poisson or no sampling); their epsilons are not on the same scale"
         )
     return events
-
-
-def _history(events: list[DpEvent]) -> list[tuple[float, float, int]]:
-    """Opacus' accountant history, `[(noise_multiplier, sample_rate, steps), ...]`, for events.
-
-    Consecutive events with the same (noise_multiplier, sample_rate) are merged, exactly as
-    Opacus' `accountant.step()` would have merged them, so the ledger and a directly stepped
-    accountant give the same number with either accountant.
-    """
-    history: list[tuple[float, float, int]] = []
-    for event in events:
-        z = accounted_noise(event)
-        if history and history[-1][:2] == (z, event.sample_rate):
-            _, q, steps = history.pop()
-            history.append((z, q, steps + event.steps))
-        else:
-            history.append((z, event.sample_rate, event.steps))
-    return history
 
 
 def epsilon(events: Iterable[DpEvent], delta: float, accountant: str = "rdp") -> float:
     """The epsilon of composing `events` at `delta` (0.0 for no events).
 
-    All events must share one `neighbouring` relation, and fixed-size sampling cannot be mixed
-    with the others. Events of different clients compose sequentially here, which is a valid
-    but loose bound; pass one client's events (see `PrivacyLedger.for_client`) for that
-    client's epsilon.
+    All events must share one `neighbouring` unit and one neighbouring `relation`. Events of
+    different clients compose sequentially here, which is a valid but loose bound; pass one
+    client's events (see `PrivacyLedger.for_client`) for that client's epsilon.
     """
     _check_accountant(accountant)
     _check_delta(delta)
     events = _checked(events)
     if not events:
         return 0.0
-    if events[0].sampling == "fixed-size":
-        if accountant != "rdp":
-            raise NotImplementedError(
-                "fixed-size sampling is accounted with dp-accounting's RDP bound only; "
-                "use accountant='rdp'"
-            )
-        total = sum(
-            e.steps * _wor_curve(e.population, _cohort(e), accounted_noise(e)) for e in events
-        )
-        return _rdp_to_epsilon(total, delta)
-    history = _history(events)
+    pure = [_pure_epsilon(e.dp_event) for e in events]
+    if None not in pure:  # pure epsilon-DP composes by addition, at delta = 0
+        return min(sum(pure), _rdp_to_epsilon(_total_curve(events), delta))
     if accountant == "rdp":
-        return _rdp_to_epsilon(sum(steps * _rdp_curve(q, z) for z, q, steps in history), delta)
+        return _rdp_to_epsilon(_total_curve(events), delta)
     from opacus.accountants import create_accountant
 
     composed = create_accountant(mechanism=accountant)
-    composed.history = history
+    composed.load_state_dict({"history": _history(events), "mechanism": accountant})
     return float(composed.get_epsilon(delta=delta))
 
 
-def _cohort(event: DpEvent) -> int:
-    return round(event.sample_rate * event.population)
+def _total_curve(events: list[DpEvent]) -> np.ndarray:
+    return sum(_curve(e.dp_event, e.relation) for e in events)
+
+
+def _pure_epsilon(tree) -> float | None:
+    """The pure epsilon of a tree of Laplace releases (1 / noise multiplier each, added up
+    over compositions); None if any part of it is not pure DP."""
+    name = type(tree).__name__
+    if name == "LaplaceDpEvent":
+        return 1 / tree.noise_multiplier
+    if name == "SelfComposedDpEvent":
+        inner = _pure_epsilon(tree.event)
+        return None if inner is None else tree.count * inner
+    if name == "ComposedDpEvent":
+        parts = [_pure_epsilon(child) for child in tree.events]
+        return None if None in parts else sum(parts)
+    return None
+
+
+def _history(events: list[DpEvent]) -> list[tuple[float, float, int]]:
+    """Opacus' accountant history, `[(noise_multiplier, sample_rate, steps), ...]`, for events
+    whose trees are (self-composed) Poisson-sampled or unsampled Gaussians under
+    add-or-remove-one; any other tree raises NotImplementedError.
+
+    Consecutive events with the same (noise_multiplier, sample_rate) are merged, exactly as
+    Opacus' `accountant.step()` would have merged them, so the ledger and a directly stepped
+    accountant give the same number.
+    """
+    history: list[tuple[float, float, int]] = []
+    for event in events:
+        once = _poisson_gaussian(event.release, event.relation)
+        if once is None:
+            raise NotImplementedError(
+                f"Opacus' PRV accountant takes Poisson-sampled or unsampled Gaussian releases "
+                f"under add-or-remove-one; {event.mechanism} ({event.sampling or 'composed'} "
+                f"sampling, {event.relation}) is accounted with accountant='rdp'"
+            )
+        q, z = once
+        steps = event.steps
+        if history and history[-1][:2] == (z, q):
+            steps += history.pop()[2]
+        history.append((z, q, steps))
+    return history
+
+
+def _poisson_gaussian(tree, relation: str) -> tuple[float, float] | None:
+    """``(sample rate, noise multiplier)`` of a Poisson-sampled or unsampled Gaussian under
+    add-or-remove-one; None for any other tree."""
+    if relation != "add-or-remove-one":
+        return None
+    name = type(tree).__name__
+    if name == "GaussianDpEvent":
+        return 1.0, tree.noise_multiplier
+    if name == "PoissonSampledDpEvent" and type(tree.event).__name__ == "GaussianDpEvent":
+        return tree.sampling_probability, tree.event.noise_multiplier
+    return None
+
+
+def _curve(tree, relation: str) -> np.ndarray:
+    """The RDP of ``tree`` at `ORDERS`. Compositions add; a (Poisson-sampled) Gaussian takes
+    Opacus' curve, so the ledger gives exactly what an Opacus accountant stepped directly
+    gives; every other tree takes dp_accounting's own ``RdpAccountant``."""
+    name = type(tree).__name__
+    if name == "SelfComposedDpEvent":
+        return tree.count * _curve(tree.event, relation)
+    if name == "ComposedDpEvent":
+        return sum(_curve(child, relation) for child in tree.events)
+    if name == "GaussianDpEvent":  # the same curve under either relation, at its sensitivity
+        return _rdp_curve(1.0, tree.noise_multiplier)
+    if (poisson := _poisson_gaussian(tree, relation)) is not None:
+        return _rdp_curve(*poisson)
+    return _dp_accounting_curve(tree, relation)
 
 
 def _rdp_to_epsilon(rdp: np.ndarray, delta: float) -> float:
@@ -160,45 +195,24 @@ def _rdp_curve(sample_rate: float, noise_multiplier: float) -> np.ndarray:
     return curve
 
 
-def accounting_event(event: DpEvent):
-    """``event`` as a dp_accounting event tree and the neighbouring relation it is stated
-    under: ``SelfComposedDpEvent(sampling(GaussianDpEvent(z)), steps)``, with the sampling
-    ``PoissonSampledDpEvent``, ``SampledWithoutReplacementDpEvent`` or none, and ``z``
-    relative to the sensitivity under that relation (:func:`accounted_noise`). Any
-    dp_accounting accountant can compose these trees; fedcore's own RDP path below gives the
-    same curve for Poisson sampling through Opacus (a test checks the two agree)."""
-    from dp_accounting import dp_event, privacy_accountant
-
-    relation = privacy_accountant.NeighboringRelation
-    mechanism = dp_event.GaussianDpEvent(accounted_noise(event))
-    if event.sampling == "poisson":
-        mechanism = dp_event.PoissonSampledDpEvent(event.sample_rate, mechanism)
-    elif event.sampling == "fixed-size":
-        mechanism = dp_event.SampledWithoutReplacementDpEvent(
-            event.population, _cohort(event), mechanism
-        )
-    if event.steps > 1:
-        mechanism = dp_event.SelfComposedDpEvent(mechanism, event.steps)
-    replace_one = event.sampling == "fixed-size" or event.neighbouring in ("local", "node")
-    return mechanism, relation.REPLACE_ONE if replace_one else relation.ADD_OR_REMOVE_ONE
-
-
-@functools.lru_cache(maxsize=1024)
-def _wor_curve(population: int, cohort: int, noise_multiplier: float) -> np.ndarray:
-    """RDP of one Gaussian release on a cohort of `cohort` of `population` drawn without
-    replacement, from dp-accounting (replace-one neighbouring), at `ORDERS`."""
-    from dp_accounting import dp_event, privacy_accountant
+@functools.lru_cache(maxsize=1024)  # dp_accounting's trees are frozen attrs classes: hashable
+def _dp_accounting_curve(tree, relation: str) -> np.ndarray:
+    """RDP of one ``tree`` at `ORDERS` from dp_accounting's ``RdpAccountant`` (e.g. a Gaussian
+    on a cohort drawn without replacement, by Wang, Balle and Kasiviswanathan 2019; Laplace;
+    zCDP), through its public ``compose`` and ``rdp``."""
+    from dp_accounting import privacy_accountant
     from dp_accounting.rdp import RdpAccountant
 
     accountant = RdpAccountant(
-        orders=list(ORDERS), neighboring_relation=privacy_accountant.NeighboringRelation.REPLACE_ONE
+        orders=list(ORDERS),
+        neighboring_relation=getattr(
+            privacy_accountant.NeighboringRelation, _RELATION_NAMES[relation]
+        ),
     )
-    accountant.compose(
-        dp_event.SampledWithoutReplacementDpEvent(
-            population, cohort, dp_event.GaussianDpEvent(noise_multiplier)
-        )
-    )
-    curve = accountant.rdp  # the composed RDP at each order (a copy)
+    if not accountant.supports(tree):
+        raise ValueError(f"dp_accounting's RDP accountant cannot compose {tree} under {relation}")
+    accountant.compose(tree)
+    curve = np.array(accountant.rdp, dtype=float)  # the composed RDP at each order
     curve.setflags(write=False)
     return curve
 
@@ -245,7 +259,7 @@ def calibrate_noise(
 
     @functools.cache
     def spent(z: float) -> float:
-        event = DpEvent(
+        event = DpEvent.gaussian(
             mechanism="gaussian",
             noise_multiplier=z,
             sample_rate=sample_rate,

@@ -1,12 +1,21 @@
 """The privacy ledger: an immutable record of every differentially private mechanism that ran.
 
-Following dp_accounting's event model, each application of a DP mechanism is one frozen
-`DpEvent`, and a `PrivacyLedger` is the ordered tuple of them. Epsilon is always computed from
-the ledger (see `privacy.accounting`), never kept as a running number, so a budget report says
-exactly what ran and can be recomputed, audited or re-accounted with another accountant.
+Each application of a DP mechanism is one frozen `DpEvent`: a dp_accounting event tree
+(``dp_accounting.dp_event``: a Gaussian, Laplace or zCDP release, possibly subsampled and
+self-composed) stated under a neighbouring relation, plus the audit trail dp_accounting has no
+place for (which round, which client, what unit of privacy, the clip norm). A new mechanism is
+a new tree, not a new enum here. A `PrivacyLedger` is the ordered tuple of events; epsilon is
+always computed from it (see `privacy.accounting`), never kept as a running number, so a budget
+report says exactly what ran and can be recomputed, audited or re-accounted with another
+accountant.
 
-A ledger is stored as JSON Lines, one event per line, so it can be appended to during a run and
-read back after a crash.
+A ledger is stored as JSON Lines, one event per line (its tree as nested ``{"type": ...}``
+objects), so it can be appended to during a run and read back after a crash. Lines of the flat
+format of fedcore <= 0.1 (one Gaussian per line) still read, so a node's ledger survives an
+upgrade.
+
+dp_accounting is imported where it is used: importing it costs about a second, and a deployed
+SuperNode starts a fresh ClientApp process for every message.
 """
 
 from __future__ import annotations
@@ -17,22 +26,36 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-MECHANISMS = ("dp-sgd", "gaussian")
-"""dp-sgd: sample-level DP-SGD steps (Abadi et al. 2016); gaussian: one Gaussian release of a
-clipped vector, e.g. client-level DP-FedAvg (McMahan et al. 2018) or local DP on an update."""
+if TYPE_CHECKING:
+    from dp_accounting import dp_event
 
 SAMPLINGS = ("poisson", "fixed-size", "none")
-"""How the protected units entering the mechanism were chosen: Poisson (each independently with
-probability `sample_rate`), a fixed-size subset without replacement, or all of them."""
+"""How the units entering a Gaussian release were chosen (see `DpEvent.gaussian`): Poisson
+(each independently with probability `sample_rate`), a fixed-size subset without replacement,
+or all of them."""
 
-NEIGHBOURING = ("example", "client", "local", "node")
+NEIGHBOURING = ("example", "client", "local", "node", "record")
 """What one unit of privacy protects. example: adding or removing one training example;
 client: adding or removing one whole client (central DP-FedAvg); local: replacing a client's
 whole data by any other (local DP against the server itself, so the L2 sensitivity of a clipped
 update is twice the clip norm); node: replacing one graph node's feature vector by any other
-(FedGCN's pre-communication; the graph is public; sensitivity twice the feature clip)."""
+(FedGCN's pre-communication; the graph is public; sensitivity twice the feature clip);
+record: adding or removing one record of a count (a histogram or count-table release)."""
+
+RELATIONS = ("add-or-remove-one", "replace-one")
+"""dp_accounting's neighbouring relations, by the names of its ``NeighboringRelation``."""
+
+_LEAVES = ("GaussianDpEvent", "LaplaceDpEvent", "ZCDpEvent")
+_WRAPPERS = (
+    "PoissonSampledDpEvent",
+    "SampledWithoutReplacementDpEvent",
+    "SelfComposedDpEvent",
+    "ComposedDpEvent",
+)
+TREES = _LEAVES + _WRAPPERS
+"""The dp_accounting event types a ledger holds: every one fedcore's accountants compose."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -48,87 +71,349 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
+def _positive(name: str, value: Any) -> float:
+    value = _real(name, value)
+    if value <= 0:
+        raise ValueError(f"DpEvent.{name} must be > 0, got {value}")
+    return value
+
+
 def _integer(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"DpEvent.{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
+def _check_tree(node: Any) -> None:
+    """Raise ValueError unless ``node`` is a dp_accounting tree of `TREES` with valid numbers."""
+    from dp_accounting import dp_event
+
+    name = type(node).__name__
+    if not isinstance(node, dp_event.DpEvent) or name not in TREES:
+        raise ValueError(f"DpEvent.dp_event: {name} is not one of {TREES}")
+    if isinstance(node, dp_event.GaussianDpEvent | dp_event.LaplaceDpEvent):
+        _positive(f"dp_event {name}.noise_multiplier", node.noise_multiplier)
+    elif isinstance(node, dp_event.ZCDpEvent):
+        _positive(f"dp_event {name}.rho", node.rho)
+        if _real(f"dp_event {name}.xi", node.xi) < 0:
+            raise ValueError(f"DpEvent.dp_event {name}.xi must be >= 0, got {node.xi}")
+    elif isinstance(node, dp_event.PoissonSampledDpEvent):
+        if not 0 < _real(f"dp_event {name}.sampling_probability", node.sampling_probability) <= 1:
+            raise ValueError(f"DpEvent.dp_event {name}.sampling_probability must be in (0, 1]")
+        _check_tree(node.event)
+    elif isinstance(node, dp_event.SampledWithoutReplacementDpEvent):
+        size = _integer(f"dp_event {name}.source_dataset_size", node.source_dataset_size, 1)
+        _integer(f"dp_event {name}.sample_size", node.sample_size, 1)
+        if node.sample_size > size:
+            raise ValueError(f"DpEvent.dp_event {name}: sample_size > source_dataset_size")
+        _check_tree(node.event)
+    elif isinstance(node, dp_event.SelfComposedDpEvent):
+        _integer(f"dp_event {name}.count", node.count, 1)
+        _check_tree(node.event)
+    else:  # ComposedDpEvent
+        if not node.events:
+            raise ValueError("DpEvent.dp_event: a ComposedDpEvent needs at least one event")
+        for child in node.events:
+            _check_tree(child)
+
+
+def tree_to_dict(node: dp_event.DpEvent) -> dict[str, Any]:
+    """A dp_accounting tree as JSON-ready nested dicts: ``{"type": class name, field: ...}``."""
+    import attr
+
+    out: dict[str, Any] = {"type": type(node).__name__}
+    for field in attr.fields(type(node)):
+        value = getattr(node, field.name)
+        if field.name == "events":
+            value = [tree_to_dict(child) for child in value]
+        elif field.name == "event":
+            value = tree_to_dict(value)
+        out[field.name] = value
+    return out
+
+
+def tree_from_dict(data: Any) -> dp_event.DpEvent:
+    """Parse `tree_to_dict` output; a type outside `TREES`, or an unknown or missing field,
+    raises ValueError naming it."""
+    import attr
+    from dp_accounting import dp_event
+
+    if not isinstance(data, dict) or data.get("type") not in TREES:
+        got = data.get("type") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"DpEvent.dp_event: type must be one of {TREES}, got {got!r}")
+    cls = getattr(dp_event, data["type"])
+    fields = attr.fields(cls)
+    names = {f.name for f in fields}
+    required = {f.name for f in fields if f.default is attr.NOTHING}
+    given = data.keys() - {"type"}
+    unknown, missing = sorted(given - names), sorted(required - given)
+    if unknown or missing:
+        raise ValueError(f"DpEvent.dp_event {data['type']}: unknown {unknown}, missing {missing}")
+    values = {k: data[k] for k in given}
+    if "event" in values:
+        values["event"] = tree_from_dict(values["event"])
+    if "events" in values:
+        if not isinstance(values["events"], list):
+            raise ValueError(f"DpEvent.dp_event {data['type']}.events must be a list")
+        values["events"] = [tree_from_dict(child) for child in values["events"]]
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class DpEvent:
     """One application of a DP mechanism, as it ran.
 
+    Build one with `gaussian`, `laplace` or `discrete_gaussian`, or directly from any
+    dp_accounting tree of `TREES`.
+
     Args:
-        mechanism: one of `MECHANISMS`.
-        noise_multiplier: Gaussian noise standard deviation divided by `clip_norm` (the L2
-            sensitivity under add/remove-one neighbouring); > 0 and finite.
-        sample_rate: probability (Poisson) or fraction (fixed-size) of units sampled per step;
-            1.0 when every unit takes part. In (0, 1].
-        steps: how many times the mechanism was applied with these parameters; >= 1.
-        clip_norm: the L2 clipping bound; kept for the audit trail, epsilon does not depend on it.
-        sampling: one of `SAMPLINGS`.
+        mechanism: a label for the audit trail ("dp-sgd", "gaussian", "laplace", ...); free.
+        dp_event: the dp_accounting event tree, noise stated relative to the sensitivity under
+            `relation` (a clipped vector that may be replaced by any other moves by twice its
+            clip norm, so a replace-one Gaussian's tree holds half the configured multiplier).
+        relation: one of `RELATIONS`.
         neighbouring: one of `NEIGHBOURING`.
         round: the federated round in which the mechanism ran; >= 0.
         client: the partition id of the client that ran it, or None for a server-side mechanism.
-        population: how many units the fixed-size sample was drawn from (the cohort size is
-            ``round(sample_rate * population)``); required for sampling="fixed-size" only.
+        clip_norm: the bound on each unit's contribution (L2 for Gaussian noise, L1 for
+            Laplace); kept for the audit trail, epsilon does not depend on it.
+        noise_multiplier: the configured noise scale divided by `clip_norm`, as the mechanism
+            drew it (policy checks and reports read it; accounting reads the tree).
     """
 
     mechanism: str
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    clip_norm: float
-    sampling: str
+    dp_event: dp_event.DpEvent
+    relation: str
     neighbouring: str
     round: int
     client: int | None
-    population: int | None = None
+    clip_norm: float
+    noise_multiplier: float
 
     def __post_init__(self) -> None:
-        _choice("mechanism", self.mechanism, MECHANISMS)
-        _choice("sampling", self.sampling, SAMPLINGS)
+        if not isinstance(self.mechanism, str) or not self.mechanism:
+            raise ValueError(
+                f"DpEvent.mechanism must be a non-empty string, got {self.mechanism!r}"
+            )
+        _check_tree(self.dp_event)
+        _choice("relation", self.relation, RELATIONS)
         _choice("neighbouring", self.neighbouring, NEIGHBOURING)
         # Coerce ints to floats so that an event read back from JSON equals the one written.
-        for name in ("noise_multiplier", "sample_rate", "clip_norm"):
-            object.__setattr__(self, name, _real(name, getattr(self, name)))
-        if self.noise_multiplier <= 0:
-            raise ValueError(f"DpEvent.noise_multiplier must be > 0, got {self.noise_multiplier}")
-        if not 0 < self.sample_rate <= 1:
-            raise ValueError(f"DpEvent.sample_rate must be in (0, 1], got {self.sample_rate}")
-        if self.clip_norm <= 0:
-            raise ValueError(f"DpEvent.clip_norm must be > 0, got {self.clip_norm}")
-        _integer("steps", self.steps, 1)
+        for name in ("clip_norm", "noise_multiplier"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
         _integer("round", self.round, 0)
         if self.client is not None:
             _integer("client", self.client, 0)
-        if (self.population is not None) != (self.sampling == "fixed-size"):
+
+    @classmethod
+    def gaussian(
+        cls,
+        mechanism: str,
+        noise_multiplier: float,
+        sample_rate: float,
+        steps: int,
+        clip_norm: float,
+        sampling: str,
+        neighbouring: str,
+        round: int,
+        client: int | None,
+        population: int | None = None,
+    ) -> DpEvent:
+        """`steps` subsampled Gaussian releases of vectors clipped to `clip_norm` in L2, noise
+        std ``noise_multiplier * clip_norm``: DP-SGD steps (Abadi et al. 2016), a client-level
+        DP-FedAvg release (McMahan et al. 2018), local DP on an update.
+
+        `sampling` is one of `SAMPLINGS`; `sample_rate` the Poisson probability or the cohort
+        fraction (1.0 without sampling); `population` how many units a fixed-size cohort of
+        ``round(sample_rate * population)`` is drawn from (fixed-size only). Fixed-size
+        sampling, local DP and a node's features are replace-one: the tree holds
+        ``noise_multiplier / 2``.
+        """
+        from dp_accounting import dp_event
+
+        _choice("sampling", sampling, SAMPLINGS)
+        _choice("neighbouring", neighbouring, NEIGHBOURING)
+        noise_multiplier = _positive("noise_multiplier", noise_multiplier)
+        sample_rate = _real("sample_rate", sample_rate)
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"DpEvent.sample_rate must be in (0, 1], got {sample_rate}")
+        if sampling == "none" and sample_rate != 1.0:
+            raise ValueError(f"DpEvent.sample_rate must be 1.0 without sampling, got {sample_rate}")
+        _integer("steps", steps, 1)
+        if (population is not None) != (sampling == "fixed-size"):
             raise ValueError(
                 "DpEvent.population is required for, and only for, fixed-size sampling"
             )
-        if self.population is not None:
-            _integer("population", self.population, 1)
-            size = self.sample_rate * self.population
-            if abs(size - round(size)) > 1e-6:
+        replace_one = sampling == "fixed-size" or neighbouring in ("local", "node")
+        tree = dp_event.GaussianDpEvent(noise_multiplier / 2 if replace_one else noise_multiplier)
+        if sampling == "poisson":
+            tree = dp_event.PoissonSampledDpEvent(sample_rate, tree)
+        elif sampling == "fixed-size":
+            _integer("population", population, 1)
+            size = sample_rate * population
+            cohort = int(size + 0.5)  # the argument `round` shadows the builtin
+            if abs(size - cohort) > 1e-6:
                 raise ValueError(
                     f"DpEvent.sample_rate * population must be a whole cohort, got {size}"
                 )
+            tree = dp_event.SampledWithoutReplacementDpEvent(population, cohort, tree)
+        if steps > 1:
+            tree = dp_event.SelfComposedDpEvent(tree, steps)
+        relation = "replace-one" if replace_one else "add-or-remove-one"
+        return cls(
+            mechanism, tree, relation, neighbouring, round, client, clip_norm, noise_multiplier
+        )
+
+    @classmethod
+    def laplace(
+        cls,
+        mechanism: str,
+        noise_multiplier: float,
+        steps: int,
+        clip_norm: float,
+        neighbouring: str,
+        round: int,
+        client: int | None,
+    ) -> DpEvent:
+        """`steps` Laplace releases of vectors bounded by `clip_norm` in L1 (add/remove-one),
+        scale ``noise_multiplier * clip_norm``: each is (1 / noise_multiplier)-DP (Dwork et
+        al. 2006)."""
+        from dp_accounting import dp_event
+
+        tree = dp_event.LaplaceDpEvent(_positive("noise_multiplier", noise_multiplier))
+        _integer("steps", steps, 1)
+        if steps > 1:
+            tree = dp_event.SelfComposedDpEvent(tree, steps)
+        return cls(
+            mechanism,
+            tree,
+            "add-or-remove-one",
+            neighbouring,
+            round,
+            client,
+            clip_norm,
+            noise_multiplier,
+        )
+
+    @classmethod
+    def discrete_gaussian(
+        cls,
+        mechanism: str,
+        noise_multiplier: float,
+        steps: int,
+        clip_norm: float,
+        neighbouring: str,
+        round: int,
+        client: int | None,
+    ) -> DpEvent:
+        """`steps` releases of integer vectors (counts) with L2 sensitivity `clip_norm` under
+        add/remove-one, plus discrete Gaussian noise of scale ``sigma = noise_multiplier *
+        clip_norm`` per entry: each is ``1 / (2 noise_multiplier^2)``-zCDP (Canonne, Kamath
+        and Steinke 2020, Theorem 14), recorded as a ``ZCDpEvent``."""
+        from dp_accounting import dp_event
+
+        z = _positive("noise_multiplier", noise_multiplier)
+        tree = dp_event.ZCDpEvent(1 / (2 * z * z))
+        _integer("steps", steps, 1)
+        if steps > 1:
+            tree = dp_event.SelfComposedDpEvent(tree, steps)
+        return cls(mechanism, tree, "add-or-remove-one", neighbouring, round, client, clip_norm, z)
+
+    @property
+    def release(self) -> dp_event.DpEvent:
+        """The release that an outer ``SelfComposedDpEvent`` repeats (the tree otherwise)."""
+        return (
+            self.dp_event.event
+            if type(self.dp_event).__name__ == "SelfComposedDpEvent"
+            else self.dp_event
+        )
+
+    @property
+    def steps(self) -> int:
+        """How many times the release ran: the count of an outer ``SelfComposedDpEvent``."""
+        return self.dp_event.count if self.release is not self.dp_event else 1
+
+    @property
+    def sampling(self) -> str | None:
+        """One of `SAMPLINGS` for a (self-composed) release of one leaf; None for other trees."""
+        node = self.release
+        name = type(node).__name__
+        if name == "PoissonSampledDpEvent":
+            return "poisson"
+        if name == "SampledWithoutReplacementDpEvent":
+            return "fixed-size"
+        return "none" if name in _LEAVES else None
+
+    @property
+    def sample_rate(self) -> float | None:
+        """The Poisson probability or the cohort fraction; 1.0 unsampled; None for other trees."""
+        node = self.release
+        sampling = self.sampling
+        if sampling == "poisson":
+            return node.sampling_probability
+        if sampling == "fixed-size":
+            return node.sample_size / node.source_dataset_size
+        return 1.0 if sampling == "none" else None
+
+    @property
+    def population(self) -> int | None:
+        """How many units a fixed-size cohort was drawn from (None for other samplings)."""
+        return getattr(self.release, "source_dataset_size", None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The event as a JSON-ready dictionary, one key per field."""
-        return dataclasses.asdict(self)
+        """The event as a JSON-ready dictionary, the tree as nested dicts (`tree_to_dict`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["dp_event"] = tree_to_dict(self.dp_event)
+        return out
+
+    def to_json(self) -> str:
+        """The event as one line of JSON (`to_dict`; no NaN or infinity)."""
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> DpEvent:
+        """Parse `to_json` output; bad JSON or a bad event raises ValueError."""
+        return cls.from_dict(json.loads(text))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DpEvent:
-        """Parse and validate an event; unknown or missing keys raise ValueError."""
+        """Parse and validate an event; unknown or missing keys raise ValueError. The flat
+        format of fedcore <= 0.1 (``sampling``, ``sample_rate``, ``steps``, ... and no tree)
+        reads as `gaussian`."""
         if not isinstance(data, dict):
             raise ValueError(f"a DpEvent must be a JSON object, got {type(data).__name__}")
+        if "dp_event" not in data and "sampling" in data:
+            return _from_flat(data)
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-        unknown, missing = sorted(data.keys() - fields), sorted(required - data.keys())
+        unknown, missing = sorted(data.keys() - fields), sorted(fields - data.keys())
         if unknown or missing:
             raise ValueError(f"DpEvent keys: unknown {unknown}, missing {missing}")
-        return cls(**data)
+        return cls(**(data | {"dp_event": tree_from_dict(data["dp_event"])}))
+
+
+_FLAT = (
+    "mechanism",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "clip_norm",
+    "sampling",
+    "neighbouring",
+    "round",
+    "client",
+)
+
+
+def _from_flat(data: dict[str, Any]) -> DpEvent:
+    fields = set(_FLAT) | {"population"}
+    unknown, missing = sorted(data.keys() - fields), sorted(set(_FLAT) - data.keys())
+    if unknown or missing:
+        raise ValueError(f"DpEvent keys: unknown {unknown}, missing {missing}")
+    if data["mechanism"] not in ("dp-sgd", "gaussian"):
+        raise ValueError(
+            f"DpEvent.mechanism of a flat event must be a Gaussian, got {data['mechanism']!r}"
+        )
+    return DpEvent.gaussian(**data)
 
 
 @dataclass(frozen=True)
@@ -165,7 +450,7 @@ class PrivacyLedger:
 
     def to_jsonl(self) -> str:
         """One JSON object per event and per line, in recorded order."""
-        return "".join(json.dumps(e.to_dict(), allow_nan=False) + "\n" for e in self.events)
+        return "".join(e.to_json() + "\n" for e in self.events)
 
     @classmethod
     def from_jsonl(cls, text: str) -> PrivacyLedger:
@@ -175,8 +460,8 @@ class PrivacyLedger:
             if not line.strip():
                 continue
             try:
-                events.append(DpEvent.from_dict(json.loads(line)))
-            except ValueError as error:  # json.JSONDecodeError is a ValueError
+                events.append(DpEvent.from_json(line))
+            except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"privacy ledger line {number}: {error}") from error
         return cls(tuple(events))
 

@@ -85,7 +85,7 @@ class DpPlan:
 
     def event(self, server_round: int, clip_norm: float, noise: float | None = None) -> DpEvent:
         """The round's release (``noise``: the realised noise multiplier, if not planned)."""
-        return DpEvent(
+        return DpEvent.gaussian(
             mechanism="gaussian",
             noise_multiplier=self.noise_multiplier if noise is None else noise,
             sample_rate=self.sample_rate,

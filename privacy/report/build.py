@@ -155,7 +155,8 @@ def build_report(run_dir: Path) -> dict[str, Any]:
                 e.neighbouring,
             )
             for e in everything.events
-        }
+        },
+        key=repr,  # a tree with no single sampling has None fields
     )
     return {
         "delta": delta,

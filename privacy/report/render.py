@@ -48,6 +48,10 @@ def _client_order(item: tuple[str, dict]) -> tuple[int, str]:
     return (1, name) if name == EVERY_CLIENT else (0, name.zfill(12))
 
 
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.4g}"
+
+
 def to_markdown(report: dict) -> str:
     lines = ["# Privacy report", "", *_guarantee_lines(report), ""]
     lines += [
@@ -57,8 +61,8 @@ def to_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {m['mechanism']} | {m['noise_multiplier']:.4g} | {m['sample_rate']:.4g} | "
-        f"{m['clip_norm']:g} | {m['sampling']} | {m['neighbouring']} |"
+        f"| {m['mechanism']} | {m['noise_multiplier']:.4g} | {_rate(m['sample_rate'])} | "
+        f"{m['clip_norm']:g} | {m['sampling'] or 'composed'} | {m['neighbouring']} |"
         for m in report["mechanisms"]
     ]
     lines += [

@@ -68,7 +68,7 @@ def test_client_past_its_budget_declines_and_the_run_goes_on():
     cfg = parse_config(base)
     data = get_task("mlp").load_data(cfg)
     dp = dp_sgd_params(cfg, data.clients[0].num_train)  # iid: every client the same size
-    event = DpEvent(
+    event = DpEvent.gaussian(
         "dp-sgd", dp.noise_multiplier, dp.sample_rate, dp.steps(1), 1.0, "poisson", "example", 1, 0
     )
     one, two = _direct_epsilon([event], 1e-5), _direct_epsilon([event, event], 1e-5)
@@ -171,7 +171,7 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server(tmp_p
 def test_a_run_whose_clients_have_all_spent_their_budget_completes(tmp_path):
     """Clients that decline at their budget are a budget spent as planned: the rounds they
     skip are empty, not failed, and the model trained within the budget is kept."""
-    one = epsilon([DpEvent("gaussian", 1.0, 1.0, 1, 1.0, "none", "local", 1, 0)], 1e-5)
+    one = epsilon([DpEvent.gaussian("gaussian", 1.0, 1.0, 1, 1.0, "none", "local", 1, 0)], 1e-5)
     cfg = parse_config(
         {
             "data": {"num-clients": 3},

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.ledger import MECHANISMS, NEIGHBOURING, SAMPLINGS, DpEvent, PrivacyLedger
+from privacy.ledger import NEIGHBOURING, SAMPLINGS, TREES, DpEvent, PrivacyLedger
 
 
 def make_event(**changes):
@@ -21,19 +21,19 @@ def make_event(**changes):
         round=1,
         client=0,
     )
-    return DpEvent(**(fields | changes))
+    return DpEvent.gaussian(**(fields | changes))
 
 
 @st.composite
-def events(draw):
+def gaussian_events(draw):
     sampling = draw(st.sampled_from(SAMPLINGS))
     population = draw(st.integers(1, 10**4)) if sampling == "fixed-size" else None
     if population is None:
-        sample_rate = draw(st.floats(1e-6, 1.0))
+        sample_rate = 1.0 if sampling == "none" else draw(st.floats(1e-6, 1.0))
     else:  # a whole cohort of the population
         sample_rate = draw(st.integers(1, population)) / population
-    return DpEvent(
-        mechanism=draw(st.sampled_from(MECHANISMS)),
+    return DpEvent.gaussian(
+        mechanism=draw(st.sampled_from(["dp-sgd", "gaussian"])),
         noise_multiplier=draw(st.floats(1e-3, 1e3)),
         sample_rate=sample_rate,
         steps=draw(st.integers(1, 10**6)),
@@ -46,10 +46,28 @@ def events(draw):
     )
 
 
+@st.composite
+def count_events(draw):
+    """Laplace and discrete Gaussian releases, the mechanisms for counts."""
+    build = draw(st.sampled_from([DpEvent.laplace, DpEvent.discrete_gaussian]))
+    return build(
+        mechanism=draw(st.sampled_from(["laplace", "discrete-gaussian", "count table"])),
+        noise_multiplier=draw(st.floats(1e-3, 1e3)),
+        steps=draw(st.integers(1, 10**6)),
+        clip_norm=draw(st.floats(1e-3, 1e3)),
+        neighbouring="record",
+        round=draw(st.integers(0, 10**4)),
+        client=draw(st.none() | st.integers(0, 10**4)),
+    )
+
+
+events = gaussian_events
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("mechanism", "laplace"),
+        ("mechanism", ""),
         ("noise_multiplier", 0.0),
         ("noise_multiplier", float("inf")),
         ("noise_multiplier", float("nan")),
@@ -70,8 +88,8 @@ def test_invalid_event_field_raises_error_naming_it(field, value):
 
 
 def test_choice_error_lists_allowed_values():
-    with pytest.raises(ValueError, match="dp-sgd"):
-        make_event(mechanism="laplace")
+    with pytest.raises(ValueError, match="fixed-size"):
+        make_event(sampling="shuffle")
 
 
 def test_event_is_immutable():
@@ -90,8 +108,12 @@ def test_from_dict_rejects_unknown_key():
 
 def test_from_dict_rejects_missing_key():
     data = make_event().to_dict()
-    del data["steps"]
-    with pytest.raises(ValueError, match="steps"):
+    del data["round"]
+    with pytest.raises(ValueError, match="round"):
+        DpEvent.from_dict(data)
+    data = make_event().to_dict()
+    del data["dp_event"]["count"]
+    with pytest.raises(ValueError, match=r"SelfComposedDpEvent.*count"):
         DpEvent.from_dict(data)
 
 
@@ -123,7 +145,7 @@ def test_up_to_round_keeps_rounds_at_or_before_it_in_order():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(events(), max_size=8))
+@given(st.lists(gaussian_events() | count_events(), max_size=8))
 def test_jsonl_round_trips(event_list):
     ledger = PrivacyLedger(tuple(event_list))
     assert PrivacyLedger.from_jsonl(ledger.to_jsonl()) == ledger
@@ -145,8 +167,8 @@ def test_malformed_jsonl_line_names_its_line_number(bad_line):
 
 
 def test_invalid_event_values_in_jsonl_are_rejected():
-    line = PrivacyLedger().record(make_event()).to_jsonl().replace('"poisson"', '"shuffle"')
-    with pytest.raises(ValueError, match=r"line 1.*sampling"):
+    line = PrivacyLedger().record(make_event()).to_jsonl().replace('"example"', '"user"')
+    with pytest.raises(ValueError, match=r"line 1.*neighbouring"):
         PrivacyLedger.from_jsonl(line)
 
 
@@ -158,3 +180,87 @@ def test_fixed_size_sampling_needs_the_population():
 def test_population_must_hold_a_whole_cohort():
     with pytest.raises(ValueError, match="whole cohort"):
         make_event(sampling="fixed-size", sample_rate=0.015, population=100)
+
+
+@settings(max_examples=50, deadline=None)
+@given(gaussian_events())
+def test_a_gaussian_reads_back_what_it_was_built_with(event):
+    """The tree says how the units were sampled and how often the release ran."""
+    tree = event.dp_event
+    assert event.steps == (tree.count if type(tree).__name__ == "SelfComposedDpEvent" else 1)
+    release = event.release
+    expected = {
+        "PoissonSampledDpEvent": "poisson",
+        "SampledWithoutReplacementDpEvent": "fixed-size",
+        "GaussianDpEvent": "none",
+    }
+    assert event.sampling == expected[type(release).__name__]
+    replace_one = event.sampling == "fixed-size" or event.neighbouring in ("local", "node")
+    assert event.relation == ("replace-one" if replace_one else "add-or-remove-one")
+    leaf = release if event.sampling == "none" else release.event
+    assert leaf.noise_multiplier == event.noise_multiplier / (2 if replace_one else 1)
+
+
+def test_gaussian_fields_match_the_arguments():
+    event = make_event(sampling="fixed-size", sample_rate=0.1, population=100, steps=3)
+    assert (event.sampling, event.sample_rate, event.population, event.steps) == (
+        "fixed-size",
+        0.1,
+        100,
+        3,
+    )
+    assert (make_event().sampling, make_event().sample_rate, make_event().population) == (
+        "poisson",
+        0.01,
+        None,
+    )
+
+
+def test_flat_events_of_earlier_versions_read_as_gaussians():
+    """A node's ledger file written before the ledger held trees keeps its budget."""
+    flat = dict(
+        mechanism="dp-sgd",
+        noise_multiplier=1.1,
+        sample_rate=0.01,
+        steps=10,
+        clip_norm=1.0,
+        sampling="poisson",
+        neighbouring="example",
+        round=1,
+        client=0,
+        population=None,
+    )
+    assert DpEvent.from_dict(flat) == make_event()
+    with pytest.raises(ValueError, match="extra"):
+        DpEvent.from_dict(flat | {"extra": 1})
+
+
+def test_a_tree_the_accountants_cannot_compose_is_refused():
+    from dp_accounting import dp_event
+
+    event = make_event()
+    with pytest.raises(ValueError, match="NonPrivateDpEvent"):
+        dataclasses.replace(event, dp_event=dp_event.NonPrivateDpEvent())
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        dataclasses.replace(event, dp_event=dp_event.GaussianDpEvent(0.0))
+    data = event.to_dict()
+    data["dp_event"]["event"] = {"type": "UnsupportedDpEvent"}
+    with pytest.raises(ValueError, match="UnsupportedDpEvent"):
+        DpEvent.from_dict(data)
+
+
+def test_any_tree_of_the_supported_types_is_a_ledger_event():
+    """A new mechanism needs no new enum: any composition of `TREES` records and round-trips."""
+    from dp_accounting import dp_event
+
+    tree = dp_event.ComposedDpEvent(
+        [
+            dp_event.SelfComposedDpEvent(dp_event.LaplaceDpEvent(2.0), 3),
+            dp_event.PoissonSampledDpEvent(0.1, dp_event.GaussianDpEvent(1.5)),
+            dp_event.ZCDpEvent(0.01),
+        ]
+    )
+    event = DpEvent("sketch", tree, "add-or-remove-one", "record", 4, 2, 1.0, 1.5)
+    assert {type(t).__name__ for t in (tree, *tree.events)} <= set(TREES)
+    assert event.sampling is None and event.sample_rate is None and event.steps == 1
+    assert DpEvent.from_dict(event.to_dict()) == event

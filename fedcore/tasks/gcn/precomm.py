@@ -119,7 +119,7 @@ def precomm_event(cfg: RunConfig):
         return None
     from privacy.ledger import DpEvent
 
-    return DpEvent(
+    return DpEvent.gaussian(
         mechanism="gaussian",
         noise_multiplier=z,
         sample_rate=1.0,
