@@ -156,7 +156,7 @@ class StatisticsStrategy(Strategy):
                 return []
         self._state = to_numpy_dict(arrays)
         self._spec = self.algorithm.spec(self.cfg, self._state)
-        return self.cohort.configure_train(server_round, arrays, config, grid)
+        return self.cohort.configure_train(server_round, self._for_clients(arrays), config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -248,7 +248,13 @@ class StatisticsStrategy(Strategy):
     ) -> Iterable[Message]:
         if self.algorithm.evaluate_client is None:  # the server evaluates (evaluate.server)
             return []
-        return self.cohort.configure_evaluate(server_round, arrays, config, grid)
+        return self.cohort.configure_evaluate(server_round, self._for_clients(arrays), config, grid)
+
+    def _for_clients(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The state without the algorithm's server-only arrays (an optimizer's buffers)."""
+        if not self.algorithm.server_only:
+            return arrays
+        return ArrayRecord(self.algorithm.client_state(arrays))
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -266,10 +272,11 @@ class StatisticsStrategy(Strategy):
 def _check_config(algorithm: Algorithm, cfg: RunConfig) -> None:
     """What an algorithm on typed statistics cannot take, refused before the run starts."""
     p, name = cfg.privacy, algorithm.name
-    if cfg.strategy.name != "fedavg":
+    if cfg.strategy.name not in algorithm.strategies:
         raise ConfigError(
-            f"algorithm {name!r} aggregates with its own server hook; strategy.name = "
-            f"{cfg.strategy.name!r} applies to model updates (leave it 'fedavg')"
+            f"algorithm {name!r} aggregates with its own server hook, which implements "
+            f"strategy.name = {' or '.join(map(repr, algorithm.strategies))}; "
+            f"{cfg.strategy.name!r} applies to model updates"
         )
     if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP:
         raise ConfigError(

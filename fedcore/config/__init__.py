@@ -19,6 +19,7 @@ from fedcore.config.export import (
     to_toml,
 )
 from fedcore.config.parse import load_scenario, parse_config, parse_override
+from fedcore.config.rules import check_model_updates
 from fedcore.config.schema import (
     CLIENT_LEVEL_DP,
     ENGINES,
@@ -59,6 +60,7 @@ __all__ = [
     "SecAggConfig",
     "StrategyConfig",
     "TrainConfig",
+    "check_model_updates",
     "describe",
     "load_scenario",
     "parse_config",

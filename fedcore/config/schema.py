@@ -29,7 +29,7 @@ CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
 # Strategies whose server optimizer keeps state built from the mean it aggregates.
 SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 ENGINES = ("inprocess", "ray")
-TASKS = ("mlp", "gcn", "mf", "fedsgd")
+TASKS = ("mlp", "gcn", "mf", "fedsgd", "fedavg")
 
 
 class ConfigError(ValueError):
@@ -377,7 +377,7 @@ class RunConfig:
             r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
             "'package.module:NAME' (your own Task or Algorithm)",
         ),
-        doc="task: data + model + local training, or an algorithm on typed statistics (fedsgd)",
+        doc="task: data, model and local training; or an algorithm on typed statistics",
     )
     seed: int = _opt(0, ge=0, doc="run seed; client generators derive from it")
     data: DataConfig = field(default_factory=DataConfig)

@@ -6,7 +6,7 @@ import importlib
 import sys
 from dataclasses import replace
 
-from fedcore.config import ConfigError, RunConfig
+from fedcore.config import ConfigError, RunConfig, check_model_updates
 from fedcore.tasks.algorithm import Algorithm, RoundContext
 from fedcore.tasks.base import (
     ClientData,
@@ -23,6 +23,7 @@ _REGISTRY = {
     "gcn": "fedcore.tasks.gcn",
     "mf": "fedcore.tasks.mf",
     "fedsgd": "fedcore.tasks.fedsgd",
+    "fedavg": "fedcore.tasks.fedavg",
 }
 
 
@@ -64,9 +65,12 @@ def get_task(name: str) -> Task | Algorithm:
 
 
 def checked_task(cfg: RunConfig) -> Task | Algorithm:
-    """The task of ``cfg``, once its own configuration rules (``check_config``) accept
-    ``cfg``: the server side calls this before a run directory or a round exists."""
+    """The task of ``cfg``, once its own configuration rules (``check_config``; for a
+    :class:`Task`, also Flower's strategies' rules on model updates) accept ``cfg``: the
+    server side calls this before a run directory or a round exists."""
     task = get_task(cfg.task)
+    if isinstance(task, Task):  # model updates, aggregated by Flower's strategies
+        check_model_updates(cfg)
     if task.check_config is not None:
         task.check_config(cfg)
     return task

@@ -70,6 +70,10 @@ class Algorithm:
         setup: a secure sum over every node before round 1 (:mod:`fedcore.tasks.setup`).
         load_server: the server's :class:`~fedcore.tasks.base.ServerData` without the
             clients' data, or None (then cut out of ``load_data``).
+        strategies: the ``strategy.name`` values the server hook implements (its own
+            optimizer, e.g. FedAdam); any other is refused before the run.
+        server_only: name prefixes of state arrays that stay on the server (an optimizer's
+            buffers): a client's state holds the rest.
     """
 
     name: str
@@ -87,6 +91,12 @@ class Algorithm:
     node_files: bool = False
     setup: Setup | None = None
     load_server: Callable[[RunConfig], ServerData] | None = None
+    strategies: tuple[str, ...] = ("fedavg",)
+    server_only: tuple[str, ...] = ()
+
+    def client_state(self, state: Mapping[str, object]) -> dict:
+        """``state`` without its `server_only` arrays: what a client receives."""
+        return {k: v for k, v in state.items() if not k.startswith(self.server_only)}
 
 
 def dp_denominator(cfg: RunConfig, summed: Summed) -> float:

@@ -29,7 +29,7 @@ from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominat
 from fedcore.tasks.base import ClientData, Task
 
 EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
-MOMENTUM = "momentum/"  # prefix of the server's momentum buffers in the state
+MOMENTUM = "momentum/"  # prefix of the server's momentum buffers (never sent to a client)
 
 
 def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
@@ -126,6 +126,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         evaluate=evaluate,
         check_config=task.check_config,
         load_server=task.load_server,
+        server_only=(MOMENTUM,),
     )
 
 

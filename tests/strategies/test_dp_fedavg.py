@@ -11,7 +11,7 @@ from clients.handlers import handle_evaluate, handle_train
 from fedcore.arrays import to_record
 from fedcore.config import ConfigError, parse_config
 from fedcore.server import run_server
-from fedcore.tasks import get_task
+from fedcore.tasks import checked_task, get_task
 from privacy.accounting import epsilon
 from privacy.ledger import PrivacyLedger
 from privacy.secagg.aggregator import SECURE_SUM
@@ -258,11 +258,16 @@ def test_local_dp_is_recorded_per_client(tmp_path):
     ],
 )
 def test_client_level_misconfiguration_is_refused(settings, message):
-    raw = {"privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0}}
+    """Refused before a run exists: at parsing, or (the rules of Flower's strategies on
+    model updates) when the server checks the task."""
+    raw = {
+        "privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0},
+        "evaluate": {"fraction": 0.0},  # (client evaluation under DP: refused for its own)
+    }
     for key, value in settings.items():
         raw[key] = raw.get(key, {}) | value
     with pytest.raises(ConfigError, match=message):
-        parse_config(raw)
+        checked_task(parse_config(raw))
 
 
 def test_adaptive_clipping_with_too_little_count_noise_is_refused():

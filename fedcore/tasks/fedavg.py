@@ -1,0 +1,159 @@
+"""FedAvg, FedProx and Flower's server optimizers as an algorithm on typed statistics.
+
+Each sampled client trains the global model on its own data (``task.train_one_client``, the
+FedProx proximal term added under ``strategy.name = "fedprox"``; Li et al. 2020) and sends its
+update ``local - global``, weighted by its number of examples; the server takes the weighted
+mean and steps with the optimizer ``strategy.name`` names (:mod:`fedcore.optimizers`: FedAvg,
+McMahan et al. 2017; FedAvgM; FedAdam, FedYogi, FedAdagrad). Under client-level DP every
+client weighs one, its update is clipped and noised by the privacy layers, and the server
+divides the noised sum by the planned cohort (DP-FedAvg, McMahan et al. 2018); the optimizer
+then post-processes the release, so a server optimizer is sound under DP here (the older
+model-update path refuses it).
+
+The optimizer's buffers are server state (``server/...`` arrays), never sent to a client.
+Robust aggregators (median, trimmed mean, Krum) need every client's update, not a sum: they
+stay on the ``mlp`` task's model-update path.
+
+:func:`fedavg` turns any :class:`~fedcore.tasks.base.Task` whose weights are all floating
+point into this algorithm; task ``fedavg`` is the ``mlp`` task's model and data.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from fedcore import optimizers, seeding
+from fedcore.config import ConfigError, RunConfig
+from fedcore.statistics import INTEGER, ArraySpec, Spec
+from fedcore.tasks import mlp, model_shape
+from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
+from fedcore.tasks.base import ClientData, Task, TrainParams
+
+EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
+SERVER = "server/"  # prefix of the optimizer's state: server/<buffer>/<weight name>
+STEPS = SERVER + "steps"  # how many steps the optimizer took (with buffers only)
+
+
+def _buffer(name: str, key: str) -> str:
+    return f"{SERVER}{name}/{key}"
+
+
+def fedavg(task: Task, name: str = "fedavg") -> Algorithm:
+    """FedAvg (or FedProx, or a server optimizer) on ``task``'s data, model and training."""
+
+    @functools.lru_cache(maxsize=2)
+    def model_of(cfg: RunConfig) -> torch.nn.Module:  # one per process, overwritten per call
+        return task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
+
+    def weights(state: State) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in state.items() if not k.startswith(SERVER)}
+
+    def load(cfg: RunConfig, state: State) -> torch.nn.Module:
+        model = model_of(cfg)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights(state).items()})
+        return model
+
+    def init(cfg: RunConfig, shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        # the model task's own initialisation: this path and Flower's start from one model
+        generator = seeding.torch_generator(cfg.seed, seeding.MODEL_INIT)
+        model = task.build_model(cfg, shape, generator)
+        state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        for k, v in state.items():
+            if not np.issubdtype(v.dtype, np.floating):
+                raise ValueError(f"{name}: weight {k!r} is {v.dtype}; an update is a real array")
+        model_weights = dict(state)
+        for buffer in optimizers.buffers(cfg.strategy):
+            state |= {_buffer(buffer, k): np.zeros_like(v) for k, v in model_weights.items()}
+        if optimizers.buffers(cfg.strategy):
+            state[STEPS] = np.zeros(())
+        return state
+
+    def spec(cfg: RunConfig, state: State) -> Spec:
+        """Every weight's update, weighted by the number of examples; under DP unweighted."""
+        dp = cfg.privacy.dp != "off"
+        weight = None if dp else EXAMPLES
+        updates = {
+            k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=weight)
+            for k, v in weights(state).items()
+        }
+        if dp:
+            return Spec.of(updates)
+        return Spec.of(updates | {EXAMPLES: ArraySpec((), INTEGER, cfg.secagg.max_weight)})
+
+    def client(state: State, data: ClientData, context: RoundContext, rng: np.random.Generator):
+        cfg, t = context.cfg, context.cfg.train
+        mu = cfg.strategy.proximal_mu if cfg.strategy.name == "fedprox" else 0.0
+        params = TrainParams(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, mu)
+        # the batches of the model-update path (seeded; not what a DP guarantee rests on:
+        # client-level DP hides the whole update, whatever its batches)
+        generator = seeding.client_generator(cfg.seed, context.server_round, context.partition_id)
+        glob = weights(state)
+        update = task.train_one_client(load(cfg, state), data, params, generator)
+        stats = {
+            k: update.state[k].detach().numpy().astype(np.float64) - np.asarray(v, np.float64)
+            for k, v in glob.items()
+        }
+        if cfg.privacy.dp == "off":
+            stats[EXAMPLES] = np.array(float(update.num_examples))
+        return stats, dict(update.metrics)
+
+    def server(state: State, summed, cfg: RunConfig):
+        """The optimizer's step on the mean update; a round whose mean is not finite (no
+        weight summed) leaves the state as it is."""
+        glob = weights(state)
+        denominator = dp_denominator(cfg, summed) if cfg.privacy.dp != "off" else None
+        update = {k: summed[k] / denominator if denominator else summed.mean(k) for k in glob}
+        if any(not np.isfinite(u).all() for u in update.values()):
+            return dict(state), {"skipped": 1.0}
+        buffers = {
+            b: {k: np.asarray(state[_buffer(b, k)], np.float64) for k in glob}
+            for b in optimizers.buffers(cfg.strategy)
+        }
+        # the optimizer's step count (FedAdam's bias correction): the round, as in Flower,
+        # unless an earlier round aggregated nothing
+        step = int(state[STEPS]) + 1 if STEPS in state else 1
+        as_float = {k: v.astype(np.float64) for k, v in glob.items()}
+        new, new_buffers = optimizers.server_step(cfg.strategy, step, as_float, update, buffers)
+        out = {k: new[k].astype(glob[k].dtype) for k in glob}
+        for b, arrays in new_buffers.items():
+            out |= {_buffer(b, k): v.astype(glob[k].dtype) for k, v in arrays.items()}
+        if STEPS in state:
+            out[STEPS] = np.array(float(step))
+        return out, {}
+
+    def evaluate(state: State, x, y, cfg: RunConfig) -> dict[str, float]:
+        return task.evaluate(load(cfg, state), x, y)
+
+    def evaluate_client(state: State, data: ClientData, context: RoundContext):
+        return task.evaluate(load(context.cfg, state), data.x_test, data.y_test)
+
+    def check_config(cfg: RunConfig) -> None:
+        if cfg.strategy.name not in optimizers.OPTIMIZERS:
+            raise ConfigError(
+                f"task {name!r} sums the clients' updates, so strategy.name = "
+                f"{cfg.strategy.name!r} (which needs every client's update) cannot run on it; "
+                f"use one of {', '.join(optimizers.OPTIMIZERS)}, or task 'mlp'"
+            )
+        if task.check_config is not None:
+            task.check_config(cfg)
+
+    return Algorithm(
+        name=name,
+        load_data=task.load_data,
+        init=init,
+        spec=spec,
+        client=client,
+        server=server,
+        evaluate=evaluate,
+        evaluate_client=evaluate_client,
+        check_config=check_config,
+        load_server=task.load_server,
+        strategies=optimizers.OPTIMIZERS,
+        server_only=(SERVER,),
+    )
+
+
+TASK = fedavg(mlp.TASK)

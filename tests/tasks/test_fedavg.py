@@ -1,0 +1,103 @@
+"""FedAvg, FedProx and Flower's server optimizers as an algorithm on typed statistics (task
+``fedavg``), against Flower's own strategies on the model-update path (task ``mlp``): the same
+model after the same rounds, in the clear and under secure aggregation; under client-level DP
+a server optimizer post-processes the noised release."""
+
+import numpy as np
+import pytest
+
+from fedcore.apps import make_client_app
+from fedcore.arrays import to_numpy
+from fedcore.config import ConfigError, parse_config
+from fedcore.keys import ARRAYS
+from fedcore.optimizers import OPTIMIZERS
+from fedcore.server import run_server
+from fedcore.tasks import checked_task
+from fedcore.tasks.fedavg import SERVER
+from privacy.ledger import PrivacyLedger
+from simulations.engines.inprocess import InProcessGrid, run_inprocess
+from simulations.runner import simulate
+
+BASE = {
+    "data": {"num-clients": 4, "partition": "dirichlet", "alpha": 1.0},
+    "model": {"hidden": [16]},
+    "train": {"rounds": 3, "local-epochs": 1, "lr": 0.05},
+    "evaluate": {"fraction": 0.0},
+    "secagg": {"bound": 10.0},  # no update entry reaches it: nothing clipped on either path
+}
+
+
+def _weights(arrays) -> dict[str, np.ndarray]:
+    return {k: to_numpy(arrays[k]) for k in arrays if not k.startswith(SERVER)}
+
+
+def _both(overrides: dict) -> tuple[dict, dict]:
+    """The final models of task mlp (Flower's strategy) and task fedavg (this algorithm)."""
+    out = []
+    for task in ("mlp", "fedavg"):
+        cfg = parse_config(BASE | {"task": task, **overrides})
+        out.append(_weights(run_inprocess(cfg, lambda record: None)))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_server_optimizer_equals_flowers_strategy(name):
+    """Flower averages the clients' weights in float32 and steps its optimizer on that mean;
+    this path sums their float64 updates: the models agree to float32 rounding."""
+    flower, ours = _both({"strategy": {"name": name, "eta": 0.01}})
+    assert flower.keys() == ours.keys()
+    for k in flower:
+        np.testing.assert_allclose(ours[k], flower[k], atol=2e-5, rtol=0, err_msg=k)
+
+
+def test_under_secure_aggregation_within_the_fixed_point_bound():
+    plain, _ = _both({"strategy": {"name": "fedadam", "eta": 0.01}})
+    cfg = parse_config(
+        BASE
+        | {
+            "task": "fedavg",
+            "strategy": {"name": "fedadam", "eta": 0.01},
+            "secagg": {"mode": "full", "bound": 10.0, "frac-bits": 32},
+        }
+    )
+    secure = _weights(run_inprocess(cfg, lambda record: None))
+    for k in plain:
+        np.testing.assert_allclose(secure[k], plain[k], atol=2e-5, rtol=0, err_msg=k)
+
+
+def test_the_optimizers_buffers_never_reach_a_client():
+    seen: list[set[str]] = []
+
+    def spy(msg, context, call_next):
+        arrays = msg.content.array_records.get(ARRAYS)
+        if arrays is not None:
+            seen.append(set(arrays.keys()))
+        return call_next(msg, context)
+
+    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": "fedyogi"}})
+    with InProcessGrid(cfg, client_app=make_client_app(cfg, mods=[spy])) as grid:
+        final = run_server(grid, cfg)
+    assert any(k.startswith(SERVER) for k in final)  # the server keeps them
+    assert seen and all(not any(k.startswith(SERVER) for k in keys) for keys in seen)
+
+
+def test_a_server_optimizer_post_processes_a_client_level_dp_release(tmp_path):
+    """Under DP-FedAvg the optimizer reads only the noised sum, so FedAdam is allowed here
+    (the model-update path refuses it: its optimizer would step on the un-noised mean)."""
+    dp = {"privacy": {"dp": "client", "noise-multiplier": 1.0, "clip-norm": 0.5}}
+    with pytest.raises(ConfigError, match="fedadam"):
+        checked_task(parse_config(BASE | {"task": "mlp", "strategy": {"name": "fedadam"}, **dp}))
+    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": "fedadam"}, **dp})
+    simulate(cfg, out=tmp_path / "run", progress=False)
+    ledger = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl")
+    assert [e.round for e in ledger.events] == [1, 2, 3]
+    assert {(e.client, e.neighbouring, e.noise_multiplier) for e in ledger.events} == {
+        (None, "client", 1.0)
+    }
+
+
+@pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
+def test_a_robust_aggregator_is_refused_naming_the_model_update_path(name, tmp_path):
+    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": name}})
+    with pytest.raises(ConfigError, match=f"{name}.*task 'mlp'"):
+        simulate(cfg, out=tmp_path / "run", progress=False)
