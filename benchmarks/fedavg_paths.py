@@ -1,5 +1,5 @@
 """FedAvg and FedAdam on two paths, side by side: task ``mlp`` (model updates aggregated by
-Flower's strategies) against task ``fedavg`` (the same model and training as an algorithm on
+Flower's strategies) against task ``mlp-fedavg`` (the same model and training as an algorithm on
 typed statistics, its server optimizer in :mod:`fedcore.optimizers`).
 
 The default configuration of ``make run`` (digits, 100 Dirichlet clients, 20 rounds), each run
@@ -47,7 +47,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for name, strategy in STRATEGIES.items():
-        cells: dict[str, list] = {"mlp": [], "fedavg": []}
+        cells: dict[str, list] = {"mlp": [], "mlp-fedavg": []}
         for _ in range(args.repeats):
             for task in cells:
                 cells[task].append(run(task, strategy, args.rounds))

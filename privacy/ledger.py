@@ -117,6 +117,14 @@ def _check_tree(node: Any) -> None:
             _check_tree(child)
 
 
+def _repeated(tree: dp_event.DpEvent, steps: int) -> dp_event.DpEvent:
+    """``tree`` run ``steps`` times: itself once, a ``SelfComposedDpEvent`` otherwise."""
+    from dp_accounting import dp_event
+
+    _integer("steps", steps, 1)
+    return dp_event.SelfComposedDpEvent(tree, steps) if steps > 1 else tree
+
+
 def tree_to_dict(node: dp_event.DpEvent) -> dict[str, Any]:
     """A dp_accounting tree as JSON-ready nested dicts: ``{"type": class name, field: ...}``."""
     import attr
@@ -257,8 +265,7 @@ class DpEvent:
                     f"DpEvent.sample_rate * population must be a whole cohort, got {size}"
                 )
             tree = dp_event.SampledWithoutReplacementDpEvent(population, cohort, tree)
-        if steps > 1:
-            tree = dp_event.SelfComposedDpEvent(tree, steps)
+        tree = _repeated(tree, steps)
         relation = "replace-one" if replace_one else "add-or-remove-one"
         return cls(
             mechanism, tree, relation, neighbouring, round, client, clip_norm, noise_multiplier
@@ -280,20 +287,9 @@ class DpEvent:
         al. 2006)."""
         from dp_accounting import dp_event
 
-        tree = dp_event.LaplaceDpEvent(_positive("noise_multiplier", noise_multiplier))
-        _integer("steps", steps, 1)
-        if steps > 1:
-            tree = dp_event.SelfComposedDpEvent(tree, steps)
-        return cls(
-            mechanism,
-            tree,
-            "add-or-remove-one",
-            neighbouring,
-            round,
-            client,
-            clip_norm,
-            noise_multiplier,
-        )
+        z = _positive("noise_multiplier", noise_multiplier)
+        tree = _repeated(dp_event.LaplaceDpEvent(z), steps)
+        return cls(mechanism, tree, "add-or-remove-one", neighbouring, round, client, clip_norm, z)
 
     @classmethod
     def discrete_gaussian(
@@ -313,10 +309,7 @@ class DpEvent:
         from dp_accounting import dp_event
 
         z = _positive("noise_multiplier", noise_multiplier)
-        tree = dp_event.ZCDpEvent(1 / (2 * z * z))
-        _integer("steps", steps, 1)
-        if steps > 1:
-            tree = dp_event.SelfComposedDpEvent(tree, steps)
+        tree = _repeated(dp_event.ZCDpEvent(1 / (2 * z * z)), steps)
         return cls(mechanism, tree, "add-or-remove-one", neighbouring, round, client, clip_norm, z)
 
     @property

@@ -29,7 +29,7 @@ CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
 # Strategies whose server optimizer keeps state built from the mean it aggregates.
 SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 ENGINES = ("inprocess", "ray")
-TASKS = ("mlp", "gcn", "mf", "fedsgd", "fedavg")
+TASKS = ("mlp", "gcn", "mf", "fedsgd", "mlp-fedavg", "gcn-fedavg")
 
 
 class ConfigError(ValueError):

@@ -17,13 +17,15 @@ from fedcore.tasks.base import (
     TrainParams,
 )
 
-# name -> module defining ``TASK``; imported on first use, so nothing loads at import time
+# name -> the module defining it, as "module" (its ``TASK``) or "module:NAME"; imported on
+# first use, so nothing loads at import time
 _REGISTRY = {
     "mlp": "fedcore.tasks.mlp",
     "gcn": "fedcore.tasks.gcn",
     "mf": "fedcore.tasks.mf",
     "fedsgd": "fedcore.tasks.fedsgd",
-    "fedavg": "fedcore.tasks.fedavg",
+    "mlp-fedavg": "fedcore.tasks.fedavg:MLP",
+    "gcn-fedavg": "fedcore.tasks.fedavg:GCN",
 }
 
 
@@ -41,12 +43,13 @@ def get_task(name: str) -> Task | Algorithm:
     a client or the server)."""
     if ":" not in name:
         try:
-            return _module(_REGISTRY[name]).TASK
+            module_name, _, attr = _REGISTRY[name].partition(":")
         except KeyError:
             raise ValueError(
                 f"unknown task {name!r}; available: {', '.join(_REGISTRY)}, or "
                 "'package.module:NAME' for a Task of your own"
             ) from None
+        return getattr(_module(module_name), attr or "TASK")
     module_name, _, attr = name.partition(":")
     try:
         module = _module(module_name)

@@ -12,10 +12,13 @@ model-update path refuses it).
 
 The optimizer's buffers are server state (``server/...`` arrays), never sent to a client.
 Robust aggregators (median, trimmed mean, Krum) need every client's update, not a sum: they
-stay on the ``mlp`` task's model-update path.
+stay on the model-update path (tasks ``mlp`` and ``gcn``), as do DP-SGD and adaptive
+clipping.
 
 :func:`fedavg` turns any :class:`~fedcore.tasks.base.Task` whose weights are all floating
-point into this algorithm; task ``fedavg`` is the ``mlp`` task's model and data.
+point into this algorithm, its setup included (FedGCN's pre-communication): tasks
+``mlp-fedavg`` and ``gcn-fedavg`` are the ``mlp`` and ``gcn`` tasks' models, data and local
+training on this path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from fedcore import optimizers, seeding
 from fedcore.config import ConfigError, RunConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec
-from fedcore.tasks import mlp, model_shape
+from fedcore.tasks import gcn, mlp, model_shape
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
 from fedcore.tasks.base import ClientData, Task, TrainParams
 
@@ -135,7 +138,7 @@ def fedavg(task: Task, name: str = "fedavg") -> Algorithm:
             raise ConfigError(
                 f"task {name!r} sums the clients' updates, so strategy.name = "
                 f"{cfg.strategy.name!r} (which needs every client's update) cannot run on it; "
-                f"use one of {', '.join(optimizers.OPTIMIZERS)}, or task 'mlp'"
+                f"use one of {', '.join(optimizers.OPTIMIZERS)}, or task {task.name!r}"
             )
         if task.check_config is not None:
             task.check_config(cfg)
@@ -150,10 +153,12 @@ def fedavg(task: Task, name: str = "fedavg") -> Algorithm:
         evaluate=evaluate,
         evaluate_client=evaluate_client,
         check_config=check_config,
+        setup=task.setup,
         load_server=task.load_server,
         strategies=optimizers.OPTIMIZERS,
         server_only=(SERVER,),
     )
 
 
-TASK = fedavg(mlp.TASK)
+MLP = fedavg(mlp.TASK, "mlp-fedavg")
+GCN = fedavg(gcn.TASK, "gcn-fedavg")

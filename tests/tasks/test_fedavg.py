@@ -1,7 +1,8 @@
-"""FedAvg, FedProx and Flower's server optimizers as an algorithm on typed statistics (task
-``fedavg``), against Flower's own strategies on the model-update path (task ``mlp``): the same
-model after the same rounds, in the clear and under secure aggregation; under client-level DP
-a server optimizer post-processes the noised release."""
+"""FedAvg, FedProx and Flower's server optimizers as an algorithm on typed statistics (tasks
+``mlp-fedavg``, ``gcn-fedavg``), against Flower's own strategies on the model-update path
+(tasks ``mlp``, ``gcn``): the same model after the same rounds, in the clear and under secure
+aggregation, FedGCN's pre-communication included; under client-level DP a server optimizer
+post-processes the noised release."""
 
 import numpy as np
 import pytest
@@ -32,9 +33,9 @@ def _weights(arrays) -> dict[str, np.ndarray]:
 
 
 def _both(overrides: dict) -> tuple[dict, dict]:
-    """The final models of task mlp (Flower's strategy) and task fedavg (this algorithm)."""
+    """The final models of task mlp (Flower's strategy) and task mlp-fedavg (this algorithm)."""
     out = []
-    for task in ("mlp", "fedavg"):
+    for task in ("mlp", "mlp-fedavg"):
         cfg = parse_config(BASE | {"task": task, **overrides})
         out.append(_weights(run_inprocess(cfg, lambda record: None)))
     return out[0], out[1]
@@ -55,7 +56,7 @@ def test_under_secure_aggregation_within_the_fixed_point_bound():
     cfg = parse_config(
         BASE
         | {
-            "task": "fedavg",
+            "task": "mlp-fedavg",
             "strategy": {"name": "fedadam", "eta": 0.01},
             "secagg": {"mode": "full", "bound": 10.0, "frac-bits": 32},
         }
@@ -74,7 +75,7 @@ def test_the_optimizers_buffers_never_reach_a_client():
             seen.append(set(arrays.keys()))
         return call_next(msg, context)
 
-    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": "fedyogi"}})
+    cfg = parse_config(BASE | {"task": "mlp-fedavg", "strategy": {"name": "fedyogi"}})
     with InProcessGrid(cfg, client_app=make_client_app(cfg, mods=[spy])) as grid:
         final = run_server(grid, cfg)
     assert any(k.startswith(SERVER) for k in final)  # the server keeps them
@@ -87,7 +88,7 @@ def test_a_server_optimizer_post_processes_a_client_level_dp_release(tmp_path):
     dp = {"privacy": {"dp": "client", "noise-multiplier": 1.0, "clip-norm": 0.5}}
     with pytest.raises(ConfigError, match="fedadam"):
         checked_task(parse_config(BASE | {"task": "mlp", "strategy": {"name": "fedadam"}, **dp}))
-    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": "fedadam"}, **dp})
+    cfg = parse_config(BASE | {"task": "mlp-fedavg", "strategy": {"name": "fedadam"}, **dp})
     simulate(cfg, out=tmp_path / "run", progress=False)
     ledger = PrivacyLedger.load(tmp_path / "run" / "ledger.jsonl")
     assert [e.round for e in ledger.events] == [1, 2, 3]
@@ -98,6 +99,29 @@ def test_a_server_optimizer_post_processes_a_client_level_dp_release(tmp_path):
 
 @pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
 def test_a_robust_aggregator_is_refused_naming_the_model_update_path(name, tmp_path):
-    cfg = parse_config(BASE | {"task": "fedavg", "strategy": {"name": name}})
-    with pytest.raises(ConfigError, match=f"{name}.*task 'mlp'"):
+    cfg = parse_config(BASE | {"task": "mlp-fedavg", "strategy": {"name": name}})
+    with pytest.raises(ConfigError, match=f"{name}.*task 'mlp'"):  # the model-update path
         simulate(cfg, out=tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("mode", ["local", "precomm"])
+def test_the_gcn_on_typed_statistics_equals_the_gcn_on_flowers_fedavg(mode):
+    """The same GCN, Cora over 3 Louvain clients; with pre-communication the task's setup
+    (the secure sum of the clients' neighbour aggregates) runs on this path too."""
+    out = []
+    for task in ("gcn", "gcn-fedavg"):
+        cfg = parse_config(
+            {
+                "task": task,
+                "data": {"dataset": "cora", "partition": "louvain", "num-clients": 3},
+                "model": {"hidden": [16]},
+                "graph": {"mode": mode},
+                "train": {"rounds": 2},
+                "evaluate": {"fraction": 0.0},
+                "secagg": {"bound": 10.0},
+            }
+        )
+        out.append(_weights(run_inprocess(cfg, lambda record: None)))
+    flower, ours = out
+    for k in flower:
+        np.testing.assert_allclose(ours[k], flower[k], atol=1e-6, rtol=0, err_msg=k)
