@@ -76,7 +76,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         raise ClientInputError(f"{algo.name!r} computed bad statistics: {err}") from None
     if p.dp == "off":
         reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
-        return _reply(msg, wire, spec.bound, reply_metrics, {})
+        return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, {})
     if p.dp != "client" or p.clipping == "client":
         wire = clip_l2(wire, p.clip_norm)
     extra = {}
@@ -90,7 +90,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         metrics = {EPSILON: privacy.spent(cfg, ledger)}
     else:
         metrics = {}  # nothing noises the hook's metrics, nor the number of examples
-    return _reply(msg, wire, spec.bound, {NUM_EXAMPLES: 1, **metrics}, extra)
+    return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, {NUM_EXAMPLES: 1, **metrics}, extra)
 
 
 def handle_evaluate_statistics(
@@ -119,6 +119,12 @@ def _local(context: Context) -> dict[str, np.ndarray]:
     """The node's local state (a copy), empty before its first training round."""
     saved = context.state.array_records.get(LOCAL_MODEL)
     return {} if saved is None else {k: to_numpy(v).copy() for k, v in saved.items()}
+
+
+def _on_wire(wire: np.ndarray, cfg: RunConfig, algo: Algorithm) -> np.ndarray:
+    """The wire vector in the algorithm's ``wire_dtype``; float64 for secure aggregation,
+    which encodes it in fixed point at the precision it was computed in."""
+    return wire if cfg.secagg.mode != "off" else wire.astype(algo.wire_dtype, copy=False)
 
 
 def _reply(msg: Message, wire, bound: float, metrics: dict, extra: dict) -> Message:

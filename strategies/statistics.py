@@ -41,10 +41,14 @@ from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
 from strategies.fedavg import FedAvg
 
-_TOLERANCE = 1e-9  # the wire vector is float64 end to end
+# Relative slack of the bound and norm checks, by the dtype a wire vector arrived in: float64
+# end to end, or rounded once to float32 by a client (``Algorithm.wire_dtype``).
+_TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-6}
 
 
-def check_wire(vector: np.ndarray, spec: Spec, clipped: bool = False) -> None:
+def check_wire(
+    vector: np.ndarray, spec: Spec, clipped: bool = False, tolerance: float = 1e-9
+) -> None:
     """ValueError naming the problem unless ``vector`` could be a client's wire vector for
     ``spec``: the right length, finite, every entry within its array's bound, and a weighted
     entry within its bound times its own weight (a client cannot claim a small weight for a
@@ -53,7 +57,7 @@ def check_wire(vector: np.ndarray, spec: Spec, clipped: bool = False) -> None:
     too), integer arrays whole. Clipping scales a value and its weight alike, so the rest
     holds for clipped vectors too."""
     _check_form(vector, spec)
-    _check_entries(vector, spec, clipped)
+    _check_entries(vector, spec, clipped, tolerance)
 
 
 def _check_form(vector: np.ndarray, spec: Spec) -> None:
@@ -63,7 +67,7 @@ def _check_form(vector: np.ndarray, spec: Spec) -> None:
         raise ValueError("statistics are not finite")
 
 
-def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool) -> None:
+def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool, tolerance: float) -> None:
     """:func:`check_wire` past the vector's form: bounds, weights, whole counts."""
     parts, offset = {}, 0
     for name, a in spec.arrays:
@@ -71,7 +75,7 @@ def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool) -> None:
         offset += a.size
     for name, a in spec.arrays:
         part = parts[name]
-        if np.abs(part).max(initial=0) > a.bound * (1 + _TOLERANCE):
+        if np.abs(part).max(initial=0) > a.bound * (1 + tolerance):
             raise ValueError(f"{name!r} has an entry beyond its bound {a.bound:g}")
         if a.kind == INTEGER and not clipped and not np.array_equal(part, np.rint(part)):
             raise ValueError(f"integer array {name!r} has entries that are not whole")
@@ -81,7 +85,7 @@ def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool) -> None:
             weight = spec[a.weight]
             scale = weight.bound if math.isfinite(weight.bound) else 1.0
             limit = a.bound * np.abs(broadcast_weight(parts[a.weight], a.shape)) / scale
-            if (np.abs(part) > limit * (1 + _TOLERANCE) + 1e-300).any():
+            if (np.abs(part) > limit * (1 + tolerance) + 1e-300).any():
                 raise ValueError(
                     f"{name!r} has an entry beyond its bound {a.bound:g} times its weight "
                     f"{a.weight!r}"
@@ -170,8 +174,8 @@ class StatisticsStrategy(Strategy):
                 self.last_failures.append(f"node {node}: {msg.error.reason}")
                 continue
             try:
-                vector = self._statistics(msg)
-                self._check(msg, vector)
+                vector, tolerance = self._statistics(msg)
+                self._check(msg, vector, tolerance)
                 if p.dp == "client" and p.clipping == "server":
                     vector = clip_l2(vector, p.clip_norm)
                 record = msg.content.metric_records.get(METRICS, MetricRecord())
@@ -192,13 +196,17 @@ class StatisticsStrategy(Strategy):
         new_state, server_metrics = self.algorithm.server(self._state, summed, self.cfg)
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
 
-    def _statistics(self, msg: Message) -> np.ndarray:
+    def _statistics(self, msg: Message) -> tuple[np.ndarray, float]:
+        """The reply's wire vector as float64, and the checks' slack for the dtype it came in."""
         records = list(msg.content.array_records.values())
         if len(records) != 1 or STATISTICS not in records[0]:
             raise ValueError(f"expected one ArrayRecord with {STATISTICS!r}")
-        return np.asarray(to_numpy(records[0][STATISTICS]), np.float64)
+        wire = to_numpy(records[0][STATISTICS])
+        if wire.dtype not in _TOLERANCE:
+            raise ValueError(f"statistics of dtype {wire.dtype}, expected float64 or float32")
+        return np.asarray(wire, np.float64), _TOLERANCE[wire.dtype]
 
-    def _check(self, msg: Message, vector: np.ndarray) -> None:
+    def _check(self, msg: Message, vector: np.ndarray, tolerance: float) -> None:
         """ValueError unless ``vector`` is what the reply ``msg`` may hold: a client's wire
         vector (:func:`check_wire`; clipped under client-side clipping; under local DP
         noised from a clipped one), or a secure sum whose norm the clients' clips bound."""
@@ -206,7 +214,7 @@ class StatisticsStrategy(Strategy):
         _check_form(vector, spec)
         clip, norm = p.clip_norm, float(np.linalg.norm(vector))
         if isinstance(msg, SecureSumReply):  # k clipped vectors sum to at most k clip norms
-            if p.dp == "client" and norm > len(msg.clients) * clip * (1 + _TOLERANCE):
+            if p.dp == "client" and norm > len(msg.clients) * clip * (1 + tolerance):
                 raise ValueError(
                     f"the secure sum of {len(msg.clients)} clients has L2 norm {norm:.4g}, "
                     f"more than {len(msg.clients)} x the clip norm {clip:g}: a client did "
@@ -222,8 +230,8 @@ class StatisticsStrategy(Strategy):
                 )
             return
         client_side = p.dp in CLIENT_LEVEL_DP and (p.dp, p.clipping) != ("client", "server")
-        _check_entries(vector, spec, clipped=client_side)
-        if client_side and norm > clip * (1 + _TOLERANCE):
+        _check_entries(vector, spec, client_side, tolerance)
+        if client_side and norm > clip * (1 + tolerance):
             raise ValueError(f"L2 norm {norm:.4g} exceeds the clip norm {clip:g}")
 
     def _noised(self, server_round: int, total: np.ndarray, clients: int) -> np.ndarray:

@@ -74,6 +74,10 @@ class Algorithm:
             optimizer, e.g. FedAdam); any other is refused before the run.
         server_only: name prefixes of state arrays that stay on the server (an optimizer's
             buffers): a client's state holds the rest.
+        wire_dtype: the dtype a client sends its wire vector in without secure aggregation:
+            "float64", or "float32" for statistics of float32 precision anyway (a float32
+            model's update), which halves the upload. The server sums in float64 either way;
+            secure aggregation encodes from float64.
     """
 
     name: str
@@ -93,6 +97,13 @@ class Algorithm:
     load_server: Callable[[RunConfig], ServerData] | None = None
     strategies: tuple[str, ...] = ("fedavg",)
     server_only: tuple[str, ...] = ()
+    wire_dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.wire_dtype not in ("float64", "float32"):
+            raise ValueError(
+                f"Algorithm.wire_dtype must be 'float64' or 'float32', got {self.wire_dtype!r}"
+            )
 
     def client_state(self, state: Mapping[str, object]) -> dict:
         """``state`` without its `server_only` arrays: what a client receives."""

@@ -44,8 +44,11 @@ def _buffer(name: str, key: str) -> str:
     return f"{SERVER}{name}/{key}"
 
 
-def fedavg(task: Task, name: str = "fedavg") -> Algorithm:
-    """FedAvg (or FedProx, or a server optimizer) on ``task``'s data, model and training."""
+def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Algorithm:
+    """FedAvg (or FedProx, or a server optimizer) on ``task``'s data, model and training.
+
+    ``wire_dtype``: what a client sends its update in without secure aggregation; float32
+    (the default) suits a float32 model, whose update has no more precision to carry."""
 
     @functools.lru_cache(maxsize=2)
     def model_of(cfg: RunConfig) -> torch.nn.Module:  # one per process, overwritten per call
@@ -157,6 +160,7 @@ def fedavg(task: Task, name: str = "fedavg") -> Algorithm:
         load_server=task.load_server,
         strategies=optimizers.OPTIMIZERS,
         server_only=(SERVER,),
+        wire_dtype=wire_dtype,
     )
 
 

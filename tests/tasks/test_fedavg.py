@@ -125,3 +125,35 @@ def test_the_gcn_on_typed_statistics_equals_the_gcn_on_flowers_fedavg(mode):
     flower, ours = out
     for k in flower:
         np.testing.assert_allclose(ours[k], flower[k], atol=1e-6, rtol=0, err_msg=k)
+
+
+def test_an_update_uploads_no_more_bytes_than_flowers_float32_model_update():
+    """The update of a float32 model goes out as float32 (``Algorithm.wire_dtype``); a
+    float64 wire would double every client's upload."""
+    received = {}
+    for task in ("mlp", "mlp-fedavg"):
+        records = []
+        run_inprocess(parse_config(BASE | {"task": task}), records.append)
+        received[task] = records[-1]["bytes-received"]
+    assert received["mlp-fedavg"] <= 1.01 * received["mlp"]
+
+
+@pytest.mark.parametrize("clipping", ["client", "server"])
+def test_a_clipped_float32_update_passes_the_servers_clip_check(clipping):
+    """Rounding a clipped update to float32 can lengthen it by a few ulps: the server's
+    check allows float32's rounding, and no reply is rejected."""
+    cfg = parse_config(
+        BASE
+        | {
+            "task": "mlp-fedavg",
+            "privacy": {
+                "dp": "client",
+                "noise-multiplier": 0.5,
+                "clip-norm": 1e-3,  # every update is clipped
+                "clipping": clipping,
+            },
+        }
+    )
+    records = []
+    run_inprocess(cfg, records.append)
+    assert all(r["train-failures"] == [] and r["status"] == "aggregated" for r in records)
