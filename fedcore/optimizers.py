@@ -2,7 +2,9 @@
 
 FedAvg and FedProx add the mean update; FedAvgM (Hsu et al. 2019) steps with server momentum;
 FedAdam, FedYogi and FedAdagrad (Reddi et al. 2021) step adaptively. Each is written step for
-step as Flower's strategy of the same name computes it (``flwr.serverapp.strategy``), so an
+step as Flower's strategy of the same name computes it (``flwr.serverapp.strategy``; one
+difference: FedAdam's bias correction counts the optimizer's steps where Flower reads the
+round number, so the two part after a round that aggregated nothing), so an
 algorithm on typed statistics offers what Flower's strategies offer for model updates (a test
 runs both and compares the models). Here the optimizer reads the mean of the (possibly
 noised) sums, so under client-level DP its state is post-processing of the releases.

@@ -39,6 +39,7 @@ from fedcore.tasks import (
     model_shape,
     server_data,
 )
+from privacy.accounting import epsilon
 from privacy.ledger import DpEvent
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
@@ -136,6 +137,8 @@ class Traffic:
     """What crossed the wire in a round: array payload bytes each way, and the DP events
     that clients report having applied (the raw material of the privacy ledger)."""
 
+    cfg: RunConfig | None = None  # with the round: what a reported event must fit
+    server_round: int = 0
     sent: int = 0
     received: int = 0
     dp_events: list[dict] = field(default_factory=list)
@@ -151,7 +154,7 @@ class Traffic:
                 self.received += _payload_bytes(reply)
                 record = reply.content.config_records.get(DP_EVENT)
                 if record is not None:
-                    event = _reported_event(record)
+                    event = _reported_event(record, self.cfg, self.server_round)
                     if isinstance(event, str):  # dropped like a failed reply, and said so
                         node = reply.metadata.src_node_id
                         log(WARNING, "node %s: reply dropped: malformed DP event: %s", node, event)
@@ -160,13 +163,39 @@ class Traffic:
             yield reply
 
 
-def _reported_event(record: ConfigRecord) -> dict | str:
+# privacy.dp -> the unit a client's own DP event protects (no entry: clients report none)
+_REPORTED_UNIT = {
+    "sample": "example",
+    "sample-distributed": "example",
+    "distributed": "client",
+    "local": "local",
+}
+
+
+def _reported_event(record: ConfigRecord, cfg: RunConfig | None, server_round: int) -> dict | str:
     """The DP event a client reports it applied, validated before it can reach the run's
-    ledger (a malformed one would leave a ledger no report can read), or why it is not one."""
+    ledger, or why it is not one: well formed, a client's own event of this round for the
+    unit the run's DP mode protects, and one the run's accountant can compose (else the
+    report of the run, which reads every event, would fail)."""
     try:
-        return DpEvent.from_json(str(record[DP_EVENT_JSON])).to_dict()
+        event = DpEvent.from_json(str(record[DP_EVENT_JSON]))
     except (KeyError, ValueError, TypeError) as err:
         return f"{type(err).__name__}: {err}"
+    if cfg is None:
+        return event.to_dict()
+    p = cfg.privacy
+    unit = _REPORTED_UNIT.get(p.dp)
+    if event.client is None or event.round != server_round or event.neighbouring != unit:
+        return (
+            f"client {event.client}, round {event.round}, unit {event.neighbouring!r}: a "
+            f"client's event of round {server_round} protects unit {unit!r} under "
+            f"privacy.dp = {p.dp!r}"
+        )
+    try:
+        epsilon([event], p.delta, p.accountant)
+    except (ValueError, TypeError, ArithmeticError, NotImplementedError) as err:
+        return f"the {p.accountant} accountant cannot compose it: {err}"
+    return event.to_dict()
 
 
 def _payload_bytes(msg: Message) -> int:
@@ -208,7 +237,7 @@ def run_server(
         fmt = strategy.sum_format() if isinstance(task, Algorithm) else None
         secure = SecureAggregator(cfg, guard, fmt)
         secure.check_encoding(arrays)
-    setup = Traffic()  # round 0: the task's setup, recorded with round 1
+    setup = Traffic(cfg, 0)  # round 0: the task's setup, recorded with round 1
     setup_record = None
     if task.setup is not None and task.setup.needed(cfg):
         try:
@@ -220,7 +249,7 @@ def run_server(
         setup.dp_events.extend(e.to_dict() for e in task.setup.events(cfg))
     for server_round in range(1, cfg.train.rounds + 1):
         start = time.perf_counter()
-        traffic = Traffic()
+        traffic = Traffic(cfg, server_round)
         record: RoundRecord = {"round": server_round, "status": EMPTY}
         if server_round == 1 and setup_record is not None:
             record["setup"] = setup_record

@@ -54,6 +54,9 @@ _WRAPPERS = (
     "SelfComposedDpEvent",
     "ComposedDpEvent",
 )
+MAX_COUNT = 10**12
+"""The most repetitions one self-composition may state (beyond it the accountant's sums
+overflow; no run takes a trillion steps)."""
 TREES = _LEAVES + _WRAPPERS
 """The dp_accounting event types a ledger holds: every one fedcore's accountants compose."""
 
@@ -109,6 +112,8 @@ def _check_tree(node: Any) -> None:
         _check_tree(node.event)
     elif isinstance(node, dp_event.SelfComposedDpEvent):
         _integer(f"dp_event {name}.count", node.count, 1)
+        if node.count > MAX_COUNT:
+            raise ValueError(f"DpEvent.dp_event {name}.count must be <= {MAX_COUNT:.0e}")
         _check_tree(node.event)
     else:  # ComposedDpEvent
         if not node.events:
@@ -212,6 +217,7 @@ class DpEvent:
         _integer("round", self.round, 0)
         if self.client is not None:
             _integer("client", self.client, 0)
+        _check_relation(self)
 
     @classmethod
     def gaussian(
@@ -382,6 +388,48 @@ class DpEvent:
         if unknown or missing:
             raise ValueError(f"DpEvent keys: unknown {unknown}, missing {missing}")
         return cls(**(data | {"dp_event": tree_from_dict(data["dp_event"])}))
+
+
+def _nodes(tree: Any):
+    yield tree
+    for child in [getattr(tree, "event", None), *getattr(tree, "events", ())]:
+        if child is not None:
+            yield from _nodes(child)
+
+
+def _check_relation(event: DpEvent) -> None:
+    """ValueError unless the tree, its relation and its unit agree: the accountant trusts the
+    tree, so a tree stated under the wrong relation, or holding another noise than the
+    event's ``noise_multiplier``, would under-report epsilon."""
+    names = {type(node).__name__ for node in _nodes(event.dp_event)}
+    replace_one = event.relation == "replace-one"
+    if event.neighbouring in ("local", "node") and not replace_one:
+        raise ValueError(
+            f"DpEvent.relation: neighbouring {event.neighbouring!r} replaces a unit's data by "
+            "any other, so it is stated under 'replace-one'"
+        )
+    if "SampledWithoutReplacementDpEvent" in names and not replace_one:
+        raise ValueError("DpEvent.relation: sampling without replacement is 'replace-one'")
+    if "PoissonSampledDpEvent" in names and replace_one:
+        raise ValueError("DpEvent.relation: Poisson sampling is accounted 'add-or-remove-one'")
+    leaf = event.release
+    for _ in range(2):  # a sampled release: its mechanism
+        if type(leaf).__name__ in _LEAVES:
+            break
+        leaf = getattr(leaf, "event", leaf)
+    z, name = event.noise_multiplier, type(leaf).__name__
+    expected = {
+        "GaussianDpEvent": ("noise_multiplier", z / 2 if replace_one else z),
+        "LaplaceDpEvent": ("noise_multiplier", z),
+        "ZCDpEvent": ("rho", 1 / (2 * z * z)),
+    }.get(name)
+    if event.sampling is not None and expected is not None:
+        field_name, value = expected
+        if not math.isclose(getattr(leaf, field_name), value, rel_tol=1e-9):
+            raise ValueError(
+                f"DpEvent.noise_multiplier {z:g} does not match the tree's {name}."
+                f"{field_name} = {getattr(leaf, field_name):g} (expected {value:g})"
+            )
 
 
 _FLAT = (

@@ -1,8 +1,10 @@
 """A client's report of the DP mechanism it applied is input to the server's ledger: a
-malformed one is refused at the door, not written where the privacy report cannot read it."""
+malformed one, or one that would under-report epsilon or break the run's privacy report, is
+refused at the door, not written where the report reads it."""
 
 import json
 
+import pytest
 from flwr.app import ConfigRecord
 
 from fedcore.apps import make_client_app
@@ -21,14 +23,57 @@ LOCAL_DP = {
 }
 
 
-def test_a_reply_with_a_malformed_dp_event_is_dropped_and_the_rest_recorded():
-    """Client 0 sends a DP event no ledger can hold; the previous server appended it to
-    the run's ledger unread, so the report of the run failed to load it."""
+def _malformed(event: dict) -> dict:
+    return {"mechanism": "gaussian", "noise_multiplier": "none"}
+
+
+def _add_or_remove(event: dict) -> dict:
+    """Local DP restated under add-or-remove-one with the un-halved noise: half the epsilon."""
+    tree = event["dp_event"] | {"noise_multiplier": event["noise_multiplier"]}
+    return event | {"relation": "add-or-remove-one", "dp_event": tree}
+
+
+def _more_noise_in_the_tree(event: dict) -> dict:
+    """The configured noise in the field, a million times it in the tree the accountant reads."""
+    return event | {"dp_event": event["dp_event"] | {"noise_multiplier": 1e6}}
+
+
+def _uncomposable(event: dict) -> dict:
+    """A tree of whitelisted types that dp_accounting cannot compose: the report would fail."""
+    laplace = {"type": "LaplaceDpEvent", "noise_multiplier": 1.0}
+    tree = {"type": "PoissonSampledDpEvent", "sampling_probability": 0.5, "event": laplace}
+    return event | {"mechanism": "sketch", "relation": "add-or-remove-one", "dp_event": tree}
+
+
+def _as_the_server(event: dict) -> dict:
+    return event | {"client": None}
+
+
+def _another_round(event: dict) -> dict:
+    return event | {"round": 10**12}
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        _malformed,
+        _add_or_remove,
+        _more_noise_in_the_tree,
+        _uncomposable,
+        _as_the_server,
+        _another_round,
+    ],
+)
+def test_a_reply_with_a_bad_dp_event_is_dropped_and_the_rest_recorded(lie):
+    """Client 0 lies about the mechanism it applied. The previous server appended any event
+    to the run's ledger unread (the malformed one left a ledger no report could load; the
+    others parsed, and under-reported epsilon or broke the report)."""
 
     def lying(msg, context, call_next):
         reply = call_next(msg, context)
         if int(context.node_config[PARTITION_ID]) == 0 and DP_EVENT in reply.content:
-            bogus = json.dumps({"mechanism": "gaussian", "noise_multiplier": "none"})
+            honest = json.loads(str(reply.content[DP_EVENT][DP_EVENT_JSON]))
+            bogus = json.dumps(lie(honest))
             reply.content[DP_EVENT] = ConfigRecord({DP_EVENT_JSON: bogus})
         return reply
 

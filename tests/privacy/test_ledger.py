@@ -32,6 +32,10 @@ def gaussian_events(draw):
         sample_rate = 1.0 if sampling == "none" else draw(st.floats(1e-6, 1.0))
     else:  # a whole cohort of the population
         sample_rate = draw(st.integers(1, population)) / population
+    replaced = ("local", "node")
+    units = (
+        [u for u in NEIGHBOURING if u not in replaced] if sampling == "poisson" else NEIGHBOURING
+    )
     return DpEvent.gaussian(
         mechanism=draw(st.sampled_from(["dp-sgd", "gaussian"])),
         noise_multiplier=draw(st.floats(1e-3, 1e3)),
@@ -39,7 +43,8 @@ def gaussian_events(draw):
         steps=draw(st.integers(1, 10**6)),
         clip_norm=draw(st.floats(1e-3, 1e3)),
         sampling=sampling,
-        neighbouring=draw(st.sampled_from(NEIGHBOURING)),
+        # Poisson sampling is accounted add-or-remove-one: not for a unit replaced whole
+        neighbouring=draw(st.sampled_from(units)),
         round=draw(st.integers(0, 10**4)),
         client=draw(st.none() | st.integers(0, 10**4)),
         population=population,
@@ -264,3 +269,36 @@ def test_any_tree_of_the_supported_types_is_a_ledger_event():
     assert {type(t).__name__ for t in (tree, *tree.events)} <= set(TREES)
     assert event.sampling is None and event.sample_rate is None and event.steps == 1
     assert DpEvent.from_dict(event.to_dict()) == event
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # local DP stated add-or-remove-one: the accountant would take twice the noise
+        ({"relation": "add-or-remove-one"}, "replace-one"),
+        # the field says the configured noise, the tree the accountant reads says more
+        ({"noise_multiplier": 4.0}, "does not match"),
+    ],
+)
+def test_a_tree_that_disagrees_with_its_event_is_refused(changes, message):
+    """Built directly or read from JSON, an event cannot state its release under another
+    relation, or with another noise, than the one it ran with."""
+    local = DpEvent.gaussian("gaussian", 2.0, 1.0, 1, 1.0, "none", "local", 1, 0)
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(local, **changes)
+    with pytest.raises(ValueError, match=message):
+        DpEvent.from_dict(local.to_dict() | changes)
+
+
+def test_sampling_and_relation_must_agree_and_counts_stay_finite():
+    from dp_accounting import dp_event
+
+    poisson = make_event()
+    with pytest.raises(ValueError, match="Poisson"):
+        dataclasses.replace(poisson, relation="replace-one", neighbouring="local")
+    wor = make_event(sampling="fixed-size", sample_rate=0.1, population=100)
+    with pytest.raises(ValueError, match="without replacement"):
+        dataclasses.replace(wor, relation="add-or-remove-one")
+    huge = dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(1.0), 10**400)
+    with pytest.raises(ValueError, match="count"):
+        DpEvent("gaussian", huge, "add-or-remove-one", "client", 1, None, 1.0, 1.0)
