@@ -137,8 +137,8 @@ class Traffic:
     """What crossed the wire in a round: array payload bytes each way, and the DP events
     that clients report having applied (the raw material of the privacy ledger)."""
 
-    cfg: RunConfig | None = None  # with the round: what a reported event must fit
-    server_round: int = 0
+    cfg: RunConfig  # with the round: what a reported event must fit
+    server_round: int
     sent: int = 0
     received: int = 0
     dp_events: list[dict] = field(default_factory=list)
@@ -172,7 +172,7 @@ _REPORTED_UNIT = {
 }
 
 
-def _reported_event(record: ConfigRecord, cfg: RunConfig | None, server_round: int) -> dict | str:
+def _reported_event(record: ConfigRecord, cfg: RunConfig, server_round: int) -> dict | str:
     """The DP event a client reports it applied, validated before it can reach the run's
     ledger, or why it is not one: well formed, a client's own event of this round for the
     unit the run's DP mode protects, and one the run's accountant can compose (else the
@@ -181,8 +181,6 @@ def _reported_event(record: ConfigRecord, cfg: RunConfig | None, server_round: i
         event = DpEvent.from_json(str(record[DP_EVENT_JSON]))
     except (KeyError, ValueError, TypeError) as err:
         return f"{type(err).__name__}: {err}"
-    if cfg is None:
-        return event.to_dict()
     p = cfg.privacy
     unit = _REPORTED_UNIT.get(p.dp)
     if event.client is None or event.round != server_round or event.neighbouring != unit:

@@ -253,7 +253,6 @@ class DpEvent:
             raise ValueError(f"DpEvent.sample_rate must be in (0, 1], got {sample_rate}")
         if sampling == "none" and sample_rate != 1.0:
             raise ValueError(f"DpEvent.sample_rate must be 1.0 without sampling, got {sample_rate}")
-        _integer("steps", steps, 1)
         if (population is not None) != (sampling == "fixed-size"):
             raise ValueError(
                 "DpEvent.population is required for, and only for, fixed-size sampling"
