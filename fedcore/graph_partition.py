@@ -12,7 +12,6 @@ different owners is a *cut edge*, the information plain FedAvg on local subgraph
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from fedcore import partition
@@ -24,6 +23,8 @@ def louvain(
     edges: np.ndarray, num_nodes: int, num_clients: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Louvain communities packed onto ``num_clients`` clients, largest community first."""
+    import networkx as nx  # here: the config schema imports this module, most runs need no graph
+
     graph = nx.Graph()
     graph.add_nodes_from(range(num_nodes))
     graph.add_edges_from(edges.T.tolist())

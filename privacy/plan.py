@@ -10,8 +10,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-from scipy.stats import binom
-
 from fedcore.config import RunConfig
 from privacy.accounting import calibrate_noise, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
@@ -153,6 +151,10 @@ def planned_participations(cfg: RunConfig) -> int:
     rounds, rate = cfg.train.rounds, participation_rate(cfg)
     if rate >= 1:
         return rounds
+    # imported here: scipy.stats takes about a second, and every deployed ClientApp
+    # process (one per message) imports this module but never calibrates
+    from scipy.stats import binom
+
     quantile = float(binom.ppf(cfg.privacy.calibration_quantile, rounds, rate))
     return max(1, math.ceil(quantile))
 
