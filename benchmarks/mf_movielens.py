@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fedcore.cli import scenario_path
-from fedcore.config import RunConfig, load_scenario, to_run_config
+from fedcore.config import RunConfig, load_scenario, reference_run_config, to_run_config
 from fedcore.datasets.movielens import FOLDS
 from simulations.engines.inprocess import run_inprocess
 from simulations.runner import simulate
@@ -124,10 +124,11 @@ def accuracy(setup: str, fold: str, rounds: int | None) -> dict:
 def _same_run(stored: dict, current: dict) -> bool:
     """Whether a stored cell ran ``current``. A key the stored run predates compares at its
     default: settings are added with a default that keeps what earlier runs did (where a fix
-    changes behaviour on purpose, ``--rerun`` the setups it touches)."""
-    defaults = to_run_config(RunConfig())
-    return set(stored) <= set(current) and all(
-        stored.get(k, defaults[k]) == v for k, v in current.items()
+    changes behaviour on purpose, ``--rerun`` the setups it touches). A stored key the run
+    no longer reads (another task's table) must be at its default."""
+    defaults = reference_run_config()
+    return all(stored.get(k, defaults.get(k)) == v for k, v in current.items()) and all(
+        v == defaults.get(k) for k, v in stored.items() if k not in current
     )
 
 

@@ -13,10 +13,13 @@ The hooks are the contract of :class:`fedcore.tasks.base.Task`: ``load_data`` bu
 client's tensors and the server's test set from the run config, ``build_model`` the model
 from an explicit generator, ``train_one_client`` a local update, ``evaluate`` the metrics,
 and ``load_server`` what the server holds (the model's shape, its test set) without the
-clients' data.
+clients' data. The task's own settings are its table ``[moons]`` (``--set moons.width=16``),
+validated with the rest of the run config.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from sklearn.datasets import make_moons
 from torch import nn
 from torch.nn import functional as F
 
-from fedcore.config import RunConfig
+from fedcore.config import RunConfig, option
 from fedcore.tasks.base import (
     ClientData,
     ClientUpdate,
@@ -34,6 +37,14 @@ from fedcore.tasks.base import (
     Task,
     TrainParams,
 )
+
+
+@dataclass(frozen=True)
+class MoonsOptions:
+    """Table ``[moons]``: this task's own settings."""
+
+    width: int = option(32, ge=1, doc="the residual network's width")
+    noise: float = option(0.2, ge=0, doc="std of the Gaussian noise on the two moons")
 
 
 class ResidualNet(nn.Module):
@@ -54,9 +65,9 @@ class ResidualNet(nn.Module):
 
 
 def load_data(cfg: RunConfig) -> FederatedData:
-    """Two moons (noise 0.2), clients cut along the first coordinate, 20% of each kept for
-    its own evaluation; the server tests on a fresh draw."""
-    x, y = make_moons(3000, noise=0.2, random_state=cfg.seed)
+    """Two moons (noise ``moons.noise``), clients cut along the first coordinate, 20% of
+    each kept for its own evaluation; the server tests on a fresh draw."""
+    x, y = make_moons(3000, noise=cfg.moons.noise, random_state=cfg.seed)
     server = load_server(cfg)
     rng = np.random.default_rng(cfg.seed)
     order = np.argsort(x[:, 0] + rng.normal(0, 0.3, len(x)))  # mostly by position
@@ -85,12 +96,12 @@ def load_data(cfg: RunConfig) -> FederatedData:
 def load_server(cfg: RunConfig) -> ServerData:
     """What the server holds: the model's shape and its own test set, a fresh draw (so the
     server never generates, let alone partitions, the clients' data)."""
-    test_x, test_y = make_moons(1000, noise=0.2, random_state=cfg.seed + 1)
+    test_x, test_y = make_moons(1000, noise=cfg.moons.noise, random_state=cfg.seed + 1)
     return ServerData(2, 2, torch.tensor(test_x, dtype=torch.float32), torch.tensor(test_y))
 
 
 def build_model(cfg: RunConfig, data: ModelShape, generator: torch.Generator) -> nn.Module:
-    return ResidualNet(cfg.model.hidden[0], generator)
+    return ResidualNet(cfg.moons.width, generator)
 
 
 def train_one_client(
@@ -128,4 +139,5 @@ TASK = Task(
     train_one_client=train_one_client,
     evaluate=evaluate,
     load_server=load_server,
+    sections={"moons": MoonsOptions},
 )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fedcore.config import (
     ENGINES,
     STRATEGIES,
+    TASKS,
     ConfigError,
     DataConfig,
     RunConfig,
@@ -22,12 +23,14 @@ from fedcore.config import (
     load_scenario,
     parse_config,
     parse_override,
+    reference_run_config,
     to_dict,
     to_run_config,
     to_toml,
 )
 from fedcore.datasets import DATASETS
 from fedcore.partition import PARTITIONERS
+from fedcore.tasks import get_task
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "simulations" / "scenarios"
 SCENARIOS = sorted(SCENARIO_DIR.glob("*.toml"))
@@ -349,13 +352,93 @@ def test_data_dir_with_a_newline_survives_a_scenario_file(tmp_path):
     assert load_scenario(path) == cfg
 
 
+# --- a task's own tables -----------------------------------------------------------------------
+
+
+GCN = {
+    "task": "gcn",
+    "data": {"dataset": "cora", "partition": "louvain"},
+    "model": {"hidden": [16]},
+}
+
+
+def test_a_task_table_is_typed_by_its_task():
+    cfg = parse_config(GCN, {"graph.mode": "precomm", "graph.hops": "1"})
+    assert (cfg.graph.mode, cfg.graph.hops, cfg.model.hidden) == ("precomm", 1, (16,))
+    assert type(cfg.graph) is get_task("gcn").sections["graph"]  # declared by the task
+    assert not hasattr(RunConfig(), "graph")  # task mlp has no [graph]
+    assert RunConfig(task="gcn").graph.mode == "local"  # a table not given is at its defaults
+
+
+def test_a_task_table_is_validated_like_a_core_section():
+    with pytest.raises(ConfigError, match=r"graph.hops = 3 is out of range: expected an integer"):
+        parse_config(GCN, {"graph.hops": 3})
+    with pytest.raises(ConfigError, match=r"unknown key graph.hop; task 'gcn' reads .*graph.hops"):
+        parse_config(GCN, {"graph.hop": 1})
+
+
+def test_another_tasks_setting_is_refused_unless_at_its_default():
+    # Flower's run config holds every built-in key at its default: that parses
+    assert parse_config({"graph.mode": "local", "model.dropout": 0.5}) == RunConfig()
+    # a setting the task would silently ignore is an error naming its task
+    with pytest.raises(ConfigError, match=r"graph.mode is a setting of task 'gcn'.*'mlp' does"):
+        parse_config({"graph.mode": "precomm"})
+    with pytest.raises(ConfigError, match=r"model.dropout is a setting of task 'gcn'"):
+        parse_config({}, {"model.dropout": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown key tree.depth; task 'mlp' reads no table"):
+        parse_config({"tree": {"depth": 3}})
+
+
+def test_parsing_imports_no_task_and_no_torch():
+    """Every deployed ClientApp process parses the run config, the secure-aggregation
+    stages' too, which never train: the tables of a built-in task come without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fedcore.config import parse_config; "
+        "parse_config({'task': 'gcn', 'graph': {'mode': 'precomm'}}); "
+        "print([m for m in ('torch', 'fedcore.tasks.gcn', 'scipy.stats') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_each_builtin_task_declares_the_tables_the_registry_lists():
+    from fedcore.config.sections import sections_of
+    from fedcore.tasks import get_task
+
+    for task in TASKS:
+        assert dict(get_task(task).sections) == sections_of(task), task
+
+
+def test_a_table_the_task_does_not_declare_is_refused_in_code():
+    gcn = RunConfig(task="gcn")
+    with pytest.raises(ConfigError, match=r"task 'mlp' has no table \[graph\]"):
+        RunConfig(sections=(("graph", gcn.graph),))
+    with pytest.raises(ConfigError, match="must be a MLPModelOptions, got GCNModelOptions"):
+        RunConfig(sections=(("model", gcn.model),))
+    assert gcn.with_section("graph", hops=1).graph.hops == 1
+    with pytest.raises(ConfigError, match=r"no table \[graph\]"):
+        RunConfig().with_section("graph", hops=1)
+
+
+def test_every_task_table_survives_the_flower_run_config_and_a_scenario_file(tmp_path):
+    cfg = parse_config(GCN, {"graph.mode": "precomm", "model.dropout": 0.25})
+    assert parse_config(to_run_config(cfg)) == cfg
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg))
+    assert load_scenario(path) == cfg
+
+
 # --- the reference ------------------------------------------------------------------------------
 
 
 def test_describe_lists_every_leaf_key_once():
     keys = [key for key, _, _ in describe()]
     assert len(keys) == len(set(keys))
-    assert set(keys) == set(to_run_config(RunConfig()))
+    assert set(keys) == set(reference_run_config())
+    assert set(to_run_config(RunConfig())) < set(keys)  # the default task reads fewer
 
 
 def test_describe_gives_every_key_a_description():
@@ -363,9 +446,12 @@ def test_describe_gives_every_key_a_description():
 
 
 def test_describe_defaults_are_the_default_config_as_toml():
-    defaults = _flat(to_dict(RunConfig()))
+    flat = {}
+    for task in TASKS:  # every built-in task's tables, at their defaults
+        flat |= _flat(to_dict(RunConfig(task=task)))
+    flat |= _flat(to_dict(RunConfig()))
     for key, default, _ in describe():
-        assert tomllib.loads(f"v = {default}")["v"] == defaults[key], key
+        assert tomllib.loads(f"v = {default}")["v"] == flat[key], key
 
 
 def test_natural_partition_needs_a_dataset_with_natural_clients():
@@ -391,7 +477,7 @@ def test_the_flower_app_config_lists_every_key_at_its_default():
     import tomllib
     from pathlib import Path
 
-    from fedcore.config import RunConfig, to_run_config
+    from fedcore.config import reference_run_config
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["tool"]["flwr"]["app"]["config"] == to_run_config(RunConfig())
+    assert pyproject["tool"]["flwr"]["app"]["config"] == reference_run_config()

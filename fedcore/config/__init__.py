@@ -7,17 +7,22 @@ out-of-range value with the key, the value and what is allowed. Algorithms only 
 
 Keys are the field names with ``-`` for ``_``, grouped in TOML tables (``[train] local-epochs``)
 or flattened with dots (``train.local-epochs``), which is also the form of Flower's run config.
+
+The core sections (``schema``) are the subsystems'. A task's own tables (``[model]``,
+``[graph]``) are declared by the task (:mod:`fedcore.config.sections`) and parsed with them.
 """
 
 from __future__ import annotations
 
 from fedcore.config.export import (
     describe,
+    reference_run_config,
     reference_table,
     to_dict,
     to_run_config,
     to_toml,
 )
+from fedcore.config.fields import option
 from fedcore.config.parse import load_scenario, parse_config, parse_override
 from fedcore.config.rules import check_model_updates
 from fedcore.config.schema import (
@@ -32,8 +37,6 @@ from fedcore.config.schema import (
     EngineConfig,
     EvaluateConfig,
     FaultConfig,
-    GraphConfig,
-    ModelConfig,
     PrivacyConfig,
     RunConfig,
     SecAggConfig,
@@ -53,8 +56,6 @@ __all__ = [
     "EngineConfig",
     "EvaluateConfig",
     "FaultConfig",
-    "GraphConfig",
-    "ModelConfig",
     "PrivacyConfig",
     "RunConfig",
     "SecAggConfig",
@@ -63,8 +64,10 @@ __all__ = [
     "check_model_updates",
     "describe",
     "load_scenario",
+    "option",
     "parse_config",
     "parse_override",
+    "reference_run_config",
     "reference_table",
     "to_dict",
     "to_run_config",

@@ -13,13 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedcore.config.fields import ConfigError, _flatten, _key
 from fedcore.config.rules import _check_combination
-from fedcore.config.schema import (
-    ConfigError,
-    RunConfig,
-    _flatten,
-    _key,
-)
+from fedcore.config.schema import RunConfig
+from fedcore.config.sections import builtin_options, sections_of
 
 
 def _allowed(f: dataclasses.Field, hint: Any) -> str:
@@ -115,13 +112,50 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{key} must be a table of settings, got {v!r}")
             kwargs[f.name] = _build(hint, v, key + ".")
             continue
-        if isinstance(hint, types.GenericAlias):  # tuple[int, ...]
-            hint = tuple
-        allowed = _allowed(f, hint)
-        value = _coerce(v, hint, key, allowed)
-        _check_range(value, f, key, allowed)
-        kwargs[f.name] = value
+        kwargs[f.name] = _value(v, f, hint, key)
     return cls(**kwargs)
+
+
+def _value(v: Any, f: dataclasses.Field, hint: Any, key: str) -> Any:
+    """``v`` as the field's type, within its rules."""
+    if isinstance(hint, types.GenericAlias):  # tuple[int, ...]
+        hint = tuple
+    allowed = _allowed(f, hint)
+    value = _coerce(v, hint, key, allowed)
+    _check_range(value, f, key, allowed)
+    return value
+
+
+def _sections(task: str, tables: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The task's own tables from ``tables`` (the top-level tables that are not core
+    sections). A key of another task's table is accepted only at its default, which is
+    what Flower's run config, holding every built-in key, passes for it."""
+    declared = sections_of(task)
+    out = []
+    for name, raw in tables.items():
+        own = declared.get(name)
+        mine = {_key(f.name) for f in dataclasses.fields(own)} if own else set()
+        for k in set(raw) - mine:
+            _foreign(task, f"{name}.{k}", raw[k], mine, name)
+        if own is not None:
+            out.append((name, _build(own, {k: raw[k] for k in raw if k in mine}, name + ".")))
+    return tuple(out)
+
+
+def _foreign(task: str, key: str, value: Any, mine: set[str], table: str) -> None:
+    """Accept ``key`` (not in the task's tables) only at a built-in task's default."""
+    option = builtin_options().get(key)
+    if option is None:
+        owned = ", ".join(f"{table}.{k}" for k in sorted(mine))
+        raise ConfigError(
+            f"unknown key {key}; task {task!r} reads "
+            + (f"{owned} in [{table}]" if owned else f"no table [{table}]")
+        )
+    if _value(value, option.field, option.hint, key) != option.default:
+        raise ConfigError(
+            f"{key} is a setting of task {' and '.join(map(repr, option.tasks))}; "
+            f"task {task!r} does not read it (set task, or remove the key)"
+        )
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,9 +173,15 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`."""
+    """Validate a nested or flat mapping (plus dotted overrides) into a :class:`RunConfig`:
+    the core sections, the task's own tables (:mod:`fedcore.config.sections`) and the rules
+    between settings. The task's own rules (its ``check_config``) need the task itself, so
+    :func:`fedcore.tasks.checked_task` runs them, before any run directory or round."""
     merged = _nest({**_flatten(raw), **_flatten(overrides or {})})
-    cfg = _build(RunConfig, merged, "")
+    core = {_key(f.name) for f in dataclasses.fields(RunConfig)} - {"sections"}
+    tables = {k: v for k, v in merged.items() if k not in core and isinstance(v, Mapping)}
+    cfg = _build(RunConfig, {k: v for k, v in merged.items() if k not in tables}, "")
+    cfg = dataclasses.replace(cfg, sections=_sections(cfg.task, tables))
     _check_combination(cfg)
     return cfg
 

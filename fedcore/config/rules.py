@@ -20,12 +20,6 @@ def _check_combination(cfg: RunConfig) -> None:
             "server's test accuracy)"
         )
     _check_privacy(cfg.privacy)
-    if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
-        raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
-            f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
-            f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
-            f"with two, each reads the other's from the sum"
-        )
     _check_secagg(cfg)
     _check_sample_distributed(cfg)
     if cfg.privacy.dp == "distributed" and cfg.secagg.mode == "off":

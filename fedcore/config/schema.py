@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedcore.config.fields import ConfigError, option
+from fedcore.config.sections import BUILTIN_TASKS, sections_of
 from fedcore.datasets import DATASETS
 from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
 from fedcore.graph_partition import GRAPH_PARTITIONERS
@@ -29,157 +31,69 @@ CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
 # Strategies whose server optimizer keeps state built from the mean it aggregates.
 SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 ENGINES = ("inprocess", "ray")
-TASKS = ("mlp", "gcn", "mf", "fedsgd", "mlp-fedavg", "gcn-fedavg")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key and what is allowed."""
-
-
-def _opt(
-    default: Any,
-    *,
-    choices: tuple = (),
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    doc: str = "",
-    or_pattern: tuple[str, str] | None = None,
-) -> Any:
-    """A dataclass field carrying its validation rules and a one-line description.
-
-    ``or_pattern`` is ``(regex, description)``: a string matching it is allowed besides the
-    ``choices`` (a task named by its import path)."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "doc": doc, "or": or_pattern}
-    if isinstance(default, list | tuple):
-        return field(default_factory=lambda: tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _key(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in nested.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+TASKS = tuple(BUILTIN_TASKS)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _opt(
+    dataset: str = option(
         "digits",
         choices=(*DATASETS, "files", *GRAPH_DATASETS, "ml-100k"),
         doc="dataset of the task (graphs: gcn; ratings: mf); files: your own, data.train-file",
     )
-    train_file: str = _opt(
+    train_file: str = option(
         "",
         doc="dataset files: NPZ (x, y, client), CSV (header; label and client columns) or "
         "'samples,labels' IDX; a path may end in #sha256=<hex> to pin it",
     )
-    test_file: str = _opt(
+    test_file: str = option(
         "", doc="dataset files: the server's test set, as train-file; empty: hold out part"
     )
-    test_fraction: float = _opt(
+    test_fraction: float = option(
         0.2, gt=0, le=0.9, doc="dataset files, no test-file: share of train-file held out"
     )
-    label_column: str = _opt("label", doc="dataset files, CSV: the label column")
-    client_column: str = _opt(
+    label_column: str = option("label", doc="dataset files, CSV: the label column")
+    client_column: str = option(
         "", doc="dataset files: the CSV column giving each sample's natural client (optional)"
     )
-    split: str = _opt(
+    split: str = option(
         "u1",
         choices=("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
         doc="ml-100k: the official train/test split",
     )
-    num_clients: int = _opt(10, ge=1, doc="number of clients (partitions)")
-    partition: str = _opt(
+    num_clients: int = option(10, ge=1, doc="number of clients (partitions)")
+    partition: str = option(
         "dirichlet",
         choices=tuple(dict.fromkeys(PARTITIONERS + GRAPH_PARTITIONERS)),
         doc="how data is split (graphs: louvain, dirichlet or iid over nodes)",
     )
-    alpha: float = _opt(0.5, gt=0, doc="Dirichlet concentration (dirichlet, quantity)")
-    shards_per_client: int = _opt(2, ge=1, doc="label shards per client (shards)")
-    min_size: int = _opt(2, ge=1, doc="minimum samples per client (dirichlet, quantity)")
-    local_test_fraction: float = _opt(
+    alpha: float = option(0.5, gt=0, doc="Dirichlet concentration (dirichlet, quantity)")
+    shards_per_client: int = option(2, ge=1, doc="label shards per client (shards)")
+    min_size: int = option(2, ge=1, doc="minimum samples per client (dirichlet, quantity)")
+    local_test_fraction: float = option(
         0.2, ge=0, le=0.9, doc="share of each client's data kept for client-side evaluation"
     )
-    data_dir: str = _opt("", doc="data folder; empty: $FEDCORE_DATA, ../shared/data, cache")
-    download: bool = _opt(False, doc="download a missing dataset from its original source")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    hidden: tuple[int, ...] = _opt([200, 200], doc="hidden layer widths (gcn: one layer)")
-    activation: str = _opt(
-        "relu",
-        choices=("relu", "tanh"),
-        doc="hidden activation (tanh often trains better under DP-SGD)",
-    )
-    dropout: float = _opt(0.5, ge=0, le=0.95, doc="gcn: dropout on the inputs of both layers")
-
-
-@dataclass(frozen=True)
-class GraphConfig:
-    mode: str = _opt(
-        "local",
-        choices=("local", "precomm"),
-        doc="gcn: local (FedAvg on induced subgraphs) or precomm (FedGCN's neighbour "
-        "aggregates, through secure aggregation, before training)",
-    )
-    hops: int = _opt(2, ge=1, le=2, doc="gcn precomm: neighbourhood completed for 1 or 2 layers")
-    feature_clip: float = _opt(
-        4.0,
-        gt=0,
-        doc="gcn precomm: each node's feature vector is scaled to L2 norm <= this (Cora's "
-        "binary rows hold 18 words on average, norm about 4.3)",
-    )
-    precomm_features: bool = _opt(
-        True,
-        doc="gcn precomm: release the noised feature aggregates; false: only the degrees "
-        "(each client imputes foreign terms from its own; no feature privacy spent)",
-    )
-    precomm_epsilon: float = _opt(
-        8.0,
-        ge=0,
-        doc="gcn precomm: node-level feature DP of the aggregates (replace one node's "
-        "features, at privacy.delta); calibrates the noise; 0: use precomm-noise-multiplier",
-    )
-    precomm_noise_multiplier: float = _opt(
-        0.0,
-        ge=0,
-        doc="gcn precomm, precomm-epsilon = 0: Gaussian noise std / feature-clip on the "
-        "aggregates; 0: no noise (the aggregates reveal foreign features)",
-    )
-    optimizer: str = _opt(
-        "sgd",
-        choices=("sgd", "adam"),
-        doc="gcn: local optimizer; adam is Kipf & Welling's (with train.lr 0.01)",
-    )
+    data_dir: str = option("", doc="data folder; empty: $FEDCORE_DATA, ../shared/data, cache")
+    download: bool = option(False, doc="download a missing dataset from its original source")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    rounds: int = _opt(20, ge=1, doc="federated rounds")
-    local_epochs: int = _opt(3, ge=1, doc="local epochs per round")
-    batch_size: int = _opt(16, ge=1, doc="local mini-batch size")
-    lr: float = _opt(0.05, gt=0, doc="client learning rate (SGD)")
-    momentum: float = _opt(0.9, ge=0, le=1, doc="client SGD momentum")
-    weight_decay: float = _opt(0.0, ge=0, doc="client L2 weight decay")
-    fraction: float = _opt(1.0, gt=0, le=1, doc="fraction of clients sampled per round")
-    min_clients: int = _opt(1, ge=1, doc="minimum clients per round (fixed-size sampling)")
-    sampling: str = _opt(
+    rounds: int = option(20, ge=1, doc="federated rounds")
+    local_epochs: int = option(3, ge=1, doc="local epochs per round")
+    batch_size: int = option(16, ge=1, doc="local mini-batch size")
+    lr: float = option(0.05, gt=0, doc="client learning rate (SGD)")
+    momentum: float = option(0.9, ge=0, le=1, doc="client SGD momentum")
+    weight_decay: float = option(0.0, ge=0, doc="client L2 weight decay")
+    fraction: float = option(1.0, gt=0, le=1, doc="fraction of clients sampled per round")
+    min_clients: int = option(1, ge=1, doc="minimum clients per round (fixed-size sampling)")
+    sampling: str = option(
         "fixed-size",
         choices=("fixed-size", "poisson"),
         doc="client sampling: a fixed-size cohort without replacement, or each client "
         "independently with probability fraction (Poisson, what DP amplification assumes)",
     )
-    target_accuracy: float = _opt(
+    target_accuracy: float = option(
         0.0, ge=0, le=1, doc="stop once the server test accuracy reaches this (0: never)"
     )
     # 5: a healthy cohort of k clients failing independently at rate p aborts a round with
@@ -187,7 +101,7 @@ class TrainConfig:
     # systematic failure (a crashing client, an unreachable secure-aggregation threshold)
     # aborts every round and stops after five instead of spending the whole run.
     # A round that sampled nobody (Poisson sampling) is not a failure and is not counted.
-    max_failed_rounds: int = _opt(
+    max_failed_rounds: int = option(
         5,
         ge=0,
         doc="the run fails after this many rounds in a row that sampled clients but "
@@ -197,38 +111,38 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    fraction: float = _opt(1.0, ge=0, le=1, doc="fraction of clients evaluating per round")
-    server: bool = _opt(True, doc="evaluate the global model on the held-out test set")
+    fraction: float = option(1.0, ge=0, le=1, doc="fraction of clients evaluating per round")
+    server: bool = option(True, doc="evaluate the global model on the held-out test set")
 
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: str = _opt("fedavg", choices=STRATEGIES, doc="server strategy")
-    proximal_mu: float = _opt(0.01, ge=0, doc="FedProx proximal weight")
-    server_lr: float = _opt(
+    name: str = option("fedavg", choices=STRATEGIES, doc="server strategy")
+    proximal_mu: float = option(0.01, ge=0, doc="FedProx proximal weight")
+    server_lr: float = option(
         1.0, gt=0, doc="server learning rate (fedavgm; the mf task's per-item FedAvg)"
     )
-    eta: float = _opt(0.01, gt=0, doc="FedAdam/FedYogi/FedAdagrad server learning rate")
-    server_momentum: float = _opt(0.9, ge=0, le=1, doc="FedAvgM server momentum")
-    beta_1: float = _opt(0.9, ge=0, le=1, doc="FedAdam/FedYogi first-moment decay")
-    beta_2: float = _opt(0.99, ge=0, le=1, doc="FedAdam/FedYogi second-moment decay")
-    tau: float = _opt(1e-3, gt=0, doc="FedOpt adaptivity")
-    trim_beta: float = _opt(0.2, ge=0, le=0.49, doc="FedTrimmedAvg fraction cut at each end")
-    num_malicious: int = _opt(0, ge=0, doc="Krum: assumed number of malicious clients")
+    eta: float = option(0.01, gt=0, doc="FedAdam/FedYogi/FedAdagrad server learning rate")
+    server_momentum: float = option(0.9, ge=0, le=1, doc="FedAvgM server momentum")
+    beta_1: float = option(0.9, ge=0, le=1, doc="FedAdam/FedYogi first-moment decay")
+    beta_2: float = option(0.99, ge=0, le=1, doc="FedAdam/FedYogi second-moment decay")
+    tau: float = option(1e-3, gt=0, doc="FedOpt adaptivity")
+    trim_beta: float = option(0.2, ge=0, le=0.49, doc="FedTrimmedAvg fraction cut at each end")
+    num_malicious: int = option(0, ge=0, doc="Krum: assumed number of malicious clients")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    name: str = _opt("inprocess", choices=ENGINES, doc="execution engine")
-    workers: int = _opt(1, ge=1, doc="worker processes (inprocess) / concurrent actors (ray)")
-    threads: int = _opt(1, ge=1, doc="torch threads per worker")
-    timeout: float = _opt(
+    name: str = option("inprocess", choices=ENGINES, doc="execution engine")
+    workers: int = option(1, ge=1, doc="worker processes (inprocess) / concurrent actors (ray)")
+    threads: int = option(1, ge=1, doc="torch threads per worker")
+    timeout: float = option(
         0.0,
         ge=0,
         doc="seconds each exchange of a round waits for replies (deployed runs: a node that "
         "dies never replies); 0: no limit",
     )
-    poll_interval: float = _opt(
+    poll_interval: float = option(
         0.0,
         ge=0,
         le=10,
@@ -239,10 +153,10 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class FaultConfig:
-    client_failure_rate: float = _opt(
+    client_failure_rate: float = option(
         0.0, ge=0, le=1, doc="simulation only: chance that a sampled client crashes in a round"
     )
-    crash_stage: str = _opt(
+    crash_stage: str = option(
         "train",
         choices=("train", "share-keys", "masked-input", "unmask"),
         doc="the message at which a failing client crashes (stages after train: secure "
@@ -252,39 +166,39 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    mode: str = _opt(
+    mode: str = option(
         "off",
         choices=("off", "full", "sparse"),
         doc="secure aggregation: off; full (every pair of clients masks, Bonawitz et al. "
         "2017); sparse (SecAgg+: O(log n) neighbours each, Bell et al. 2020)",
     )
-    threshold: float = _opt(
+    threshold: float = option(
         0.5,
         gt=0,
         le=0.95,
         doc="a client's secrets need more than this fraction of its holders (it and its "
         "neighbours); at least 0.5 unless insecure-demo",
     )
-    degree: int = _opt(
+    degree: int = option(
         0,
         ge=0,
         doc="sparse: neighbours per client, at least 4 unless insecure-demo; 0: 2 ceil(log2 n) + 2",
     )
-    bound: float = _opt(1.0, gt=0, doc="each update coordinate is clipped to [-bound, bound]")
-    frac_bits: int = _opt(20, ge=1, le=40, doc="fixed-point fraction bits of the encoding")
-    max_weight: float = _opt(
+    bound: float = option(1.0, gt=0, doc="each update coordinate is clipped to [-bound, bound]")
+    frac_bits: int = option(20, ge=1, le=40, doc="fixed-point fraction bits of the encoding")
+    max_weight: float = option(
         10000.0,
         gt=0,
         doc="public bound on a client's weight (num-examples; mf: also its rater count per "
         "item); clients send weight / max-weight",
     )
-    clear_metrics: bool = _opt(
+    clear_metrics: bool = option(
         True,
         doc="send the training metrics (loss, time, number of examples; under DP only the "
         "client's epsilon) in the clear beside the masked update; false: none (the weight "
         "still reaches the server masked, in the sum)",
     )
-    insecure_demo: bool = _opt(
+    insecure_demo: bool = option(
         False,
         doc="simulation only: lift the security floor (threshold >= 0.5, cohort >= 3, degree "
         ">= 4, t + 1 surviving holders); refused by deployed runs",
@@ -293,7 +207,7 @@ class SecAggConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    dp: str = _opt(
+    dp: str = option(
         "off",
         choices=("off", "sample", "sample-distributed", "client", "local", "distributed"),
         doc="differential privacy: off; sample (DP-SGD on clients, one example protected); "
@@ -303,61 +217,61 @@ class PrivacyConfig:
         "its update before sending it); distributed (client-level, each client adds its "
         "share of the noise under secure aggregation)",
     )
-    noise_multiplier: float = _opt(
+    noise_multiplier: float = option(
         0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"
     )
-    clip_norm: float = _opt(
+    clip_norm: float = option(
         0.0, ge=0, doc="clip norm (required with dp): per example (sample) or per update"
     )
-    target_epsilon: float = _opt(
+    target_epsilon: float = option(
         0.0, ge=0, doc="calibrate the noise so the planned run spends this epsilon"
     )
-    delta: float = _opt(1e-5, gt=0, le=0.1, doc="delta of the (epsilon, delta) guarantee")
-    sample_rate: float = _opt(
+    delta: float = option(1e-5, gt=0, le=0.1, doc="delta of the (epsilon, delta) guarantee")
+    sample_rate: float = option(
         0.0, ge=0, le=1, doc="dp = sample: Poisson rate per step; 0: batch-size / client size"
     )
-    budget_epsilon: float = _opt(
+    budget_epsilon: float = option(
         0.0,
         ge=0,
         doc="a round that would take a client past this is declined by the client (sample, "
         "local) or ends the run (client); 0: no limit",
     )
-    dropout_tolerance: float = _opt(
+    dropout_tolerance: float = option(
         0.0,
         ge=0,
         le=0.9,
         doc="sample-distributed, distributed: share of the cohort that may drop out; clients "
         "add enough noise for the rest, and a sum of fewer clients is not released",
     )
-    accountant: str = _opt("rdp", choices=("rdp", "prv"), doc="privacy accountant")
-    clipping: str = _opt(
+    accountant: str = option("rdp", choices=("rdp", "prv"), doc="privacy accountant")
+    clipping: str = option(
         "server",
         choices=("server", "client"),
         doc="dp = client: where updates are clipped (client: Flower's clipping mods)",
     )
-    adaptive: bool = _opt(
+    adaptive: bool = option(
         False, doc="dp = client: adapt the clip norm to a quantile (Andrew et al. 2021)"
     )
-    target_quantile: float = _opt(
+    target_quantile: float = option(
         0.5, ge=0, le=1, doc="adaptive: fraction of updates left unclipped"
     )
-    clip_lr: float = _opt(0.2, gt=0, doc="adaptive: geometric learning rate of the clip norm")
-    count_stddev: float = _opt(
+    clip_lr: float = option(0.2, gt=0, doc="adaptive: geometric learning rate of the clip norm")
+    count_stddev: float = option(
         0.0, ge=0, doc="adaptive: noise std of the unclipped count; 0: expected cohort / 20"
     )
-    calibration_quantile: float = _opt(
+    calibration_quantile: float = option(
         0.9,
         gt=0,
         le=1,
         doc="target-epsilon (sample, local): calibrate for this quantile of a client's "
         "number of rounds; a client that would pass its budget (default: the target) declines",
     )
-    clear_evaluation: bool = _opt(
+    clear_evaluation: bool = option(
         False,
         doc="simulation only: let DP clients evaluate and reply with un-noised test metrics "
         "(covered by no DP mechanism; the report says so); deployed nodes refuse it",
     )
-    seeded_noise: bool = _opt(
+    seeded_noise: bool = option(
         False,
         doc="experiments only: draw DP noise, and under DP the client cohorts and DP-SGD "
         "batches, from the run seed (reproducible, but anyone who knows the seed can remove "
@@ -370,7 +284,7 @@ class PrivacyConfig:
 class RunConfig:
     """Everything a run needs; the single typed source of truth."""
 
-    task: str = _opt(
+    task: str = option(
         "mlp",
         choices=TASKS,
         or_pattern=(
@@ -379,17 +293,54 @@ class RunConfig:
         ),
         doc="task: data, model and local training; or an algorithm on typed statistics",
     )
-    seed: int = _opt(0, ge=0, doc="run seed; client generators derive from it")
+    seed: int = option(0, ge=0, doc="run seed; client generators derive from it")
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
-    graph: GraphConfig = field(default_factory=GraphConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # the task's own tables (fedcore.config.sections) as (name, instance) pairs, read as
+    # attributes (cfg.graph); any the task declares and this lacks is at its defaults
+    sections: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        given = dict(self.sections)
+        declared = sections_of(self.task)
+        for name, value in given.items():
+            if name not in declared:
+                raise ConfigError(
+                    f"task {self.task!r} has no table [{name}]; its tables: "
+                    f"{', '.join(declared) or 'none'}"
+                )
+            if not isinstance(value, declared[name]):
+                raise ConfigError(
+                    f"[{name}] of task {self.task!r} must be a {declared[name].__name__}, "
+                    f"got {type(value).__name__}"
+                )
+        full = tuple((name, given.get(name) or cls()) for name, cls in declared.items())
+        object.__setattr__(self, "sections", full)
+
+    def __getattr__(self, name: str) -> Any:
+        """A table of the task's own (``cfg.graph``); only names that are not fields get here."""
+        sections = dict(self.__dict__.get("sections", ()))
+        if name in sections:
+            return sections[name]
+        raise AttributeError(
+            f"RunConfig has no {name!r}: not a core section, and task "
+            f"{self.__dict__.get('task')!r} declares no such table (its tables: "
+            f"{', '.join(sections) or 'none'})"
+        )
+
+    def with_section(self, name: str, **changes: Any) -> RunConfig:
+        """A copy with fields of the task's own table ``name`` changed."""
+        sections = dict(self.sections)
+        if name not in sections:
+            raise ConfigError(f"task {self.task!r} has no table [{name}]")
+        sections[name] = dataclasses.replace(sections[name], **changes)
+        return dataclasses.replace(self, sections=tuple(sections.items()))
 
     @property
     def planned_cohort(self) -> float:

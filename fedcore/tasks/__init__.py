@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import replace
 
 from fedcore.config import ConfigError, RunConfig, check_model_updates
+from fedcore.config.sections import load_task
 from fedcore.tasks.algorithm import Algorithm, RoundContext
 from fedcore.tasks.base import (
     ClientData,
@@ -17,49 +16,15 @@ from fedcore.tasks.base import (
     TrainParams,
 )
 
-# name -> the module defining it, as "module" (its ``TASK``) or "module:NAME"; imported on
-# first use, so nothing loads at import time
-_REGISTRY = {
-    "mlp": "fedcore.tasks.mlp",
-    "gcn": "fedcore.tasks.gcn",
-    "mf": "fedcore.tasks.mf",
-    "fedsgd": "fedcore.tasks.fedsgd",
-    "mlp-fedavg": "fedcore.tasks.fedavg:MLP",
-    "gcn-fedavg": "fedcore.tasks.fedavg:GCN",
-}
-
-
-def _module(name: str):
-    """The imported module ``name`` (called per message: ``sys.modules`` first, which skips
-    the import machinery's locking)."""
-    module = sys.modules.get(name)
-    return module if module is not None else importlib.import_module(name)
-
 
 def get_task(name: str) -> Task | Algorithm:
-    """The task registered under ``name``, or the :class:`Task` (or
-    :class:`~fedcore.tasks.algorithm.Algorithm`) that ``"package.module:NAME"`` names in the
-    user's own code (imported on first use; it must be importable in every process that runs
-    a client or the server)."""
-    if ":" not in name:
-        try:
-            module_name, _, attr = _REGISTRY[name].partition(":")
-        except KeyError:
-            raise ValueError(
-                f"unknown task {name!r}; available: {', '.join(_REGISTRY)}, or "
-                "'package.module:NAME' for a Task of your own"
-            ) from None
-        return getattr(_module(module_name), attr or "TASK")
-    module_name, _, attr = name.partition(":")
-    try:
-        module = _module(module_name)
-    except ImportError as err:
-        raise ConfigError(
-            f"task = {name!r}: cannot import {module_name!r} ({err}); is it on the Python "
-            "path of every process (PYTHONPATH, or an installed package)?"
-        ) from None
-    task = getattr(module, attr, None)
+    """The task registered under ``name`` (:data:`fedcore.config.sections.BUILTIN_TASKS`),
+    or the :class:`Task` (or :class:`~fedcore.tasks.algorithm.Algorithm`) that
+    ``"package.module:NAME"`` names in the user's own code (imported on first use; it must be
+    importable in every process that runs a client or the server)."""
+    task = load_task(name)
     if not isinstance(task, Task | Algorithm):
+        module_name, _, attr = name.partition(":")
         raise ConfigError(
             f"task = {name!r}: {module_name}.{attr} is "
             f"{'missing' if task is None else type(task).__name__}, not a fedcore Task or Algorithm"

@@ -78,6 +78,9 @@ class Algorithm:
             "float64", or "float32" for statistics of float32 precision anyway (a float32
             model's update), which halves the upload. The server sums in float64 either way;
             secure aggregation encodes from float64.
+        sections: the algorithm's own configuration tables, name -> frozen dataclass of
+            :func:`fedcore.config.option` fields, read as ``cfg.<name>``
+            (:mod:`fedcore.config.sections`).
     """
 
     name: str
@@ -98,6 +101,7 @@ class Algorithm:
     strategies: tuple[str, ...] = ("fedavg",)
     server_only: tuple[str, ...] = ()
     wire_dtype: str = "float64"
+    sections: Mapping[str, type] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.wire_dtype not in ("float64", "float32"):

@@ -7,15 +7,16 @@ without touching them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Protocol
 
 from fedcore.config import RunConfig
 from fedcore.tasks.setup import Setup
+
+if TYPE_CHECKING:  # annotations only: parsing a config imports this package, never torch
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,6 @@ class Task:
     # the server's data (ServerData: the model's shape, the held-out test set when
     # evaluate.server) without the clients'; None: cut out of load_data
     load_server: Callable[[RunConfig], ServerData] | None = None
+    # the task's own configuration tables: name -> frozen dataclass of
+    # fedcore.config.option fields, read as cfg.<name> (fedcore.config.sections)
+    sections: Mapping[str, type] = field(default_factory=dict)

@@ -161,6 +161,7 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         strategies=optimizers.OPTIMIZERS,
         server_only=(SERVER,),
         wire_dtype=wire_dtype,
+        sections=task.sections,
     )
 
 

@@ -127,6 +127,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         check_config=task.check_config,
         load_server=task.load_server,
         server_only=(MOMENTUM,),
+        sections=task.sections,
     )
 
 

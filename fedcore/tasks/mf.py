@@ -32,6 +32,7 @@ from fedcore.keys import TRAIN_LOSS, TRAIN_SECONDS
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks.algorithm import Algorithm, RoundContext, dp_denominator
 from fedcore.tasks.base import ClientUpdate, FederatedData, ModelShape, ServerData, TrainParams
+from fedcore.tasks.options import SECTIONS
 
 MSE, MAE = "mse", "mae"
 SHARED = ("item_factors", "item_bias", "global_bias")  # the shared model
@@ -375,6 +376,7 @@ ALGORITHM = Algorithm(
     evaluate_client=_evaluate_client,
     check_config=check_config,
     load_server=load_mf_server,
+    sections=SECTIONS["mf"],
 )
 
 

@@ -16,6 +16,7 @@ from clients.training import evaluate, train_one_client
 from fedcore.config import RunConfig
 from fedcore.tasks.base import ModelShape, Task
 from fedcore.tasks.classification import check_config, load_federated, load_server_data
+from fedcore.tasks.options import SECTIONS
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -62,4 +63,5 @@ TASK = Task(
     check_config=check_config,
     node_files=True,
     load_server=load_server_data,
+    sections=SECTIONS["mlp"],
 )

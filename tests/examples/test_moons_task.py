@@ -11,7 +11,7 @@ from fedcore.config import ConfigError, parse_config
 from fedcore.tasks import get_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SMALL = {"data": {"num-clients": 6}, "model": {"hidden": [16]}, "train": {"rounds": 8}}
+SMALL = {"data": {"num-clients": 6}, "moons": {"width": 16}, "train": {"rounds": 8}}
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def test_under_secure_aggregation_and_client_level_dp(tmp_path):
 
 
 def test_the_cli_takes_the_import_path_too(tmp_path, capsys):
-    settings = ["task=moons_task:TASK", "train.rounds=2", "model.hidden=[8]"]
+    settings = ["task=moons_task:TASK", "train.rounds=2", "moons.width=8"]
     argv = ["simulate", "--quiet", "--out", str(tmp_path / "cli")]
     code = main(argv + [a for s in settings for a in ("--set", s)])
     assert code == 0, capsys.readouterr().err
@@ -55,6 +55,7 @@ def test_the_cli_takes_the_import_path_too(tmp_path, capsys):
     ],
 )
 def test_a_bad_import_path_is_a_config_error(name, message):
-    parse_config({"task": name})  # the form is valid; what it names is checked on use
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"task": name})  # what the path names is checked at parse time
     with pytest.raises(ConfigError, match=message):
         get_task(name)

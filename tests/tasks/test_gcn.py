@@ -9,6 +9,7 @@ from fedcore.datasets import resolve_data_dir
 from fedcore.datasets.planetoid import load_planetoid
 from fedcore.graph_partition import split_nodes
 from fedcore.tasks import checked_task, gcn
+from simulations import runner
 from simulations.engines.inprocess import run_inprocess
 
 
@@ -110,3 +111,21 @@ def test_client_level_dp_runs_on_the_graph_task_and_is_recorded(tmp_path):
     result = simulate(cfg, out=tmp_path / "run", progress=False)
     assert result.summary["privacy"]["client_level_epsilon"] > 0
     assert (tmp_path / "run" / "privacy_report.html").exists()
+
+
+def test_a_precommunication_of_two_clients_is_refused_before_the_run(tmp_path):
+    """FedGCN's pre-communication is a secure sum over every client: with two, each reads
+    the other's from the sum. The gcn task's own rule refuses it before a run exists."""
+    cfg = parse_config(
+        {
+            "task": "gcn",
+            "data": {"dataset": "cora", "num-clients": 2, "partition": "louvain"},
+            "model": {"hidden": [16]},
+            "graph": {"mode": "precomm"},
+        }
+    )
+    with pytest.raises(ConfigError, match="needs at least 3 clients"):
+        checked_task(cfg)
+    with pytest.raises(ConfigError, match="needs at least 3 clients"):
+        runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,12 @@ from fedcore.datasets.planetoid import load_planetoid
 from fedcore.graph_partition import split_nodes
 from fedcore.tasks import gcn
 
+GCN = {
+    "task": "gcn",
+    "data": {"dataset": "cora", "partition": "louvain"},
+    "model": {"hidden": [16]},
+}
+
 
 @pytest.fixture(scope="module")
 def cora():
@@ -106,9 +112,9 @@ def test_the_default_cora_scenario_releases_noised_aggregates_with_a_stated_epsi
 
 
 def test_no_noise_is_a_choice_stated_in_the_report():
-    cfg = parse_config({"graph": {"precomm-epsilon": 0.0, "precomm-noise-multiplier": 0.0}})
+    cfg = parse_config(GCN, {"graph.precomm-epsilon": 0.0})
     assert gcn.precomm_event(cfg) is None and gcn.precomm_report(cfg)["epsilon"] is None
-    assert RunConfig().graph.precomm_epsilon > 0
+    assert RunConfig(task="gcn").graph.precomm_epsilon > 0
 
 
 def test_a_precomm_run_records_the_release_in_its_ledger_and_report(tmp_path):
@@ -181,7 +187,7 @@ def test_without_noise_the_release_is_used_and_under_heavy_noise_the_own_prior(c
     own = gcn.neighbour_contribution(gcn.graph_part(clipped, parts[0]), d)
     np.testing.assert_allclose(gcn.shrink_release(exact, own, d, 4.0, 0.0), exact, atol=1e-3)
     noised, _ = gcn.precommunicate(cora, parts, seed=0, clip=4.0)  # epsilon 8
-    std = gcn.share_stddev(gcn.precomm_noise_multiplier(RunConfig()), 4.0, 3) * np.sqrt(3)
+    std = gcn.share_stddev(gcn.precomm_noise_multiplier(RunConfig(task="gcn")), 4.0, 3) * np.sqrt(3)
     mine = gcn.shrink_release(noised, own, d, 4.0, std)
     held = own[:, -1] > 0  # the rows this client holds a term of: its prior, imputed
     prior = own[held, :-1] * (d[held] / own[held, -1])[:, None] / np.sqrt(d[held])[:, None]
@@ -193,7 +199,7 @@ def test_a_degrees_only_precommunication_releases_no_feature_and_spends_nothing(
     zeros, d = gcn.precommunicate(cora, parts, seed=0, clip=4.0, features=False)
     assert not zeros.any()
     np.testing.assert_array_equal(d, 1 + np.bincount(cora.edges.ravel(), minlength=2708))
-    cfg = parse_config({"graph": {"precomm-features": False}})
+    cfg = parse_config(GCN, {"graph.precomm-features": False})
     assert gcn.precomm_event(cfg) is None
     assert gcn.precomm_report(cfg) == {
         "event": None,

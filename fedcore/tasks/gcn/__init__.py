@@ -12,7 +12,8 @@ Each client owns some nodes of a Planetoid graph and the edges incident to them.
 
 Modules: :mod:`.model` (the GCN and its training), :mod:`.precomm` (the release),
 :mod:`.setup` (the release as the task's setup), :mod:`.views` (what each client holds and
-sees), :mod:`.data` (a run's clients), :mod:`.rules` (what the task refuses).
+sees), :mod:`.data` (a run's clients), :mod:`.rules` (what the task refuses); its tables
+``[model]`` and ``[graph]`` are in :mod:`fedcore.tasks.options`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from fedcore.tasks.gcn.views import (
     local_client,
     precomm_view,
 )
+from fedcore.tasks.options import SECTIONS
 
 TASK = Task(
     name="gcn",
@@ -62,6 +64,7 @@ TASK = Task(
     check_config=check_config,
     setup=SETUP,
     load_server=load_graph_server,
+    sections=SECTIONS["gcn"],
 )
 
 

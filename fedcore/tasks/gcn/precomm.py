@@ -176,7 +176,7 @@ def precommunicate(
     from privacy.secagg.quantize import decode, encode, fixed_point
 
     if noise_multiplier is None:
-        noise_multiplier = precomm_noise_multiplier(RunConfig())
+        noise_multiplier = precomm_noise_multiplier(RunConfig(task="gcn"))
     if not features:
         noise_multiplier = 0.0
     if noise_multiplier > 0 and clip is None:

@@ -8,8 +8,7 @@ from fedcore.graph_partition import GRAPH_PARTITIONERS
 
 
 def check_config(cfg: RunConfig) -> None:
-    """ConfigError naming the setting unless ``cfg`` fits the GCN task (the secure sum's
-    floor on pre-communication, >= 3 clients, is checked at parse time with the others)."""
+    """ConfigError naming the setting unless ``cfg`` fits the GCN task."""
     if cfg.data.dataset not in GRAPH_DATASETS:
         raise ConfigError(
             f"task 'gcn' needs a graph dataset ({', '.join(GRAPH_DATASETS)}), "
@@ -19,6 +18,12 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(
             f"data.partition = {cfg.data.partition!r} does not split graphs; use one of "
             f"{', '.join(GRAPH_PARTITIONERS)}"
+        )
+    if cfg.graph.mode == "precomm" and cfg.data.num_clients < 3:
+        raise ConfigError(  # FedGCN's pre-communication is a secure sum over every client
+            f"graph.mode = 'precomm' sums the clients' neighbour aggregates securely, "
+            f"which needs at least 3 clients (data.num-clients = {cfg.data.num_clients}): "
+            f"with two, each reads the other's from the sum"
         )
     if len(cfg.model.hidden) != 1:
         raise ConfigError(

@@ -197,16 +197,8 @@ BASE = {"data": {"num-clients": 10}, "model": {"hidden": [8]}}
         ({"secagg": {"mode": "sparse", "degree": 2}}, "secagg.degree = 2"),
         ({"secagg": {"mode": "full", "threshold": 0.95}}, "no sum could be released"),
         ({"secagg": {"mode": "full", "bound": 8192.0, "frac-bits": 40}}, "2\\^52"),
-        (
-            {
-                "task": "gcn",
-                "data": {"dataset": "cora", "num-clients": 2, "partition": "louvain"},
-                "graph": {"mode": "precomm"},
-            },
-            "needs at least 3 clients",
-        ),
     ],
-    ids=["threshold", "cohort", "fraction", "degree-1", "degree-2", "t+1>n", "precision", "gcn"],
+    ids=["threshold", "cohort", "fraction", "degree-1", "degree-2", "t+1>n", "precision"],
 )
 def test_settings_below_the_floor_are_refused_at_parse_time(settings, message):
     with pytest.raises(ConfigError, match=message):
