@@ -135,7 +135,7 @@ def _sections(task: str, tables: Mapping[str, Any]) -> tuple[tuple[str, Any], ..
     for name, raw in tables.items():
         own = declared.get(name)
         mine = {_key(f.name) for f in dataclasses.fields(own)} if own else set()
-        for k in set(raw) - mine:
+        for k in sorted(set(raw) - mine):  # the first in order, every time
             _foreign(task, f"{name}.{k}", raw[k], mine, name)
         if own is not None:
             out.append((name, _build(own, {k: raw[k] for k in raw if k in mine}, name + ".")))
