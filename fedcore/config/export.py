@@ -28,10 +28,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _scalar(v: Any) -> bool | int | float | str:
+    """A value as Flower's run config holds it: a list as a comma-separated string."""
+    return ",".join(map(str, v)) if isinstance(v, list | tuple) else v
+
+
 def _flat_scalars(nested: dict[str, Any]) -> dict[str, bool | int | float | str]:
-    return {
-        k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in _flatten(nested).items()
-    }
+    return {k: _scalar(v) for k, v in _flatten(nested).items()}
 
 
 def to_run_config(cfg: RunConfig) -> dict[str, bool | int | float | str]:
@@ -46,7 +49,7 @@ def reference_run_config() -> dict[str, bool | int | float | str]:
     it current), so ``flwr run --run-config`` can override any of them."""
     flat = to_run_config(RunConfig())
     for key, option in builtin_options().items():
-        flat.setdefault(key, _flat_scalars({key: _plain(option.default)})[key])
+        flat.setdefault(key, _scalar(option.default))
     return flat
 
 

@@ -94,11 +94,6 @@ def sections_of(task: str) -> dict[str, type]:
     return dict(declared)
 
 
-def default_sections(task: str) -> dict[str, Any]:
-    """An instance of each of the task's tables, every field at its default."""
-    return {name: cls() for name, cls in sections_of(task).items()}
-
-
 @dataclasses.dataclass(frozen=True)
 class BuiltinOption:
     """One key of the built-in tasks' tables: its field (rules, default), the tasks that
