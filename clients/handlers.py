@@ -205,7 +205,8 @@ def client_mechanism(
     """The DP mechanism this client applies this round (None if it applies none)."""
     common = {"round": server_round, "client": pid, "clip_norm": cfg.privacy.clip_norm}
     if cfg.privacy.dp in ("sample", "sample-distributed"):
-        if task.train_one_client_dp is None:
+        dp_sgd = task.dp_sgd if isinstance(task, Algorithm) else task.train_one_client_dp
+        if not dp_sgd:
             raise ClientInputError(f"task {task.name!r} has no DP-SGD training; set privacy.dp")
         dp = privacy.dp_sgd_params(cfg, data.num_train)
         return DpEvent.gaussian(

@@ -4,6 +4,9 @@ The node runs the algorithm's client hook on its own data, turns the statistics 
 wire vector (:func:`fedcore.statistics.contribution`: checked against the spec, reals clipped,
 weights applied) and then applies, in this order, what the run's privacy settings ask for:
 
+- sample-level DP (``sample``, ``sample-distributed``; an algorithm with ``dp_sgd``): the
+  hook trains with the DP-SGD the node sets up (``RoundContext.example_dp``), recorded in
+  the node's ledger; the statistics keep their example-count weights;
 - client-level DP (``client``, ``distributed``, ``local``): clip the wire vector's L2 norm to
   ``privacy.clip-norm`` (the sensitivity of the sum to one client);
 - local DP: add the Gaussian noise here, record it in the node's ledger;
@@ -35,7 +38,7 @@ from fedcore.keys import (
     WIRE,
 )
 from fedcore.statistics import StatisticsError, clip_l2, contribution
-from fedcore.tasks import Algorithm, RoundContext
+from fedcore.tasks import Algorithm, ExampleDp, RoundContext, TrainParams
 
 
 def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algorithm) -> Message:
@@ -53,18 +56,21 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     except (KeyError, ValueError) as err:
         raise ClientInputError(f"the global state does not fit {algo.name!r}: {err}") from None
     p = cfg.privacy
-    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP:  # the configuration refuses it too
-        raise ClientInputError(
-            f"algorithm {algo.name!r} takes client-level DP, not privacy.dp = {p.dp!r}"
-        )
-    event = client_mechanism(cfg, algo, data, None, server_round, pid)
-    ledger = None
+    event = client_mechanism(cfg, algo, data, _train_params(cfg), server_round, pid)
+    ledger, example_dp = None, None
     if event is not None:
         policy.check_noise(event.noise_multiplier)
         ledger = privacy.load_ledger(context)
         privacy.check_budget(cfg, ledger, event, policy.max_epsilon)  # before data is touched
+    if event is not None and event.mechanism == "dp-sgd":
+        noise = (p.seeded_noise, cfg.seed, server_round, pid)
+        example_dp = ExampleDp(
+            privacy.dp_sgd_params(cfg, data.num_train),
+            seeding.batch_generator(*noise),
+            seeding.noise_generator(*noise),
+        )
     rng = seeding.numpy_rng(cfg.seed, seeding.CLIENT_TRAIN, server_round, pid)
-    context_ = RoundContext(cfg, server_round, pid, _local(context))
+    context_ = RoundContext(cfg, server_round, pid, _local(context), example_dp)
     stats, metrics = algo.client(state, data, context_, rng)
     if context_.local:  # what never leaves the node
         context.state[LOCAL_MODEL] = ArrayRecord(
@@ -77,7 +83,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     if p.dp == "off":
         reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
         return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, {})
-    if p.dp != "client" or p.clipping == "client":
+    if p.dp in CLIENT_LEVEL_DP and (p.dp != "client" or p.clipping == "client"):
         wire = clip_l2(wire, p.clip_norm)
     extra = {}
     if event is not None:
@@ -90,7 +96,10 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         metrics = {EPSILON: privacy.spent(cfg, ledger)}
     else:
         metrics = {}  # nothing noises the hook's metrics, nor the number of examples
-    return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, {NUM_EXAMPLES: 1, **metrics}, extra)
+    # (DP-SGD's accounting takes the number of examples as public; client-level DP hides it)
+    count = 1 if p.dp in CLIENT_LEVEL_DP else data.num_train
+    reply_metrics = {NUM_EXAMPLES: count, **metrics}
+    return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, extra)
 
 
 def handle_evaluate_statistics(
@@ -113,6 +122,11 @@ def handle_evaluate_statistics(
     return Message(
         RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: count, **metrics})}), reply_to=msg
     )
+
+
+def _train_params(cfg: RunConfig) -> TrainParams:
+    t = cfg.train
+    return TrainParams(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay)
 
 
 def _local(context: Context) -> dict[str, np.ndarray]:

@@ -11,6 +11,9 @@ next state. In between it sums the replies, in reverse order of the client's lay
   with the reason, the others still count;
 - secure aggregation: the one :class:`~privacy.secagg.aggregator.SecureSumReply` holds the
   sum; nothing else is read;
+- a robust aggregator (``strategy.name`` in :data:`fedcore.robust.ROBUST`, without secure
+  aggregation or noise on the sum): each client's statistics are decoded alone and
+  :func:`fedcore.robust.combine` stands in for the sum;
 - client-level DP: the server adds ``N(0, (z C)^2)`` to the sum (distributed DP: the clients'
   shares already did), and records the release as a DP event;
 - :func:`fedcore.statistics.decode`, then the server hook (post-processing).
@@ -32,6 +35,7 @@ from fedcore import seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
 from fedcore.keys import METRICS, NUM_EXAMPLES, STATISTICS
+from fedcore.robust import ROBUST, combine
 from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
@@ -166,8 +170,9 @@ class StatisticsStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self.last_failures, self.last_dp_events = [], []
-        spec, p = self._spec, self.cfg.privacy
+        spec, p, s = self._spec, self.cfg.privacy, self.cfg.strategy
         total, clients, metrics = np.zeros(spec.size), 0, MetricMean()
+        each: list[np.ndarray] = []  # a robust aggregator's: every client's wire vector
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -183,7 +188,10 @@ class StatisticsStrategy(Strategy):
             except ValueError as err:
                 self.last_failures.append(f"node {node}: bad statistics: {err}")
                 continue
-            total += vector
+            if s.name in ROBUST:
+                each.append(vector)
+            else:
+                total += vector
             in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
             clients += in_reply
             metrics.add(scalars, float(record.get(NUM_EXAMPLES, in_reply)))
@@ -191,8 +199,12 @@ class StatisticsStrategy(Strategy):
             log(WARNING, "aggregate_train: rejected reply from %s", reason)
         if clients == 0:
             return None, None
-        total = self._noised(server_round, total, clients)
-        summed = decode(total, spec, clients, exact=p.dp == "off")
+        exact = p.dp not in CLIENT_LEVEL_DP  # no noise and no clip on the counts
+        if s.name in ROBUST:
+            one_each = [decode(v, spec, 1, exact) for v in each]
+            summed = combine(s.name, one_each, s.trim_beta, s.num_malicious)
+        else:
+            summed = decode(self._noised(server_round, total, clients), spec, clients, exact)
         new_state, server_metrics = self.algorithm.server(self._state, summed, self.cfg)
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
 
@@ -286,10 +298,15 @@ def _check_config(algorithm: Algorithm, cfg: RunConfig) -> None:
             f"strategy.name = {' or '.join(map(repr, algorithm.strategies))}; "
             f"{cfg.strategy.name!r} applies to model updates"
         )
-    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP:
+    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP and not algorithm.dp_sgd:
         raise ConfigError(
-            f"algorithm {name!r} has no per-example mechanism: privacy.dp = {p.dp!r} is for "
-            f"model training; use 'client', 'distributed' or 'local'"
+            f"algorithm {name!r} has no per-example mechanism (DP-SGD): privacy.dp = {p.dp!r} "
+            f"is for model training; use 'client', 'distributed' or 'local'"
+        )
+    if cfg.strategy.name in ROBUST and p.dp in ("client", "distributed"):
+        raise ConfigError(
+            f"strategy {cfg.strategy.name!r} needs each client's statistics, but privacy.dp = "
+            f"{p.dp!r} noises only their sum; use strategy 'fedavg' or privacy.dp 'local'"
         )
     if p.dp != "off" and p.adaptive:
         raise ConfigError(f"algorithm {name!r} takes a fixed clip norm (privacy.adaptive)")

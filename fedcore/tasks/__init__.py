@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from fedcore.config import ConfigError, RunConfig, check_model_updates
 from fedcore.config.sections import load_task
-from fedcore.tasks.algorithm import Algorithm, RoundContext
+from fedcore.tasks.algorithm import Algorithm, ExampleDp, RoundContext
 from fedcore.tasks.base import (
     ClientData,
     ClientUpdate,
@@ -61,6 +61,7 @@ __all__ = [
     "Algorithm",
     "ClientData",
     "ClientUpdate",
+    "ExampleDp",
     "FederatedData",
     "RoundContext",
     "ServerData",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +22,24 @@ from fedcore.statistics import Spec, Summed
 from fedcore.tasks.base import ClientData, FederatedData, ModelShape, ServerData
 from fedcore.tasks.setup import Setup
 
+if TYPE_CHECKING:
+    import torch
+
 State = Mapping[str, np.ndarray]
 Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class ExampleDp:
+    """Sample-level DP-SGD for one client's round, as the node set it up: the mechanism's
+    parameters (a ``clients.dp_training.DpSgdParams``: what its ledger records; typed loosely
+    here, since the task layer imports neither side) and the generators of its Poisson
+    batches and its noise (the OS CSPRNG, unless the experiments-only
+    ``privacy.seeded-noise``)."""
+
+    params: object
+    batches: torch.Generator
+    noise: torch.Generator
 
 
 @dataclass(frozen=True)
@@ -35,12 +52,15 @@ class RoundContext:
         local: arrays that never leave the node (the recommender's user factors), empty on
             the node's first round. The train hook updates it in place; the node keeps it
             in its ``Context.state`` for the next round and for evaluation.
+        example_dp: under ``privacy.dp = "sample"`` or ``"sample-distributed"``, the DP-SGD
+            the hook must train with (an algorithm with ``dp_sgd``); None otherwise.
     """
 
     cfg: RunConfig
     server_round: int
     partition_id: int
     local: dict[str, np.ndarray] = field(default_factory=dict)
+    example_dp: ExampleDp | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,10 @@ class Algorithm:
             optimizer, e.g. FedAdam); any other is refused before the run.
         server_only: name prefixes of state arrays that stay on the server (an optimizer's
             buffers): a client's state holds the rest.
+        dp_sgd: whether the client hook trains with ``context.example_dp`` when it is set,
+            so that sample-level DP (``privacy.dp = "sample"``, ``"sample-distributed"``)
+            can run on it; the statistics then keep their example-count weights, which
+            DP-SGD's accounting takes as public.
         wire_dtype: the dtype a client sends its wire vector in without secure aggregation:
             "float64", or "float32" for statistics of float32 precision anyway (a float32
             model's update), which halves the upload. The server sums in float64 either way;
@@ -100,6 +124,7 @@ class Algorithm:
     load_server: Callable[[RunConfig], ServerData] | None = None
     strategies: tuple[str, ...] = ("fedavg",)
     server_only: tuple[str, ...] = ()
+    dp_sgd: bool = False
     wire_dtype: str = "float64"
     sections: Mapping[str, type] = field(default_factory=dict)
 

@@ -8,12 +8,15 @@ McMahan et al. 2017; FedAvgM; FedAdam, FedYogi, FedAdagrad). Under client-level 
 client weighs one, its update is clipped and noised by the privacy layers, and the server
 divides the noised sum by the planned cohort (DP-FedAvg, McMahan et al. 2018); the optimizer
 then post-processes the release, so a server optimizer is sound under DP here (the older
-model-update path refuses it).
+model-update path refuses it). Under sample-level DP a client trains with the task's DP-SGD
+(``RoundContext.example_dp``: its batches and noise from the node's secret generators) and
+its update keeps its example-count weight, as on the model-update path.
 
 The optimizer's buffers are server state (``server/...`` arrays), never sent to a client.
-Robust aggregators (median, trimmed mean, Krum) need every client's update, not a sum: they
-stay on the model-update path (tasks ``mlp`` and ``gcn``), as do DP-SGD and adaptive
-clipping.
+Under a robust aggregator (``fedmedian``, ``fedtrimmedavg``, ``krum``: :mod:`fedcore.robust`)
+the strategy hands the server the robust location of the clients' updates instead of their
+mean, and the step is FedAvg's, as in Flower. Adaptive clipping stays on the model-update
+path (tasks ``mlp`` and ``gcn``).
 
 :func:`fedavg` turns any :class:`~fedcore.tasks.base.Task` whose weights are all floating
 point into this algorithm, its setup included (FedGCN's pre-communication): tasks
@@ -28,8 +31,8 @@ import functools
 import numpy as np
 import torch
 
-from fedcore import optimizers, seeding
-from fedcore.config import ConfigError, RunConfig
+from fedcore import optimizers, robust, seeding
+from fedcore.config import CLIENT_LEVEL_DP, RunConfig, StrategyConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec
 from fedcore.tasks import gcn, mlp, model_shape
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
@@ -38,6 +41,13 @@ from fedcore.tasks.base import ClientData, Task, TrainParams
 EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
 SERVER = "server/"  # prefix of the optimizer's state: server/<buffer>/<weight name>
 STEPS = SERVER + "steps"  # how many steps the optimizer took (with buffers only)
+
+
+def _optimizer(cfg: RunConfig) -> StrategyConfig:
+    """The server optimizer's settings: the run's, or FedAvg's step (new = global + the
+    aggregate) after a robust aggregator, as Flower's FedMedian, FedTrimmedAvg and Krum."""
+    s = cfg.strategy
+    return s if s.name in optimizers.OPTIMIZERS else StrategyConfig(name="fedavg")
 
 
 def _buffer(name: str, key: str) -> str:
@@ -71,15 +81,16 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
             if not np.issubdtype(v.dtype, np.floating):
                 raise ValueError(f"{name}: weight {k!r} is {v.dtype}; an update is a real array")
         model_weights = dict(state)
-        for buffer in optimizers.buffers(cfg.strategy):
+        for buffer in optimizers.buffers(_optimizer(cfg)):
             state |= {_buffer(buffer, k): np.zeros_like(v) for k, v in model_weights.items()}
-        if optimizers.buffers(cfg.strategy):
+        if optimizers.buffers(_optimizer(cfg)):
             state[STEPS] = np.zeros(())
         return state
 
     def spec(cfg: RunConfig, state: State) -> Spec:
-        """Every weight's update, weighted by the number of examples; under DP unweighted."""
-        dp = cfg.privacy.dp != "off"
+        """Every weight's update, weighted by the number of examples; under client-level DP
+        unweighted (every client weighs one)."""
+        dp = cfg.privacy.dp in CLIENT_LEVEL_DP
         weight = None if dp else EXAMPLES
         updates = {
             k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=weight)
@@ -93,16 +104,22 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         cfg, t = context.cfg, context.cfg.train
         mu = cfg.strategy.proximal_mu if cfg.strategy.name == "fedprox" else 0.0
         params = TrainParams(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay, mu)
-        # the batches of the model-update path (seeded; not what a DP guarantee rests on:
-        # client-level DP hides the whole update, whatever its batches)
-        generator = seeding.client_generator(cfg.seed, context.server_round, context.partition_id)
-        glob = weights(state)
-        update = task.train_one_client(load(cfg, state), data, params, generator)
+        glob, dp = weights(state), context.example_dp
+        if dp is not None:  # DP-SGD, its batches and noise from the node's secret generators
+            model = load(cfg, state)
+            update = task.train_one_client_dp(model, data, params, dp.params, dp.batches, dp.noise)
+        else:
+            # the batches of the model-update path (seeded; not what a DP guarantee rests on:
+            # client-level DP hides the whole update, whatever its batches)
+            generator = seeding.client_generator(
+                cfg.seed, context.server_round, context.partition_id
+            )
+            update = task.train_one_client(load(cfg, state), data, params, generator)
         stats = {
             k: update.state[k].detach().numpy().astype(np.float64) - np.asarray(v, np.float64)
             for k, v in glob.items()
         }
-        if cfg.privacy.dp == "off":
+        if cfg.privacy.dp not in CLIENT_LEVEL_DP:
             stats[EXAMPLES] = np.array(float(update.num_examples))
         return stats, dict(update.metrics)
 
@@ -110,19 +127,19 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         """The optimizer's step on the mean update; a round whose mean is not finite (no
         weight summed) leaves the state as it is."""
         glob = weights(state)
-        denominator = dp_denominator(cfg, summed) if cfg.privacy.dp != "off" else None
+        denominator = dp_denominator(cfg, summed) if cfg.privacy.dp in CLIENT_LEVEL_DP else None
         update = {k: summed[k] / denominator if denominator else summed.mean(k) for k in glob}
         if any(not np.isfinite(u).all() for u in update.values()):
             return dict(state), {"skipped": 1.0}
         buffers = {
             b: {k: np.asarray(state[_buffer(b, k)], np.float64) for k in glob}
-            for b in optimizers.buffers(cfg.strategy)
+            for b in optimizers.buffers(_optimizer(cfg))
         }
         # the optimizer's step count (FedAdam's bias correction): the round, as in Flower,
         # unless an earlier round aggregated nothing
         step = int(state[STEPS]) + 1 if STEPS in state else 1
         as_float = {k: v.astype(np.float64) for k, v in glob.items()}
-        new, new_buffers = optimizers.server_step(cfg.strategy, step, as_float, update, buffers)
+        new, new_buffers = optimizers.server_step(_optimizer(cfg), step, as_float, update, buffers)
         out = {k: new[k].astype(glob[k].dtype) for k in glob}
         for b, arrays in new_buffers.items():
             out |= {_buffer(b, k): v.astype(glob[k].dtype) for k, v in arrays.items()}
@@ -137,12 +154,6 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         return task.evaluate(load(context.cfg, state), data.x_test, data.y_test)
 
     def check_config(cfg: RunConfig) -> None:
-        if cfg.strategy.name not in optimizers.OPTIMIZERS:
-            raise ConfigError(
-                f"task {name!r} sums the clients' updates, so strategy.name = "
-                f"{cfg.strategy.name!r} (which needs every client's update) cannot run on it; "
-                f"use one of {', '.join(optimizers.OPTIMIZERS)}, or task {task.name!r}"
-            )
         if task.check_config is not None:
             task.check_config(cfg)
 
@@ -158,8 +169,9 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         check_config=check_config,
         setup=task.setup,
         load_server=task.load_server,
-        strategies=optimizers.OPTIMIZERS,
+        strategies=optimizers.OPTIMIZERS + robust.ROBUST,
         server_only=(SERVER,),
+        dp_sgd=task.train_one_client_dp is not None,
         wire_dtype=wire_dtype,
         sections=task.sections,
     )

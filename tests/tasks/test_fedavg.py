@@ -12,12 +12,14 @@ from fedcore.arrays import to_numpy
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import ARRAYS
 from fedcore.optimizers import OPTIMIZERS
+from fedcore.robust import ROBUST
 from fedcore.server import run_server
 from fedcore.tasks import checked_task
 from fedcore.tasks.fedavg import SERVER
-from privacy.ledger import PrivacyLedger
+from privacy.ledger import DpEvent, PrivacyLedger
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 from simulations.runner import simulate
+from strategies.registry import build_strategy
 
 BASE = {
     "data": {"num-clients": 4, "partition": "dirichlet", "alpha": 1.0},
@@ -97,11 +99,53 @@ def test_a_server_optimizer_post_processes_a_client_level_dp_release(tmp_path):
     }
 
 
-@pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
-def test_a_robust_aggregator_is_refused_naming_the_model_update_path(name, tmp_path):
-    cfg = parse_config(BASE | {"task": "mlp-fedavg", "strategy": {"name": name}})
-    with pytest.raises(ConfigError, match=f"{name}.*task 'mlp'"):  # the model-update path
-        simulate(cfg, out=tmp_path / "run", progress=False)
+@pytest.mark.parametrize("name", ROBUST)
+def test_every_robust_aggregator_equals_flowers_strategy(name):
+    """Flower's FedMedian, FedTrimmedAvg and Krum on the clients' float32 weights; this path
+    on their updates (weights minus the global model, which none of the three depends on)."""
+    strategy = {"name": name, "trim-beta": 0.25, "num-malicious": 1}
+    flower, ours = _both({"strategy": strategy, "data": BASE["data"] | {"num-clients": 5}})
+    for k in flower:
+        np.testing.assert_allclose(ours[k], flower[k], atol=2e-5, rtol=0, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ROBUST)
+def test_a_robust_aggregator_is_refused_where_only_the_sum_is_seen(name):
+    cfg = {"task": "mlp-fedavg", "strategy": {"name": name}}
+    with pytest.raises(ConfigError, match="secure aggregation hides"):
+        parse_config(BASE | cfg | {"secagg": {"mode": "full", "bound": 10.0}})
+    dp = {"privacy": {"dp": "client", "noise-multiplier": 1.0, "clip-norm": 0.5}}
+    with pytest.raises(ConfigError, match=f"{name}.*noises only their sum"):
+        build_strategy(parse_config(BASE | cfg | dp))
+
+
+@pytest.mark.parametrize(
+    ("dp", "secagg"), [("sample", "off"), ("sample", "full"), ("sample-distributed", "full")]
+)
+def test_dp_sgd_on_typed_statistics_equals_the_model_update_path(dp, secagg):
+    """The same DP-SGD (the batches and noise seeded: the experiments-only opt-in), the same
+    example-count weights, the same events in the run's ledger; distributed DP-SGD's one step
+    per round with its noise shared under secure aggregation included."""
+    privacy = {"dp": dp, "clip-norm": 1.0, "noise-multiplier": 1.1, "seeded-noise": True}
+    if dp == "sample-distributed":
+        privacy["sample-rate"] = 0.1
+    overrides = {
+        "privacy": privacy,
+        "secagg": {"mode": secagg, "bound": 10.0, "frac-bits": 32},
+        "train": BASE["train"] | {"rounds": 2},
+    }
+    models, ledgers = [], []
+    for task in ("mlp", "mlp-fedavg"):
+        cfg = parse_config(BASE | {"task": task, **overrides})
+        rounds: list[dict] = []
+        models.append(_weights(run_inprocess(cfg, rounds.append)))
+        events = [DpEvent.from_dict(e) for r in rounds for e in r["privacy-events"]]
+        ledgers.append(sorted((e.round, e.client, e.mechanism, e.steps) for e in events))
+    flower, ours = models
+    for k in flower:
+        np.testing.assert_allclose(ours[k], flower[k], atol=2e-5, rtol=0, err_msg=k)
+    assert ledgers[0] == ledgers[1] and {m for _, _, m, _ in ledgers[1]} == {"dp-sgd"}
+    assert len(ledgers[1]) == 2 * 4  # every client, every round
 
 
 @pytest.mark.parametrize("mode", ["local", "precomm"])
