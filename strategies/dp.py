@@ -19,6 +19,10 @@ subclasses them and changes what a privacy guarantee depends on:
 - Every release is recorded as a :class:`~privacy.ledger.DpEvent` with the sampling that
   actually ran (``last_dp_events``), and the adaptive count's noise is folded into the
   event's effective noise multiplier.
+- The adaptive norm follows Andrew et al. (2021): it grows when fewer than
+  ``privacy.target-quantile`` of the updates are left unclipped and shrinks when more are.
+  Flower's wrappers feed the clipped fraction into that rule, which drives the norm away
+  from the quantile.
 """
 
 from __future__ import annotations
@@ -153,8 +157,13 @@ class _Accounted:
         return to_record(add_gaussian(to_numpy_dict(arrays), std, rng))
 
     def _noisy_fraction(self, count: int, total: int) -> float:
+        """The noised fraction of updates left *unclipped*, from Flower's ``count`` of
+        clipped ones: Andrew et al.'s rule ``C <- C exp(-lr (b - target))`` reads the
+        unclipped fraction ``b``; fed the clipped one, as Flower's wrappers do, the norm moves
+        away from the target quantile (it shrinks when every update is clipped)."""
         rng = seeding.noise_rng(self.plan.seeded_noise, self.plan.seed, self._round, 1)
-        return (count + float(rng.normal(0.0, self.clipped_count_stddev))) / max(total, 1)
+        unclipped = total - count
+        return (unclipped + float(rng.normal(0.0, self.clipped_count_stddev))) / max(total, 1)
 
 
 class ServerSideFixedClipping(_Accounted, flwr_strategy.DifferentialPrivacyServerSideFixedClipping):

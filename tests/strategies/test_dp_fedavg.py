@@ -195,6 +195,19 @@ def test_adaptive_clipping_noises_each_round_with_the_norm_it_clipped_to(tmp_pat
     assert {e.noise_multiplier for e in ledger.events} == {0.5}
 
 
+@pytest.mark.parametrize("clipping", ["server", "client"])
+def test_the_adaptive_norm_moves_toward_the_target_quantile(clipping, tmp_path):
+    """Andrew et al.: a norm that clips every update grows, one that clips none shrinks
+    (Flower's wrappers, fed the clipped fraction, did the opposite: 0.001 -> 0.0006 and
+    1000 -> 1698 over these six rounds)."""
+    for start, moves in ((0.001, lambda a, b: b > 1.25 * a), (1000.0, lambda a, b: b < a / 1.25)):
+        privacy = {"clip-norm": start, "count-stddev": 2.0, "seeded-noise": True}
+        cfg = dp_config({"rounds": 6}, adaptive=True, clipping=clipping, **privacy)
+        _, ledger = simulate(cfg, tmp_path / f"{clipping}-{start}")
+        clips = [e.clip_norm for e in ledger.events]
+        assert clips[0] == start and moves(clips[0], clips[-1]), clips
+
+
 def test_client_level_budget_stops_the_run_before_it_is_exceeded(tmp_path):
     one = epsilon([dp_plan(dp_config()).event(1, 1.0)], DELTA)
     two = epsilon([dp_plan(dp_config()).event(r, 1.0) for r in (1, 2)], DELTA)
