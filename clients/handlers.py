@@ -104,8 +104,13 @@ def partition_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
 
 
 def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Module]:
-    """This node's data and the model object to train: from its own file (node config
-    ``data-path``) or, in simulation and demos, its partition of the run's dataset."""
+    """This node's data (:func:`client_data`) and the model object to train."""
+    return client_data(context, cfg)[0], _worker_model(cfg)
+
+
+def client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, int]:
+    """This node's data and its client id: from its own file (node config ``data-path``)
+    or, in simulation and demos, its partition of the run's dataset."""
     task = get_task(cfg.task)
     pid = context.node_config.get(PARTITION_ID)
     path = context.node_config.get(DATA_PATH)
@@ -122,10 +127,10 @@ def _client_data(context: Context, cfg: RunConfig) -> tuple[ClientData, nn.Modul
         file = Path(str(path))
         mtime = file.stat().st_mtime if file.exists() else 0.0  # a replaced file is re-read
         try:
-            return _node_file(str(file), mtime, cfg.data.dataset), _worker_model(cfg)
+            return _node_file(str(file), mtime, cfg.data.dataset), pid
         except DatasetError as err:
             raise ClientInputError(str(err)) from None
-    return partition_data(context, cfg)[0], _worker_model(cfg)
+    return partition_data(context, cfg)
 
 
 def _setup(msg: Message, context: Context, cfg: RunConfig) -> tuple[Task, ClientData, nn.Module]:

@@ -8,7 +8,8 @@ weights applied) and then applies, in this order, what the run's privacy setting
   hook trains with the DP-SGD the node sets up (``RoundContext.example_dp``), recorded in
   the node's ledger; the statistics keep their example-count weights;
 - client-level DP (``client``, ``distributed``, ``local``): clip the wire vector's L2 norm to
-  ``privacy.clip-norm`` (the sensitivity of the sum to one client);
+  ``privacy.clip-norm`` (the sensitivity of the sum to one client), or under adaptive
+  clipping to the round's norm the server sent, and say whether it clipped (its norm bit);
 - local DP: add the Gaussian noise here, record it in the node's ledger;
 - distributed DP: the secure-aggregation mod adds this client's noise share and masks.
 
@@ -21,17 +22,19 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from clients import privacy
-from clients.handlers import ClientInputError, client_mechanism, message_config, partition_data
+from clients.handlers import ClientInputError, client_data, client_mechanism, message_config
 from clients.policy import node_policy
 from fedcore import seeding
 from fedcore.arrays import from_numpy, to_numpy, to_numpy_dict
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.keys import (
     ARRAYS,
+    CLIP_NORM,
     DP_EVENT,
     EPSILON,
     LOCAL_MODEL,
     METRICS,
+    NORM_BIT,
     NUM_EXAMPLES,
     SERVER_ROUND,
     STATISTICS,
@@ -45,7 +48,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     """Run ``algo``'s client hook on this node's partition and reply with its wire vector."""
     policy = node_policy(context)
     policy.enforce(cfg)
-    data, pid = partition_data(context, cfg)
+    data, pid = client_data(context, cfg)
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
@@ -83,9 +86,12 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     if p.dp == "off":
         reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
         return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, {})
+    extra, bit = {}, {}
     if p.dp in CLIENT_LEVEL_DP and (p.dp != "client" or p.clipping == "client"):
-        wire = clip_l2(wire, p.clip_norm)
-    extra = {}
+        clip = _round_clip(msg, cfg)
+        if p.adaptive:
+            bit = {NORM_BIT: int(float(np.linalg.norm(wire)) > clip)}
+        wire = clip_l2(wire, clip)
     if event is not None:
         if p.dp == "local":
             noise = seeding.noise_rng(p.seeded_noise, cfg.seed, server_round, pid)
@@ -98,7 +104,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         metrics = {}  # nothing noises the hook's metrics, nor the number of examples
     # (DP-SGD's accounting takes the number of examples as public; client-level DP hides it)
     count = 1 if p.dp in CLIENT_LEVEL_DP else data.num_train
-    reply_metrics = {NUM_EXAMPLES: count, **metrics}
+    reply_metrics = {NUM_EXAMPLES: count, **metrics, **bit}
     return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, extra)
 
 
@@ -109,7 +115,7 @@ def handle_evaluate_statistics(
     caller has refused it under DP unless ``privacy.clear-evaluation``)."""
     if algo.evaluate_client is None:
         raise ClientInputError(f"algorithm {algo.name!r} does not evaluate on clients")
-    data, pid = partition_data(context, cfg)
+    data, pid = client_data(context, cfg)
     arrays = msg.content.array_records.get(ARRAYS)
     if arrays is None:
         raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
@@ -122,6 +128,20 @@ def handle_evaluate_statistics(
     return Message(
         RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: count, **metrics})}), reply_to=msg
     )
+
+
+def _round_clip(msg: Message, cfg: RunConfig) -> float:
+    """The norm this client clips to: ``privacy.clip-norm``, or under adaptive clipping the
+    round's norm from the server's message."""
+    if not cfg.privacy.adaptive:
+        return cfg.privacy.clip_norm
+    clip = message_config(msg).get(CLIP_NORM)
+    if not isinstance(clip, float | int) or not 0 < clip < float("inf"):
+        raise ClientInputError(
+            f"adaptive clipping: the message's {CLIP_NORM!r} must be a positive number, "
+            f"got {clip!r}"
+        )
+    return float(clip)
 
 
 def _train_params(cfg: RunConfig) -> TrainParams:

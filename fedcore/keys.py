@@ -39,6 +39,8 @@ SETUP_ANSWERED = "setup-answered"  # ConfigRecord in Context.state: the node sen
 SETUP_ID = "setup-id"  # ConfigRecord in Context.state: which release it kept (its id)
 
 # Privacy
+CLIP_NORM = "clip-norm"  # CONFIG entry under adaptive client-side clipping: the round's norm
+NORM_BIT = "norm-bit"  # MetricRecord entry of the reply: 1 if the client clipped, else 0
 EPSILON = "epsilon"  # MetricRecord: the client's epsilon so far (at the run's delta)
 # The words of a client's error reply when it declines a round at its privacy budget.
 BUDGET_DECLINE = "privacy budget exhausted"

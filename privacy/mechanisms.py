@@ -87,6 +87,19 @@ def adaptive_update_noise(effective: float, count_stddev: float) -> float:
     return (effective**-2 - count_stddev**-2) ** -0.5
 
 
+def noised_unclipped_fraction(clipped: int, total: int, count_stddev: float, rng) -> float:
+    """The fraction of ``total`` updates left unclipped, its count noised with
+    ``N(0, count_stddev^2)`` from ``rng`` (the count adaptive clipping releases)."""
+    return (total - clipped + float(rng.normal(0.0, count_stddev))) / max(total, 1)
+
+
+def geometric_clip(clip_norm: float, unclipped: float, target: float, lr: float) -> float:
+    """Andrew et al. (2021)'s geometric update of the clip norm toward the ``target``
+    quantile of the update norms: ``C exp(-lr (unclipped - target))``. It grows while fewer
+    than ``target`` of the updates are left unclipped and shrinks while more are."""
+    return clip_norm * math.exp(-lr * (unclipped - target))
+
+
 def effective_noise(update_noise: float, count_stddev: float | None) -> float:
     """The single Gaussian noise multiplier equivalent to releasing the clipped sum with
     ``update_noise`` and (adaptive clipping) the unclipped count with ``count_stddev``."""

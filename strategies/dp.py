@@ -40,7 +40,12 @@ from fedcore.arrays import to_numpy_dict, to_record
 from fedcore.config import ConfigError, RunConfig
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
-from privacy.mechanisms import adaptive_update_noise, add_gaussian, update_norm
+from privacy.mechanisms import (
+    adaptive_update_noise,
+    add_gaussian,
+    noised_unclipped_fraction,
+    update_norm,
+)
 from privacy.plan import DpPlan, dp_plan
 from privacy.secagg.aggregator import SecureSumReply
 from strategies.fedavg import FedAvg
@@ -162,8 +167,7 @@ class _Accounted:
         unclipped fraction ``b``; fed the clipped one, as Flower's wrappers do, the norm moves
         away from the target quantile (it shrinks when every update is clipped)."""
         rng = seeding.noise_rng(self.plan.seeded_noise, self.plan.seed, self._round, 1)
-        unclipped = total - count
-        return (unclipped + float(rng.normal(0.0, self.clipped_count_stddev))) / max(total, 1)
+        return noised_unclipped_fraction(count, total, self.clipped_count_stddev, rng)
 
 
 class ServerSideFixedClipping(_Accounted, flwr_strategy.DifferentialPrivacyServerSideFixedClipping):
@@ -217,6 +221,19 @@ class DistributedNoise(ClientSideFixedClipping):
         )
 
 
+def adaptive_noise(cfg: RunConfig, plan: DpPlan) -> tuple[float, float]:
+    """Adaptive clipping's noise std of the unclipped count and noise multiplier of the
+    update, which together make one Gaussian mechanism of the plan's noise multiplier."""
+    count_std = cfg.privacy.count_stddev or plan.cohort_size / 20
+    try:
+        return count_std, adaptive_update_noise(plan.noise_multiplier, count_std)
+    except ValueError as err:
+        raise ConfigError(
+            f"privacy.adaptive: {err}; raise privacy.count-stddev (now {count_std:g}) or "
+            f"the cohort size, or lower the noise"
+        ) from None
+
+
 def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:
     """``inner`` wrapped in the Flower DP strategy ``cfg.privacy`` asks for."""
     p = cfg.privacy
@@ -235,14 +252,7 @@ def wrap_with_dp(cfg: RunConfig, inner: FedAvg) -> _Accounted:
         cls = ServerSideFixedClipping if p.clipping == "server" else ClientSideFixedClipping
         strategy = cls(inner, plan.noise_multiplier, p.clip_norm, plan.cohort_size)
     else:
-        count_std = p.count_stddev or plan.cohort_size / 20
-        try:
-            update_noise = adaptive_update_noise(plan.noise_multiplier, count_std)
-        except ValueError as err:
-            raise ConfigError(
-                f"privacy.adaptive: {err}; raise privacy.count-stddev (now {count_std:g}) or "
-                f"the cohort size, or lower the noise"
-            ) from None
+        count_std, update_noise = adaptive_noise(cfg, plan)
         cls = ServerSideAdaptiveClipping if p.clipping == "server" else ClientSideAdaptiveClipping
         strategy = cls(
             inner,

@@ -15,7 +15,10 @@ next state. In between it sums the replies, in reverse order of the client's lay
   aggregation or noise on the sum): each client's statistics are decoded alone and
   :func:`fedcore.robust.combine` stands in for the sum;
 - client-level DP: the server adds ``N(0, (z C)^2)`` to the sum (distributed DP: the clients'
-  shares already did), and records the release as a DP event;
+  shares already did), and records the release as a DP event; under adaptive clipping
+  (``privacy.adaptive``, Andrew et al. 2021) ``C`` is the round's norm, which then moves
+  toward the target quantile of the update norms by the noised count of unclipped updates
+  (clipped on the server, or on the clients, which send the norm's bit);
 - :func:`fedcore.statistics.decode`, then the server hook (post-processing).
 """
 
@@ -34,15 +37,17 @@ from flwr.supercore import log
 from fedcore import seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
-from fedcore.keys import METRICS, NUM_EXAMPLES, STATISTICS
+from fedcore.keys import CLIP_NORM, METRICS, NORM_BIT, NUM_EXAMPLES, STATISTICS
 from fedcore.robust import ROBUST, combine
 from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
+from privacy.mechanisms import geometric_clip, noised_unclipped_fraction
 from privacy.plan import dp_plan, local_noise
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
+from strategies.dp import adaptive_noise
 from strategies.fedavg import FedAvg
 
 # Relative slack of the bound and norm checks, by the dtype a wire vector arrived in: float64
@@ -117,6 +122,9 @@ class StatisticsStrategy(Strategy):
             if self.plan is not None and p.budget_epsilon > 0
             else None
         )
+        self.clip = p.clip_norm  # the round's clip norm (adaptive: it moves between rounds)
+        # adaptive clipping: the count's noise std and the update's noise multiplier
+        self.adaptive = adaptive_noise(cfg, self.plan) if p.adaptive else None
         self.ledger = PrivacyLedger()
         self.last_failures: list[str] = []
         self.last_dp_events: list[dict] = []
@@ -145,7 +153,7 @@ class StatisticsStrategy(Strategy):
         if self.budget is None:
             return None
         limit, delta, accountant = self.budget
-        event = self.plan.event(server_round, self.cfg.privacy.clip_norm, noise)
+        event = self.plan.event(server_round, self.clip, noise)
         exceeds, eps = would_exceed(self.ledger, [event], limit, delta, accountant)
         if exceeds:
             return (
@@ -164,6 +172,8 @@ class StatisticsStrategy(Strategy):
                 return []
         self._state = to_numpy_dict(arrays)
         self._spec = self.algorithm.spec(self.cfg, self._state)
+        if self.adaptive is not None and self.cfg.privacy.clipping == "client":
+            config = ConfigRecord({**config, CLIP_NORM: self.clip})
         return self.cohort.configure_train(server_round, self._for_clients(arrays), config, grid)
 
     def aggregate_train(
@@ -173,6 +183,7 @@ class StatisticsStrategy(Strategy):
         spec, p, s = self._spec, self.cfg.privacy, self.cfg.strategy
         total, clients, metrics = np.zeros(spec.size), 0, MetricMean()
         each: list[np.ndarray] = []  # a robust aggregator's: every client's wire vector
+        clipped = 0  # adaptive clipping: how many updates were longer than the norm
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -181,10 +192,12 @@ class StatisticsStrategy(Strategy):
             try:
                 vector, tolerance = self._statistics(msg)
                 self._check(msg, vector, tolerance)
-                if p.dp == "client" and p.clipping == "server":
-                    vector = clip_l2(vector, p.clip_norm)
                 record = msg.content.metric_records.get(METRICS, MetricRecord())
+                bit = self._norm_bit(vector, record)
+                if p.dp == "client" and p.clipping == "server":
+                    vector = clip_l2(vector, self.clip)
                 scalars = MetricMean.scalars(record, NUM_EXAMPLES)
+                scalars.pop(NORM_BIT, None)  # released only noised, in the count below
             except ValueError as err:
                 self.last_failures.append(f"node {node}: bad statistics: {err}")
                 continue
@@ -194,6 +207,7 @@ class StatisticsStrategy(Strategy):
                 total += vector
             in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
             clients += in_reply
+            clipped += bit
             metrics.add(scalars, float(record.get(NUM_EXAMPLES, in_reply)))
         for reason in self.last_failures:
             log(WARNING, "aggregate_train: rejected reply from %s", reason)
@@ -205,6 +219,8 @@ class StatisticsStrategy(Strategy):
             summed = combine(s.name, one_each, s.trim_beta, s.num_malicious)
         else:
             summed = decode(self._noised(server_round, total, clients), spec, clients, exact)
+        if self.adaptive is not None:
+            self._adapt(server_round, clipped, clients)
         new_state, server_metrics = self.algorithm.server(self._state, summed, self.cfg)
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
 
@@ -224,7 +240,7 @@ class StatisticsStrategy(Strategy):
         noised from a clipped one), or a secure sum whose norm the clients' clips bound."""
         p, spec = self.cfg.privacy, self._spec
         _check_form(vector, spec)
-        clip, norm = p.clip_norm, float(np.linalg.norm(vector))
+        clip, norm = self.clip, float(np.linalg.norm(vector))
         if isinstance(msg, SecureSumReply):  # k clipped vectors sum to at most k clip norms
             if p.dp == "client" and norm > len(msg.clients) * clip * (1 + tolerance):
                 raise ValueError(
@@ -253,15 +269,35 @@ class StatisticsStrategy(Strategy):
             return total
         p, noise = self.cfg.privacy, None
         if p.dp == "client":
-            std = self.plan.noise_multiplier * p.clip_norm
+            z = self.plan.noise_multiplier if self.adaptive is None else self.adaptive[1]
+            std = z * self.clip
             rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
             total = total + rng.normal(0.0, std, total.shape)
         else:  # distributed: the clients' noise shares, as many as reached the sum
             noise = self.plan.realised_noise(clients)
-        event = self.plan.event(server_round, p.clip_norm, noise)
+        event = self.plan.event(server_round, self.clip, noise)
         self.ledger = self.ledger.record(event)
         self.last_dp_events = [event.to_dict()]
         return total
+
+    def _norm_bit(self, vector: np.ndarray, record: MetricRecord) -> int:
+        """Adaptive clipping: 1 if this client's update was longer than the round's norm (the
+        server measures it, or the client that clipped says so), else 0."""
+        if self.adaptive is None:
+            return 0
+        if self.cfg.privacy.clipping == "server":
+            return int(float(np.linalg.norm(vector)) > self.clip)
+        bit = record.get(NORM_BIT)
+        if bit not in (0, 1, 0.0, 1.0, True, False):
+            raise ValueError(f"adaptive clipping needs the reply's {NORM_BIT!r} as 0 or 1")
+        return int(bit)
+
+    def _adapt(self, server_round: int, clipped: int, clients: int) -> None:
+        """The next round's clip norm from this round's noised unclipped fraction."""
+        p = self.cfg.privacy
+        rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 1)
+        unclipped = noised_unclipped_fraction(clipped, clients, self.adaptive[0], rng)
+        self.clip = geometric_clip(self.clip, unclipped, p.target_quantile, p.clip_lr)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -308,5 +344,3 @@ def _check_config(algorithm: Algorithm, cfg: RunConfig) -> None:
             f"strategy {cfg.strategy.name!r} needs each client's statistics, but privacy.dp = "
             f"{p.dp!r} noises only their sum; use strategy 'fedavg' or privacy.dp 'local'"
         )
-    if p.dp != "off" and p.adaptive:
-        raise ConfigError(f"algorithm {name!r} takes a fixed clip norm (privacy.adaptive)")

@@ -84,9 +84,10 @@ class Algorithm:
             split (weighted by its size), or None: clients are then not asked to evaluate.
         check_config: ``cfg -> None``, raising ConfigError for settings the algorithm
             cannot take, or None.
-        node_files: whether a deployed node's own data file can hold a client's data (not
-            yet for any algorithm: a node with one is refused rather than silently given a
-            partition of the run's dataset).
+        node_files: whether a deployed node's own data file (``fedcore.datasets.node``: a
+            classification client's arrays) can hold a client's data, as for a Task
+            (``mlp-fedavg``'s); else a node with one is refused rather than silently given
+            a partition of the run's dataset.
         setup: a secure sum over every node before round 1 (:mod:`fedcore.tasks.setup`).
         load_server: the server's :class:`~fedcore.tasks.base.ServerData` without the
             clients' data, or None (then cut out of ``load_data``).

@@ -172,6 +172,7 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         strategies=optimizers.OPTIMIZERS + robust.ROBUST,
         server_only=(SERVER,),
         dp_sgd=task.train_one_client_dp is not None,
+        node_files=task.node_files,
         wire_dtype=wire_dtype,
         sections=task.sections,
     )

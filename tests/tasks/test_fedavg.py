@@ -148,6 +148,33 @@ def test_dp_sgd_on_typed_statistics_equals_the_model_update_path(dp, secagg):
     assert len(ledgers[1]) == 2 * 4  # every client, every round
 
 
+@pytest.mark.parametrize("clipping", ["server", "client"])
+def test_adaptive_clipping_on_typed_statistics_equals_the_model_update_path(clipping):
+    """The same norms round by round (the count's noise seeded), moving toward the target
+    quantile from a norm that clips every update, and the same model."""
+    privacy = {
+        "dp": "client",
+        "clipping": clipping,
+        "adaptive": True,
+        "clip-norm": 0.01,
+        "noise-multiplier": 0.5,
+        "count-stddev": 2.0,
+        "seeded-noise": True,
+    }
+    overrides = {"privacy": privacy, "train": BASE["train"] | {"rounds": 4}}
+    models, clips = [], []
+    for task in ("mlp", "mlp-fedavg"):
+        rounds: list[dict] = []
+        cfg = parse_config(BASE | {"task": task, **overrides})
+        models.append(_weights(run_inprocess(cfg, rounds.append)))
+        clips.append([e["clip_norm"] for r in rounds for e in r["privacy-events"]])
+    assert clips[0] == pytest.approx(clips[1], rel=1e-12)
+    assert clips[1][0] == 0.01 and clips[1][-1] > 1.25 * 0.01, clips[1]
+    flower, ours = models
+    for k in flower:
+        np.testing.assert_allclose(ours[k], flower[k], atol=2e-5, rtol=0, err_msg=k)
+
+
 @pytest.mark.parametrize("mode", ["local", "precomm"])
 def test_the_gcn_on_typed_statistics_equals_the_gcn_on_flowers_fedavg(mode):
     """The same GCN, Cora over 3 Louvain clients; with pre-communication the task's setup
