@@ -1,11 +1,11 @@
-"""FedAvg and FedAdam on two paths, side by side: task ``mlp`` (model updates aggregated by
-Flower's strategies) against task ``mlp-fedavg`` (the same model and training as an algorithm on
-typed statistics, its server optimizer in :mod:`fedcore.optimizers`).
+"""FedAvg and FedAdam, fedcore against Flower, side by side: fedcore's run of task ``mlp``
+(FedAvg on typed statistics, its server optimizer in :mod:`fedcore.optimizers`, the round
+loop of :mod:`fedcore.server`) against Flower's own strategy and ``Strategy.start`` on the same
+grid, clients and training (:mod:`simulations.flower_reference`).
 
 The default configuration of ``make run`` (digits, 100 Dirichlet clients, 20 rounds), each run
-in this process, the paths alternating ``--repeats`` times; per cell the median wall seconds,
-the final server accuracy, the bytes the server sent and received in the last round, and the largest
-difference between the two paths' final models.
+in this process, the two alternating ``--repeats`` times; per cell the median wall seconds,
+the final server accuracy and the largest difference between the two final models.
 
     .venv/bin/python benchmarks/fedavg_paths.py --repeats 3
 """
@@ -17,23 +17,31 @@ import statistics
 import time
 
 import numpy as np
+import torch
 
-from fedcore.arrays import to_numpy
-from fedcore.config import parse_config
+from fedcore.arrays import load_into, to_numpy, to_record
+from fedcore.config import RunConfig, parse_config
+from fedcore.tasks import get_task, server_data
 from fedcore.tasks.fedavg import SERVER
 from simulations.engines.inprocess import run_inprocess
+from simulations.flower_reference import run_flower
 
 STRATEGIES = {"fedavg": {"name": "fedavg"}, "fedadam": {"name": "fedadam", "eta": 0.01}}
 
 
-def run(task: str, strategy: dict, rounds: int) -> tuple[float, dict, dict]:
-    cfg = parse_config({"task": task, "strategy": strategy, "train": {"rounds": rounds}})
-    records: list[dict] = []
+def accuracy(cfg: RunConfig, weights: dict[str, np.ndarray]) -> float:
+    """The server's test accuracy of a final model."""
+    task, data = get_task(cfg.task), server_data(get_task(cfg.task), cfg)
+    model = task.build_model(cfg, data, torch.Generator().manual_seed(0))
+    load_into(model, to_record(weights))
+    return task.evaluate(model, data.x_test, data.y_test)["accuracy"]
+
+
+def run(who: str, cfg: RunConfig) -> tuple[float, dict]:
     start = time.perf_counter()
-    final = run_inprocess(cfg, records.append)
+    final = run_flower(cfg) if who == "flower" else run_inprocess(cfg, lambda record: None)
     seconds = time.perf_counter() - start
-    weights = {k: to_numpy(final[k]) for k in final if not k.startswith(SERVER)}
-    return seconds, records[-1], weights
+    return seconds, {k: to_numpy(final[k]) for k in final if not k.startswith(SERVER)}
 
 
 def main() -> None:
@@ -41,26 +49,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    print(
-        "| strategy | task | wall s (median) | server accuracy | KB sent / round | "
-        "KB received / round | max abs difference to mlp |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    print("| strategy | run | wall s (median) | server accuracy | max abs difference to Flower |")
+    print("|---|---|---|---|---|")
     for name, strategy in STRATEGIES.items():
-        cells: dict[str, list] = {"mlp": [], "mlp-fedavg": []}
+        cfg = parse_config({"strategy": strategy, "train": {"rounds": args.rounds}})
+        cells: dict[str, list] = {"flower": [], "fedcore": []}
         for _ in range(args.repeats):
-            for task in cells:
-                cells[task].append(run(task, strategy, args.rounds))
-        reference = cells["mlp"][0][2]
-        for task, runs in cells.items():
+            for who in cells:
+                cells[who].append(run(who, cfg))
+        reference = cells["flower"][0][1]
+        for who, runs in cells.items():
             seconds = statistics.median(r[0] for r in runs)
-            last, weights = runs[0][1], runs[0][2]
+            weights = runs[0][1]
             gap = max(float(np.max(np.abs(weights[k] - reference[k]))) for k in reference)
-            print(
-                f"| {name} | {task} | {seconds:.2f} | {last['server-eval']['accuracy']:.4f} | "
-                f"{last['bytes-sent'] / 1e3:.1f} | {last['bytes-received'] / 1e3:.1f} | "
-                f"{gap:.1e} |"
-            )
+            print(f"| {name} | {who} | {seconds:.2f} | {accuracy(cfg, weights):.4f} | {gap:.1e} |")
 
 
 if __name__ == "__main__":

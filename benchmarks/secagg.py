@@ -39,14 +39,33 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import psutil
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedcore.arrays import to_numpy, to_record
+from fedcore.arrays import from_numpy, to_numpy, to_record
 from fedcore.config import RunConfig, parse_config
-from fedcore.keys import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PARTITION_ID, SECAGG_STAGE
+from fedcore.keys import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    SECAGG_STAGE,
+    STATISTICS,
+    WIRE,
+)
 from fedcore.server import _payload_bytes
+from fedcore.statistics import contribution
+from fedcore.tasks import get_algorithm
 from privacy.secagg import crypto, graph
 from privacy.secagg.aggregator import SecureAggregator
 from privacy.secagg.crypto import MaskExpander
@@ -160,17 +179,27 @@ def fedcore_config(n: int, mode: str) -> RunConfig:
 
 
 def fedcore_app(cfg: RunConfig, updates: dict[int, np.ndarray] | None, meter: Meter) -> ClientApp:
-    """The benchmark's ClientApp: each client returns the model plus its fixed update
-    (``updates``, or with None the same update drawn here from the partition id)."""
+    """The benchmark's ClientApp: each client sends its fixed update (``updates``, or with
+    None the same update drawn here from the partition id) as FedAvg's wire vector: the
+    update times its weight, then the weight (:func:`fedcore.statistics.contribution`)."""
     app = ClientApp(mods=[meter.mod, secagg_mod(lambda _: cfg)])
+    algorithm = get_algorithm(cfg.task)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        w = to_numpy(msg.content[ARRAYS]["w"])
+        state = {"w": to_numpy(msg.content[ARRAYS]["w"])}
         pid = int(context.node_config[PARTITION_ID])
-        update = updates[pid] if updates is not None else _update(pid, len(w))
+        update = updates[pid] if updates is not None else _update(pid, len(state["w"]))
+        spec = algorithm.spec(cfg, state)
+        wire = contribution({"w": update, "examples": np.array(float(WEIGHT))}, spec)
+        if cfg.secagg.mode == "off":
+            wire = wire.astype(algorithm.wire_dtype)
         content = RecordDict(
-            {ARRAYS: to_record({"w": w + update}), METRICS: MetricRecord({NUM_EXAMPLES: WEIGHT})}
+            {
+                ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),
+                METRICS: MetricRecord({NUM_EXAMPLES: WEIGHT}),
+                WIRE: ConfigRecord({"bound": float(spec.bound)}),
+            }
         )
         return Message(content, reply_to=msg)
 
@@ -208,7 +237,7 @@ def fedcore_cell(
     cfg = fedcore_config(n, "off" if mode == "plaintext" else mode)
     meter = Meter()
     strategy = build_strategy(cfg)
-    secure = SecureAggregator(cfg) if mode != "plaintext" else None
+    secure = SecureAggregator(cfg, strategy.sum_format()) if mode != "plaintext" else None
     arrays = to_record({"w": np.zeros(length, np.float32)})
     runs = []
     app = fedcore_app(cfg, updates, meter) if workers == 1 else None

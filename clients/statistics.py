@@ -41,7 +41,8 @@ from fedcore.keys import (
     WIRE,
 )
 from fedcore.statistics import StatisticsError, clip_l2, contribution
-from fedcore.tasks import Algorithm, ExampleDp, RoundContext, TrainParams
+from fedcore.tasks import Algorithm, ExampleDp, RoundContext
+from privacy.mechanisms import add_gaussian
 
 
 def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algorithm) -> Message:
@@ -59,7 +60,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     except (KeyError, ValueError) as err:
         raise ClientInputError(f"the global state does not fit {algo.name!r}: {err}") from None
     p = cfg.privacy
-    event = client_mechanism(cfg, algo, data, _train_params(cfg), server_round, pid)
+    event = client_mechanism(cfg, algo, data, cfg.train.local_epochs, server_round, pid)
     ledger, example_dp = None, None
     if event is not None:
         policy.check_noise(event.noise_multiplier)
@@ -95,7 +96,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     if event is not None:
         if p.dp == "local":
             noise = seeding.noise_rng(p.seeded_noise, cfg.seed, server_round, pid)
-            wire = wire + noise.normal(0.0, event.noise_multiplier * p.clip_norm, wire.shape)
+            wire = add_gaussian(wire, event.noise_multiplier * p.clip_norm, noise)
         ledger = ledger.record(event)
         privacy.save_ledger(context, ledger)
         extra[DP_EVENT] = privacy.event_record(event)
@@ -142,11 +143,6 @@ def _round_clip(msg: Message, cfg: RunConfig) -> float:
             f"got {clip!r}"
         )
     return float(clip)
-
-
-def _train_params(cfg: RunConfig) -> TrainParams:
-    t = cfg.train
-    return TrainParams(t.local_epochs, t.batch_size, t.lr, t.momentum, t.weight_decay)
 
 
 def _local(context: Context) -> dict[str, np.ndarray]:

@@ -17,7 +17,6 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
-from clients.mods import dp_clipping_mod
 from fedcore.config import RunConfig, parse_config
 from privacy.secagg.mod import secagg_mod
 
@@ -31,13 +30,13 @@ def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
 
 def make_client_app(cfg: RunConfig | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp that trains and evaluates with ``cfg`` (or the run config if ``None``),
-    with Flower client ``mods`` wrapped around both handlers. Inside them come the secure
-    aggregation mod (masking is the last thing done to an update) and the DP clipping mod."""
+    with Flower client ``mods`` wrapped around both handlers. Inside them comes the secure
+    aggregation mod (masking is the last thing done to a client's statistics)."""
 
     def resolve(context: Context) -> RunConfig:
         return _resolve(cfg, context)
 
-    app = ClientApp(mods=[*mods, secagg_mod(resolve), dp_clipping_mod(resolve)])
+    app = ClientApp(mods=[*mods, secagg_mod(resolve)])
 
     # The handlers (and torch with them) are imported on first use: a deployed SuperNode
     # starts a fresh process per message, and the secure-aggregation stages never train.

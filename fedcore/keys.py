@@ -11,7 +11,6 @@ METRICS = "metrics"
 
 # ConfigRecord entries (server -> client)
 SERVER_ROUND = "server-round"
-PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx.configure_train
 QUERY = "query"  # what a query message asks a node to compute (a task's setup: its name)
 RELEASE = "release"  # CONFIG entry of a setup's broadcast: the release's id
 

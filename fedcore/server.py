@@ -25,20 +25,12 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcore import seeding
-from fedcore.arrays import load_into, to_numpy, to_numpy_dict, to_record
+from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT, DP_EVENT_JSON
 from fedcore.setup_round import SetupFailed, run_setup
-from fedcore.tasks import (
-    Algorithm,
-    ServerData,
-    Task,
-    checked_task,
-    get_task,
-    model_shape,
-    server_data,
-)
+from fedcore.tasks import Algorithm, ServerData, checked_task, get_algorithm, server_data
 from privacy.accounting import epsilon
 from privacy.ledger import DpEvent
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
@@ -229,11 +221,9 @@ def run_server(
     task = checked_task(cfg)
     arrays, evaluate = _global_state(task, cfg, server_data(task, cfg))
     strategy = build_strategy(cfg)
-    guard = getattr(strategy, "check_release", None)  # distributed DP's noise floor
     secure = None
-    if cfg.secagg.mode != "off":  # what is summed: a model update, or typed statistics
-        fmt = strategy.sum_format() if isinstance(task, Algorithm) else None
-        secure = SecureAggregator(cfg, guard, fmt)
+    if cfg.secagg.mode != "off":  # the guard: distributed DP's noise floor and the budget
+        secure = SecureAggregator(cfg, strategy.sum_format(), strategy.check_release)
         secure.check_encoding(arrays)
     setup = Traffic(cfg, 0)  # round 0: the task's setup, recorded with round 1
     setup_record = None
@@ -267,8 +257,8 @@ def run_server(
         new_arrays, train_metrics = strategy.aggregate_train(server_round, tally)
         record["train-clients"] = len(messages)
         record["train-failures"] = list(strategy.last_failures)
-        traffic.dp_events.extend(getattr(strategy, "last_dp_events", []))  # server-side DP
-        if getattr(strategy, "stop_reason", None):
+        traffic.dp_events.extend(strategy.last_dp_events)  # server-side DP
+        if strategy.stop_reason:
             record["stopped"] = strategy.stop_reason
         record.update(_round_status(record, tally, new_arrays))
         if record.get("non-finite"):  # never adopted; a later round would build on it
@@ -307,26 +297,16 @@ def run_server(
 
 
 def _global_state(
-    task: Task | Algorithm, cfg: RunConfig, data: ServerData
+    algorithm: Algorithm, cfg: RunConfig, data: ServerData
 ) -> tuple[ArrayRecord, Callable[[ArrayRecord], dict] | None]:
-    """The first global state (a model's weights, or an algorithm's state) and the server's
-    evaluation of a state on the held-out test set (None if there is none to evaluate on)."""
-    if isinstance(task, Algorithm):
-        state = task.init(cfg, data, seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT))
-        if task.evaluate is None or data.x_test is None:
-            return to_record(state), None
-        return to_record(state), lambda a: task.evaluate(
-            to_numpy_dict(a), data.x_test, data.y_test, cfg
-        )
-    model = task.build_model(cfg, data, seeding.torch_generator(cfg.seed, seeding.MODEL_INIT))
-    if data.x_test is None:
-        return to_record(model.state_dict()), None
-
-    def evaluate(arrays: ArrayRecord) -> dict:
-        load_into(model, arrays)
-        return task.evaluate(model, data.x_test, data.y_test)
-
-    return to_record(model.state_dict()), evaluate
+    """The algorithm's first global state and the server's evaluation of a state on the
+    held-out test set (None if there is none to evaluate on)."""
+    state = algorithm.init(cfg, data, seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT))
+    if algorithm.evaluate is None or data.x_test is None:
+        return to_record(state), None
+    return to_record(state), lambda a: algorithm.evaluate(
+        to_numpy_dict(a), data.x_test, data.y_test, cfg
+    )
 
 
 def _round_status(
@@ -373,15 +353,7 @@ def _reached(cfg: RunConfig, record: RoundRecord) -> bool:
 
 
 def final_state(cfg: RunConfig, arrays: ArrayRecord) -> dict[str, torch.Tensor]:
-    """What a run saves as ``model.pt``: the model's state dict, or the algorithm's state."""
-    if isinstance(get_task(cfg.task), Algorithm):
-        return {k: torch.from_numpy(v.copy()) for k, v in to_numpy_dict(arrays).items()}
-    return final_model(cfg, arrays).state_dict()
-
-
-def final_model(cfg: RunConfig, arrays: ArrayRecord) -> torch.nn.Module:
-    """A model of the task holding ``arrays`` (for saving or further evaluation)."""
-    task = get_task(cfg.task)
-    model = task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
-    load_into(model, arrays)
-    return model
+    """What a run saves as ``model.pt``: the global state the clients see (a model task's
+    state dict), without the algorithm's server-only arrays (an optimizer's buffers)."""
+    state = get_algorithm(cfg.task).client_state(arrays)
+    return {k: torch.from_numpy(to_numpy(a).copy()) for k, a in state.items()}

@@ -1,71 +1,25 @@
-"""The Gaussian mechanism on model updates, as pure functions of arrays.
+"""The Gaussian mechanism on wire vectors, as pure functions of arrays.
 
-Client-level DP (DP-FedAvg, McMahan et al. 2018) and local DP both clip an update
-``w - w_global`` to an L2 norm and add Gaussian noise to it (local DP) or to the sum of the
-clipped updates (central DP). Adaptive clipping (Andrew et al. 2021) also releases a noised
-count of unclipped updates; the two releases compose into one Gaussian mechanism whose
-effective noise multiplier is what the ledger records.
+Client-level DP (DP-FedAvg, McMahan et al. 2018) and local DP both clip a client's wire
+vector (:func:`fedcore.statistics.clip_l2`) and add Gaussian noise to it (local DP) or to the
+sum of the clipped vectors (central DP). Adaptive clipping (Andrew et al. 2021) also
+releases a noised count of unclipped updates; the two releases compose into one Gaussian
+mechanism whose effective noise multiplier is what the ledger records.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
-Arrays = Mapping[str, np.ndarray]
 
-
-def update_norm(arrays: Arrays, reference: Arrays) -> float:
-    """The L2 norm of ``arrays - reference`` over all arrays together."""
-    total = 0.0
-    for name, a in arrays.items():
-        diff = np.asarray(a, np.float64) - np.asarray(reference[name], np.float64)
-        total += float(np.dot(diff.ravel(), diff.ravel()))
-    return math.sqrt(total)
-
-
-def clip_update(arrays: Arrays, reference: Arrays, clip_norm: float) -> tuple[dict, float]:
-    """``reference + (arrays - reference) * min(1, clip_norm / norm)`` and the norm before
-    clipping; dtypes are kept."""
-    if not clip_norm > 0:
-        raise ValueError(f"clip_norm must be > 0, got {clip_norm!r}")
-    norm = update_norm(arrays, reference)
-    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-    clipped = {
-        name: (ref + scale * (np.asarray(arrays[name], np.float64) - ref)).astype(ref.dtype)
-        for name, ref in ((n, np.asarray(r)) for n, r in reference.items())
-    }
-    return clipped, norm
-
-
-def add_gaussian(arrays: Arrays, std: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``arrays`` plus independent N(0, std^2) noise on every entry, drawn from ``rng``."""
-    if not (math.isfinite(std) and std >= 0):
-        raise ValueError(f"noise std must be finite and >= 0, got {std!r}")
-    return {
-        name: (np.asarray(a, np.float64) + rng.normal(0.0, std, np.shape(a))).astype(
-            np.asarray(a).dtype
-        )
-        for name, a in arrays.items()
-    }
-
-
-def privatize_update(
-    arrays: Arrays,
-    reference: Arrays,
-    clip_norm: float,
-    noise_multiplier: float,
-    rng: np.random.Generator,
-) -> tuple[dict[str, np.ndarray], float]:
-    """Local DP on one update: clip ``arrays - reference`` to ``clip_norm`` and add
-    N(0, (noise_multiplier * clip_norm)^2) noise, before anything leaves the client.
-    Returns the released arrays and the update's norm before clipping."""
-    if not noise_multiplier > 0:
-        raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier!r}")
-    clipped, norm = clip_update(arrays, reference, clip_norm)
-    return add_gaussian(clipped, noise_multiplier * clip_norm, rng), norm
+def add_gaussian(vector: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """``vector`` plus independent N(0, std^2) noise on every entry, drawn from ``rng``: the
+    Gaussian mechanism on a clipped wire vector (local DP) or on the sum of them (central)."""
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"noise std must be finite and > 0, got {std!r}")
+    return vector + rng.normal(0.0, std, vector.shape)
 
 
 def adaptive_update_noise(effective: float, count_stddev: float) -> float:

@@ -10,9 +10,10 @@ import functools
 import math
 from dataclasses import dataclass
 
-from fedcore.config import RunConfig
+from fedcore.config import ConfigError, RunConfig
 from privacy.accounting import calibrate_noise, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
+from privacy.mechanisms import adaptive_update_noise
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,16 @@ def local_noise(cfg: RunConfig) -> float:
     return calibrate_noise(
         p.target_epsilon, p.delta, 1.0, planned_participations(cfg), p.accountant, "none", "local"
     )
+
+
+def adaptive_noise(cfg: RunConfig, plan: DpPlan) -> tuple[float, float]:
+    """Adaptive clipping's noise std of the unclipped count and noise multiplier of the
+    update, which together make one Gaussian mechanism of the plan's noise multiplier."""
+    count_std = cfg.privacy.count_stddev or plan.cohort_size / 20
+    try:
+        return count_std, adaptive_update_noise(plan.noise_multiplier, count_std)
+    except ValueError as err:
+        raise ConfigError(
+            f"privacy.adaptive: {err}; raise privacy.count-stddev (now {count_std:g}) or "
+            f"the cohort size, or lower the noise"
+        ) from None

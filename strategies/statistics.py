@@ -1,7 +1,7 @@
 """The Flower strategy of an algorithm on typed statistics, and the server's privacy layers.
 
 :class:`StatisticsStrategy` is a ``flwr.serverapp.strategy.Strategy`` built by composition:
-a :class:`~strategies.fedavg.FedAvg` samples the cohort and builds the messages (seeded, or
+a :class:`~strategies.cohort.Cohort` samples the clients and builds the messages (seeded, or
 from the OS CSPRNG under DP), the algorithm's server hook turns the summed statistics into the
 next state. In between it sums the replies, in reverse order of the client's layers:
 
@@ -36,19 +36,18 @@ from flwr.supercore import log
 
 from fedcore import seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
-from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
+from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.keys import CLIP_NORM, METRICS, NORM_BIT, NUM_EXAMPLES, STATISTICS
 from fedcore.robust import ROBUST, combine
 from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
-from privacy.mechanisms import geometric_clip, noised_unclipped_fraction
-from privacy.plan import dp_plan, local_noise
+from privacy.mechanisms import add_gaussian, geometric_clip, noised_unclipped_fraction
+from privacy.plan import adaptive_noise, dp_plan, local_noise
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
-from strategies.dp import adaptive_noise
-from strategies.fedavg import FedAvg
+from strategies.cohort import Cohort, evaluation_mean
 
 # Relative slack of the bound and norm checks, by the dtype a wire vector arrived in: float64
 # end to end, or rounded once to float32 by a client (``Algorithm.wire_dtype``).
@@ -112,9 +111,9 @@ def noise_norm_limit(dimension: int, clip_norm: float, noise_multiplier: float) 
 class StatisticsStrategy(Strategy):
     """Rounds of ``algorithm``: sample, send the state, sum the statistics, server hook."""
 
-    def __init__(self, algorithm: Algorithm, cfg: RunConfig, cohort: FedAvg) -> None:
-        _check_config(algorithm, cfg)
-        self.algorithm, self.cfg, self.cohort = algorithm, cfg, cohort
+    def __init__(self, algorithm: Algorithm, cfg: RunConfig, cohort: Cohort | None = None) -> None:
+        self.algorithm, self.cfg = algorithm, cfg
+        self.cohort = cohort if cohort is not None else Cohort.of(cfg)
         p = cfg.privacy
         self.plan = dp_plan(cfg) if p.dp in ("client", "distributed") else None
         self.budget = (
@@ -189,6 +188,11 @@ class StatisticsStrategy(Strategy):
             if msg.has_error():
                 self.last_failures.append(f"node {node}: {msg.error.reason}")
                 continue
+            if self.cfg.secagg.mode != "off" and not isinstance(msg, SecureSumReply):
+                raise TypeError(  # never a client's word: the aggregator builds the sum
+                    "under secure aggregation the strategy takes only the server's "
+                    f"SecureSumReply, not node {node}'s reply"
+                )
             try:
                 vector, tolerance = self._statistics(msg)
                 self._check(msg, vector, tolerance)
@@ -272,7 +276,7 @@ class StatisticsStrategy(Strategy):
             z = self.plan.noise_multiplier if self.adaptive is None else self.adaptive[1]
             std = z * self.clip
             rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
-            total = total + rng.normal(0.0, std, total.shape)
+            total = add_gaussian(total, std, rng)
         else:  # distributed: the clients' noise shares, as many as reached the sum
             noise = self.plan.realised_noise(clients)
         event = self.plan.event(server_round, self.clip, noise)
@@ -317,30 +321,8 @@ class StatisticsStrategy(Strategy):
     ) -> MetricRecord | None:
         """The clients' metrics weighted by their test-set sizes, with the spread of their
         accuracy, as for model tasks."""
-        metrics = self.cohort.aggregate_evaluate(server_round, replies)
-        self.last_failures = list(self.cohort.last_failures)
+        metrics, self.last_failures = evaluation_mean(replies)
         return metrics
 
     def summary(self) -> None:
         log(WARNING, "%s on typed statistics (%s)", self.algorithm.name, type(self).__name__)
-
-
-def _check_config(algorithm: Algorithm, cfg: RunConfig) -> None:
-    """What an algorithm on typed statistics cannot take, refused before the run starts."""
-    p, name = cfg.privacy, algorithm.name
-    if cfg.strategy.name not in algorithm.strategies:
-        raise ConfigError(
-            f"algorithm {name!r} aggregates with its own server hook, which implements "
-            f"strategy.name = {' or '.join(map(repr, algorithm.strategies))}; "
-            f"{cfg.strategy.name!r} applies to model updates"
-        )
-    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP and not algorithm.dp_sgd:
-        raise ConfigError(
-            f"algorithm {name!r} has no per-example mechanism (DP-SGD): privacy.dp = {p.dp!r} "
-            f"is for model training; use 'client', 'distributed' or 'local'"
-        )
-    if cfg.strategy.name in ROBUST and p.dp in ("client", "distributed"):
-        raise ConfigError(
-            f"strategy {cfg.strategy.name!r} needs each client's statistics, but privacy.dp = "
-            f"{p.dp!r} noises only their sum; use strategy 'fedavg' or privacy.dp 'local'"
-        )

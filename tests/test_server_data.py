@@ -17,7 +17,7 @@ from fedcore.datasets.mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES
 from fedcore.datasets.node import write_node_files
 from fedcore.keys import DATA_PATH, PARTITION_ID
 from fedcore.server import run_server
-from fedcore.tasks import ServerData, get_task, model_shape, server_data
+from fedcore.tasks import ServerData, get_algorithm, get_task, model_shape, server_data
 from simulations.engines.inprocess import InProcessGrid
 
 SHARED = resolve_data_dir()
@@ -132,7 +132,7 @@ def test_no_builtin_task_loads_the_clients_data_on_the_server(settings, monkeypa
             **settings,
         }
     )
-    task = dataclasses.replace(get_task(cfg.task), load_data=_refusing_load_data)
+    task = dataclasses.replace(get_algorithm(cfg.task), load_data=_refusing_load_data)
     monkeypatch.setattr(fedcore.server, "checked_task", lambda cfg: task)
     rounds = []
     with InProcessGrid(cfg) as grid:

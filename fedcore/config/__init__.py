@@ -24,12 +24,10 @@ from fedcore.config.export import (
 )
 from fedcore.config.fields import option
 from fedcore.config.parse import load_scenario, parse_config, parse_override
-from fedcore.config.rules import check_model_updates
 from fedcore.config.schema import (
     CLIENT_LEVEL_DP,
     ENGINES,
     NEEDS_INDIVIDUAL_UPDATES,
-    SERVER_OPTIMIZERS,
     STRATEGIES,
     TASKS,
     ConfigError,
@@ -48,7 +46,6 @@ __all__ = [
     "CLIENT_LEVEL_DP",
     "ENGINES",
     "NEEDS_INDIVIDUAL_UPDATES",
-    "SERVER_OPTIMIZERS",
     "STRATEGIES",
     "TASKS",
     "ConfigError",
@@ -61,7 +58,6 @@ __all__ = [
     "SecAggConfig",
     "StrategyConfig",
     "TrainConfig",
-    "check_model_updates",
     "describe",
     "load_scenario",
     "option",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fedcore.config.schema import (
     NEEDS_INDIVIDUAL_UPDATES,
-    SERVER_OPTIMIZERS,
     ConfigError,
     DataConfig,
     PrivacyConfig,
@@ -44,26 +43,12 @@ def _check_combination(cfg: RunConfig) -> None:
             f"(femnist, ml-100k, or files with client ids), not {cfg.data.dataset!r}"
         )
     _check_client_evaluation(cfg)
-
-
-def check_model_updates(cfg: RunConfig) -> None:
-    """The rules of Flower's strategies on model updates (a :class:`~fedcore.tasks.Task`'s
-    path; an algorithm's server hook states its own)."""
-    if (
-        cfg.privacy.dp in ("client", "distributed")
-        and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES
-    ):
+    noised_sum = cfg.privacy.dp in ("client", "distributed")
+    if noised_sum and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         raise ConfigError(
-            f"privacy.dp = 'client' adds noise to the sum of clipped updates, but strategy "
-            f"{cfg.strategy.name!r} needs each client's update; use a FedAvg-family strategy"
-        )
-    if cfg.privacy.dp == "client" and cfg.strategy.name in SERVER_OPTIMIZERS:
-        raise ConfigError(
-            f"privacy.dp = 'client' noises the strategy's output, but {cfg.strategy.name!r} "
-            "steps its server optimizer with the mean before the noise and carries it into "
-            "later rounds, un-noised; use 'fedavg' or 'fedprox', privacy.dp = 'distributed' "
-            "(the clients' updates carry the noise), or task 'fedavg' (its optimizer steps on "
-            "the noised release)"
+            f"strategy {cfg.strategy.name!r} needs each client's update, but privacy.dp = "
+            f"{cfg.privacy.dp!r} noises only their sum; use strategy 'fedavg' (or a server "
+            f"optimizer) or privacy.dp = 'local'"
         )
 
 

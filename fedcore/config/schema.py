@@ -28,8 +28,6 @@ STRATEGIES = (
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 # privacy.dp modes whose unit of privacy is a client's whole data (not one example).
 CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
-# Strategies whose server optimizer keeps state built from the mean it aggregates.
-SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi", "fedadagrad"})
 ENGINES = ("inprocess", "ray")
 TASKS = tuple(BUILTIN_TASKS)
 
@@ -247,7 +245,7 @@ class PrivacyConfig:
     clipping: str = option(
         "server",
         choices=("server", "client"),
-        doc="dp = client: where updates are clipped (client: Flower's clipping mods)",
+        doc="dp = client: where updates are clipped (client: each client clips its own)",
     )
     adaptive: bool = option(
         False, doc="dp = client: adapt the clip norm to a quantile (Andrew et al. 2021)"

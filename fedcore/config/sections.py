@@ -31,8 +31,6 @@ BUILTIN_TASKS: Mapping[str, str] = {
     "gcn": "fedcore.tasks.gcn",
     "mf": "fedcore.tasks.mf",
     "fedsgd": "fedcore.tasks.fedsgd",
-    "mlp-fedavg": "fedcore.tasks.fedavg:MLP",
-    "gcn-fedavg": "fedcore.tasks.fedavg:GCN",
 }
 # the built-in tasks' tables, by task name, in a module that imports no torch (a test
 # checks that each task declares these)

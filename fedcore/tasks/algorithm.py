@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedcore.config import RunConfig
+from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
 from fedcore.statistics import Spec, Summed
 from fedcore.tasks.base import ClientData, FederatedData, ModelShape, ServerData
 from fedcore.tasks.setup import Setup
@@ -86,7 +86,7 @@ class Algorithm:
             cannot take, or None.
         node_files: whether a deployed node's own data file (``fedcore.datasets.node``: a
             classification client's arrays) can hold a client's data, as for a Task
-            (``mlp-fedavg``'s); else a node with one is refused rather than silently given
+            (a Task's, under FedAvg); else a node with one is refused rather than silently given
             a partition of the run's dataset.
         setup: a secure sum over every node before round 1 (:mod:`fedcore.tasks.setup`).
         load_server: the server's :class:`~fedcore.tasks.base.ServerData` without the
@@ -148,3 +148,20 @@ def dp_denominator(cfg: RunConfig, summed: Summed) -> float:
     if cfg.privacy.dp == "local":
         return float(max(summed.clients, 1))
     return float(cfg.planned_cohort)
+
+
+def check_algorithm_config(algorithm: Algorithm, cfg: RunConfig) -> None:
+    """ConfigError for what ``algorithm`` cannot take, refused before the run starts: a
+    strategy its server hook does not implement, sample-level DP without DP-SGD."""
+    p, name = cfg.privacy, algorithm.name
+    if cfg.strategy.name not in algorithm.strategies:
+        raise ConfigError(
+            f"algorithm {name!r} aggregates with its own server hook, which implements "
+            f"strategy.name = {' or '.join(map(repr, algorithm.strategies))}, not "
+            f"{cfg.strategy.name!r}"
+        )
+    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP and not algorithm.dp_sgd:
+        raise ConfigError(
+            f"algorithm {name!r} has no per-example mechanism (DP-SGD): privacy.dp = {p.dp!r} "
+            f"is for model training; use 'client', 'distributed' or 'local'"
+        )

@@ -94,7 +94,7 @@ class ClientUpdate:
     metrics: dict[str, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity
 class Task:
     """The hooks of one task; see :mod:`fedcore.tasks` for the registry."""
 

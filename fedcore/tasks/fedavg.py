@@ -7,21 +7,19 @@ mean and steps with the optimizer ``strategy.name`` names (:mod:`fedcore.optimiz
 McMahan et al. 2017; FedAvgM; FedAdam, FedYogi, FedAdagrad). Under client-level DP every
 client weighs one, its update is clipped and noised by the privacy layers, and the server
 divides the noised sum by the planned cohort (DP-FedAvg, McMahan et al. 2018); the optimizer
-then post-processes the release, so a server optimizer is sound under DP here (the older
-model-update path refuses it). Under sample-level DP a client trains with the task's DP-SGD
-(``RoundContext.example_dp``: its batches and noise from the node's secret generators) and
-its update keeps its example-count weight, as on the model-update path.
+then post-processes the release, so a server optimizer is sound under DP here (wrapped in
+Flower's DP strategies it would step on the un-noised mean). Under sample-level DP a client
+trains with the task's DP-SGD (``RoundContext.example_dp``: its batches and noise from the
+node's secret generators) and its update keeps its example-count weight.
 
 The optimizer's buffers are server state (``server/...`` arrays), never sent to a client.
 Under a robust aggregator (``fedmedian``, ``fedtrimmedavg``, ``krum``: :mod:`fedcore.robust`)
 the strategy hands the server the robust location of the clients' updates instead of their
-mean, and the step is FedAvg's, as in Flower. Adaptive clipping stays on the model-update
-path (tasks ``mlp`` and ``gcn``).
+mean, and the step is FedAvg's, as in Flower.
 
 :func:`fedavg` turns any :class:`~fedcore.tasks.base.Task` whose weights are all floating
-point into this algorithm, its setup included (FedGCN's pre-communication): tasks
-``mlp-fedavg`` and ``gcn-fedavg`` are the ``mlp`` and ``gcn`` tasks' models, data and local
-training on this path.
+point into this algorithm, its setup included (FedGCN's pre-communication):
+:func:`fedcore.tasks.get_algorithm` runs every Task (``mlp``, ``gcn``, or a user's own) so.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ import torch
 from fedcore import optimizers, robust, seeding
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig, StrategyConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec
-from fedcore.tasks import gcn, mlp, model_shape
+from fedcore.tasks import model_shape
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
 from fedcore.tasks.base import ClientData, Task, TrainParams
 
@@ -109,8 +107,8 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
             model = load(cfg, state)
             update = task.train_one_client_dp(model, data, params, dp.params, dp.batches, dp.noise)
         else:
-            # the batches of the model-update path (seeded; not what a DP guarantee rests on:
-            # client-level DP hides the whole update, whatever its batches)
+            # the client's seeded generator (not what a DP guarantee rests on: client-level
+            # DP hides the whole update, whatever its batches)
             generator = seeding.client_generator(
                 cfg.seed, context.server_round, context.partition_id
             )
@@ -176,7 +174,3 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         wire_dtype=wire_dtype,
         sections=task.sections,
     )
-
-
-MLP = fedavg(mlp.TASK, "mlp-fedavg")
-GCN = fedavg(gcn.TASK, "gcn-fedavg")

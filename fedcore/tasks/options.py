@@ -16,7 +16,7 @@ ACTIVATIONS = ("relu", "tanh")
 
 @dataclass(frozen=True)
 class MLPModelOptions:
-    """Table ``[model]`` of task ``mlp`` (and of fedsgd and mlp-fedavg, on its model)."""
+    """Table ``[model]`` of task ``mlp`` (and of fedsgd, on its model)."""
 
     hidden: tuple[int, ...] = option([200, 200], doc="mlp: hidden layer widths")
     activation: str = option(
@@ -93,5 +93,4 @@ SECTIONS = {
     "mf": {"model": MFModelOptions},
 }
 # the algorithms built on a task's model read the task's tables
-SECTIONS |= {"fedsgd": SECTIONS["mlp"], "mlp-fedavg": SECTIONS["mlp"]}
-SECTIONS |= {"gcn-fedavg": SECTIONS["gcn"]}
+SECTIONS |= {"fedsgd": SECTIONS["mlp"]}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from logging import WARNING
-from typing import Protocol
 
 import numpy as np
 from flwr.app import (
@@ -26,15 +25,15 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedcore.arrays import from_numpy, to_numpy, to_record
+from fedcore.arrays import from_numpy
 from fedcore.config import ConfigError, RunConfig
 from fedcore.keys import ARRAYS, METRICS, NUM_EXAMPLES, STATISTICS
 from fedcore.statistics import Spec
 from privacy.plan import min_in_sum
+from privacy.secagg.encoding import statistics_bound
 from privacy.secagg.protocol import SecAggAbort
-from privacy.secagg.quantize import fixed_point, input_bound
+from privacy.secagg.quantize import fixed_point
 from privacy.secagg.service import Observe, ProtocolAbort, run_protocol
-from privacy.secagg.weighting import average_of_sum, masked_length, statistics_bound
 
 SECURE_SUM = "secure-sum"  # MetricRecord entry of the aggregate reply: clients in the sum
 # (for the round's record only: the server decides from SecureSumReply.clients, never from a
@@ -53,53 +52,6 @@ class SecureSumReply(Message):
 
 
 _ABORTED = 0  # Flower error code for the replies of an aborted round
-
-
-class SumFormat(Protocol):
-    """What the clients of a round mask, as the server sees it: the length and range of
-    every client's input for the state ``arrays`` the round sends, and what the strategy is
-    handed in place of the individual replies once the sum is unmasked: the reply's arrays
-    and its weight (``num-examples``)."""
-
-    def input_length(self, arrays: ArrayRecord) -> int: ...
-
-    def input_bound(self, arrays: ArrayRecord) -> float: ...
-
-    def aggregate(
-        self, arrays: ArrayRecord, total: np.ndarray, clients: int
-    ) -> tuple[ArrayRecord, float]: ...
-
-
-class ModelUpdateSum:
-    """A model's weighted mean update (:mod:`privacy.secagg.weighting`): the strategy gets
-    the model moved by it, so its weighted mean of this one reply is the step itself."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-
-    def input_length(self, arrays: ArrayRecord) -> int:
-        return masked_length(arrays)
-
-    def input_bound(self, arrays: ArrayRecord) -> float:
-        return input_bound(self.cfg.secagg.bound)
-
-    def aggregate(
-        self, arrays: ArrayRecord, total: np.ndarray, clients: int
-    ) -> tuple[ArrayRecord, float]:
-        step = average_of_sum(arrays, total, self.cfg)
-        new, offset = {}, 0
-        for name, array in arrays.items():
-            current = to_numpy(array)
-            size = current.size
-            new[name] = (current + step[offset : offset + size].reshape(current.shape)).astype(
-                current.dtype
-            )
-            offset += size
-        # from the sum, not the clear metrics (a client may send none): each client masked
-        # its weight over secagg.max-weight; client-level DP weighs every client as one
-        client_level = self.cfg.privacy.dp in ("client", "distributed")
-        weight = clients if client_level else total[-1] * self.cfg.secagg.max_weight
-        return to_record(new), float(np.rint(weight))
 
 
 class StatisticsSum:
@@ -131,15 +83,14 @@ class SecureAggregator:
     def __init__(
         self,
         cfg: RunConfig,
+        sum_format: StatisticsSum,
         release_guard: Callable[[int, int], str | None] | None = None,
-        sum_format: SumFormat | None = None,
     ) -> None:
-        """``release_guard(server_round, in_sum)``: the DP strategy's last word before a sum
-        is unmasked (a reason to refuse it, or None). ``sum_format``: what is summed
-        (default: a model's weighted mean update)."""
+        """``sum_format``: what is summed. ``release_guard(server_round, in_sum)``: the
+        strategy's last word before a sum is unmasked (a reason to refuse it, or None)."""
         self.cfg = cfg
         self.release_guard = release_guard
-        self.format = sum_format if sum_format is not None else ModelUpdateSum(cfg)
+        self.format = sum_format
         self.last_stage_seconds: dict[str, float] = {}
 
     def check_encoding(self, arrays: ArrayRecord) -> None:

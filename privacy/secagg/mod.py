@@ -3,10 +3,10 @@
 The server runs four message exchanges per round, all of type ``train`` with the stage in the
 config record (``secagg-stage``):
 
-- ``train``: the mod lets the ClientApp train, then keeps what it will mask (the update
-  ``w - w_global``, clipped and weighted as :func:`~privacy.secagg.weighting.weighted_input`
-  says) encoded in fixed point in the node's ``Context.state``, and replies with the
-  training metrics and its public keys instead of the model.
+- ``train``: the mod lets the ClientApp compute the round's statistics, then keeps what it
+  will mask (the handler's wire vector, clipped and weighted already, plus under distributed
+  DP this client's share of the noise) encoded in fixed point in the node's
+  ``Context.state``, and replies with the training metrics and its public keys instead.
 - ``share-keys``, ``masked-input``, ``unmask``: the mod answers from the protocol state in
   ``Context.state`` without calling the ClientApp.
 
@@ -46,7 +46,6 @@ from fedcore.keys import (
     DP_EVENT,
     MASKED,
     METRICS,
-    NUM_EXAMPLES,
     PARTITION_ID,
     SECAGG,
     SECAGG_BITS,
@@ -60,40 +59,21 @@ from fedcore.keys import (
 )
 from privacy.plan import dp_plan
 from privacy.secagg import shamir
+from privacy.secagg.encoding import statistics_bound
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
-from privacy.secagg.quantize import FixedPoint, encode, input_bound
-from privacy.secagg.weighting import statistics_bound, weighted_input
+from privacy.secagg.quantize import FixedPoint, encode
 
 
 class SecAggClientError(ValueError):
     """A secure-aggregation message this client cannot or must not answer."""
 
 
-def flatten_update(received: ArrayRecord, trained: ArrayRecord) -> np.ndarray:
-    """``trained - received`` as one float64 vector, in the order of the received model."""
-    if set(trained) != set(received):
-        raise SecAggClientError("the trained model's arrays differ from the received ones")
-    sizes = [to_numpy(received[k]).size for k in received]
-    out = np.empty(sum(sizes))
-    offset = 0
-    for k, size in zip(received, sizes, strict=True):
-        part = out[offset : offset + size]
-        np.subtract(to_numpy(trained[k]).ravel(), to_numpy(received[k]).ravel(), out=part)
-        offset += size
-    return out
-
-
-def fixed_point_of(cfg: RunConfig, bits: int, spec_bound: float | None = None) -> FixedPoint:
-    """The round's encoding: the server picks the modulus for the cohort it sampled. The
-    range is ``secagg.bound`` for a model update, and for an algorithm's statistics their
-    spec's bound (``spec_bound``), widened for distributed DP's noise."""
+def fixed_point_of(cfg: RunConfig, bits: int, spec_bound: float) -> FixedPoint:
+    """The round's encoding: the server picks the modulus for the cohort it sampled; the
+    range is the statistics' spec bound, widened for distributed DP's noise."""
     if bits not in (32, 64):
         raise SecAggClientError(f"modulus of 2^{bits} is not supported")
-    if spec_bound is None:
-        bound = input_bound(cfg.secagg.bound)
-    else:
-        bound = statistics_bound(spec_bound, cfg)
-    return FixedPoint(bound, cfg.secagg.frac_bits, bits)
+    return FixedPoint(statistics_bound(spec_bound, cfg), cfg.secagg.frac_bits, bits)
 
 
 def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:
@@ -168,7 +148,7 @@ def _input(
         x = np.asarray(to_numpy(trained[STATISTICS]), np.float64)  # encode copies it
         fp = _query_fixed_point(int(config[SECAGG_BITS]), wire)
     else:
-        x, fp = _training_input(msg, reply, cfg, config, pid)
+        x, fp = _training_input(reply, cfg, config, pid)
     rng = seeding.numpy_rng(cfg.seed, seeding.SECAGG, round_id, pid)
     try:  # a diverged (non-finite) update is refused here, not masked as garbage
         encoded = encode(x, fp, rng)
@@ -205,30 +185,22 @@ def _query_fixed_point(bits: int, wire: ConfigRecord) -> FixedPoint:
 
 
 def _training_input(
-    msg: Message, reply: Message, cfg: RunConfig, config, pid: int
+    reply: Message, cfg: RunConfig, config, pid: int
 ) -> tuple[np.ndarray, FixedPoint]:
-    """What a training round masks, before encoding: the weighted update (or an
-    algorithm's wire vector), plus this client's share of distributed DP's noise."""
-    received, trained = msg.content[ARRAYS], reply.content[ARRAYS]
-    metrics = reply.content[METRICS]
-    server_round = int(config[SERVER_ROUND])
+    """What a training round masks, before encoding: the handler's wire vector (clipped and
+    weighted already), plus this client's share of distributed DP's noise."""
+    trained = reply.content.array_records.get(ARRAYS, ArrayRecord())
     wire = reply.content.config_records.get(WIRE)
-    if wire is not None:  # an algorithm's statistics: the handler made the wire vector
-        update = np.array(to_numpy(trained[STATISTICS]), np.float64)
-        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]), float(wire["bound"]))
-    else:
-        update = flatten_update(received, trained)
-        fp = fixed_point_of(cfg, int(config[SECAGG_BITS]))
+    if wire is None or STATISTICS not in trained:
+        raise SecAggClientError("the training handler replied with no wire vector to mask")
+    update = np.array(to_numpy(trained[STATISTICS]), np.float64)
+    fp = fixed_point_of(cfg, int(config[SECAGG_BITS]), float(wire["bound"]))
     if cfg.privacy.dp == "distributed":  # this client's share of the round's noise
         std = dp_plan(cfg).client_noise_std(cfg.privacy.clip_norm)
+        server_round = int(config[SERVER_ROUND])
         noise = seeding.noise_rng(cfg.privacy.seeded_noise, cfg.seed, server_round, pid)
         update = update + noise.normal(0.0, std, update.shape)
-    if wire is not None:  # clipped and weighted already, by the handler
-        return update, fp
-    try:
-        return weighted_input(update, float(metrics[NUM_EXAMPLES]), cfg), fp
-    except ValueError as err:
-        raise SecAggClientError(f"cannot mask this update: {err}") from None
+    return update, fp
 
 
 def _state_record(client: SecAggClient, kind: str) -> ConfigRecord:

@@ -109,8 +109,8 @@ def encode(x: np.ndarray, fp: FixedPoint, rng: np.random.Generator) -> np.ndarra
 
     Non-finite entries are refused (ValueError): NaN has no fixed-point value (cast, it is an
     arbitrary residue the sum would carry into the model) and clipping infinity to the bound
-    would pass a diverged input off as a plausible one. (A client's update is checked
-    earlier too, by :func:`~privacy.secagg.weighting.weighted_input`, before its own clip.)"""
+    would pass a diverged input off as a plausible one. (A client's statistics are checked
+    earlier too, by :func:`fedcore.statistics.contribution`.)"""
     x = np.asarray(x, np.float64)
     finite = np.isfinite(x)
     if not finite.all():

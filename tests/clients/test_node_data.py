@@ -71,22 +71,6 @@ def test_a_node_trains_and_evaluates_on_its_own_file(tmp_path):
     assert reply.content["metrics"]["num-examples"] == 10
 
 
-def test_an_algorithm_on_typed_statistics_trains_and_evaluates_on_the_nodes_file(tmp_path):
-    """mlp-fedavg reads a node's own file as task mlp does: the update is weighted by the
-    file's 40 training examples, and evaluation counts its 10 test examples."""
-    cfg = parse_config({"task": "mlp-fedavg", "model": {"hidden": [8]}})
-    algorithm = get_task("mlp-fedavg")
-    state = algorithm.init(cfg, algorithm.load_data(cfg), None)
-    message = Message(
-        RecordDict({ARRAYS: to_record(state), CONFIG: ConfigRecord({SERVER_ROUND: 1})}),
-        dst_node_id=1,
-        message_type=MessageType.TRAIN,
-    )
-    context = _context({PARTITION_ID: 3, DATA_PATH: str(_digits_file(tmp_path, n=40, test=10))})
-    assert handle_train(message, context, cfg).content["metrics"]["num-examples"] == 40
-    assert handle_evaluate(message, context, cfg).content["metrics"]["num-examples"] == 10
-
-
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [

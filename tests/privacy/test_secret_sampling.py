@@ -16,6 +16,7 @@ from fedcore import seeding
 from fedcore.arrays import to_record
 from fedcore.config import parse_config
 from fedcore.tasks import get_task
+from fedcore.tasks.fedavg import fedavg
 from simulations.engines.inprocess import InProcessGrid, make_contexts, node_ids
 from strategies import build_strategy
 
@@ -35,10 +36,10 @@ def _recomputed_cohort(nodes, seed, server_round, size):
 
 def _cohorts(cfg, rounds=8):
     strategy = build_strategy(cfg)
-    inner = getattr(strategy, "strategy", strategy)  # the FedAvg under a DP wrapper
+    cohort = strategy.cohort
     with InProcessGrid(cfg) as grid:
         nodes = sorted(grid.get_node_ids())
-        drawn = [inner.sample_cohort(grid, 0.3, 1, r, 0) for r in range(1, rounds + 1)]
+        drawn = [cohort.sample(grid, 0.3, 1, r, 0) for r in range(1, rounds + 1)]
     return nodes, drawn
 
 
@@ -90,8 +91,8 @@ def test_dp_sgd_batches_cannot_be_recomputed_from_the_seed(monkeypatch, seeded):
         seen.append(torch.rand(64, generator=rng))  # what picks the Poisson batches
         return task.train_one_client(model, data, params, torch.Generator().manual_seed(0))
 
-    with_spy = dataclasses.replace(task, train_one_client_dp=spy)
-    monkeypatch.setattr(handlers, "get_task", lambda name: with_spy)
+    with_spy = fedavg(dataclasses.replace(task, train_one_client_dp=spy))
+    monkeypatch.setattr(handlers, "get_algorithm", lambda name: with_spy)
 
     model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
     contexts = make_contexts(cfg, node_ids(2))

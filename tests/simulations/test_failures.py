@@ -249,9 +249,9 @@ def test_a_bug_in_a_worker_process_fails_the_run():
 
 
 def test_a_model_that_goes_non_finite_fails_the_run(tmp_path, monkeypatch):
-    from strategies.fedavg import FedAvg
+    from strategies.statistics import StatisticsStrategy
 
-    real = FedAvg.aggregate_train
+    real = StatisticsStrategy.aggregate_train
 
     def nan_in_round_2(self, server_round, replies):
         arrays, metrics = real(self, server_round, replies)
@@ -261,7 +261,7 @@ def test_a_model_that_goes_non_finite_fails_the_run(tmp_path, monkeypatch):
             arrays = to_record({k: np.full_like(v.numpy(), np.nan) for k, v in arrays.items()})
         return arrays, metrics
 
-    monkeypatch.setattr(FedAvg, "aggregate_train", nan_in_round_2)
+    monkeypatch.setattr(StatisticsStrategy, "aggregate_train", nan_in_round_2)
     raised, summary, rounds = _simulate(tmp_path, train={"rounds": 4})
     assert raised is not None and summary["status"] == "failed"
     assert "not finite" in summary["error"]

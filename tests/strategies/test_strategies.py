@@ -1,14 +1,23 @@
-"""fedcore strategies: Flower classes with seeded sampling and validated streaming aggregation."""
+"""The run's strategy: a Flower Strategy composed around an algorithm (FedAvg on task mlp
+here), with seeded cohort sampling and replies checked one by one.
+
+(Moved from the model-update strategies, which subclassed Flower's: the same behaviours on
+the strategy every run now uses.)"""
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.serverapp.strategy import Strategy
 
+from fedcore import optimizers
+from fedcore.arrays import from_numpy
 from fedcore.config import STRATEGIES, RunConfig, parse_config
-from fedcore.keys import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PROXIMAL_MU
+from fedcore.keys import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, STATISTICS
+from fedcore.statistics import contribution
+from fedcore.tasks.fedavg import SERVER, STEPS
 from simulations.engines.inprocess import InProcessGrid
 from strategies import build_strategy
+from strategies.statistics import StatisticsStrategy
 
 CFG = parse_config({"data": {"num-clients": 5}})
 GLOBAL = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
@@ -24,19 +33,50 @@ def _arrays(d):
     return ArrayRecord({k: Array(v) for k, v in d.items()})
 
 
+def _state(strategy):
+    """GLOBAL and the server optimizer's buffers (zero), as FedAvg's init lays them out."""
+    name = strategy.cfg.strategy.name
+    buffers = optimizers.buffers(strategy.cfg.strategy) if name in optimizers.OPTIMIZERS else ()
+    state = dict(GLOBAL) | {
+        f"{SERVER}{b}/{k}": np.zeros_like(v) for b in buffers for k, v in GLOBAL.items()
+    }
+    return state | ({STEPS: np.zeros((), np.float32)} if buffers else {})
+
+
 def _sent(strategy, grid, server_round=1):
-    msgs = list(strategy.configure_train(server_round, _arrays(GLOBAL), ConfigRecord(), grid))
+    arrays = _arrays(_state(strategy))
+    msgs = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
     grid.push_messages(msgs)  # assigns message ids, as a real Grid does
     return msgs
 
 
-def _reply(msg, arrays, n):
-    content = RecordDict({ARRAYS: _arrays(arrays), METRICS: MetricRecord({NUM_EXAMPLES: n})})
+def _wire(strategy, update, n):
+    """A client's wire vector for ``update`` from ``n`` examples (as clients/statistics.py
+    builds it: the update times its weight, then the weight)."""
+    stats = {k: np.asarray(v, np.float64) for k, v in update.items()}
+    spec = strategy.spec_of(_arrays(_state(strategy)))
+    return contribution(stats | {"examples": np.array(float(n))}, spec)
+
+
+def _reply(msg, wire, n):
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord({STATISTICS: from_numpy(np.asarray(wire))}),
+            METRICS: MetricRecord({NUM_EXAMPLES: n}),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
-def _update(rng):
-    return {k: rng.normal(size=v.shape).astype(np.float32) for k, v in GLOBAL.items()}
+def _update(rng):  # entries well within secagg.bound (1), which clips them
+    return {k: rng.normal(0.0, 0.1, v.shape).astype(np.float32) for k, v in GLOBAL.items()}
+
+
+def _aggregate(strategy, msgs, updates, sizes):
+    replies = [
+        _reply(m, _wire(strategy, u, n), n) for m, u, n in zip(msgs, updates, sizes, strict=True)
+    ]
+    return strategy.aggregate_train(1, iter(replies))[0]
 
 
 def test_fedavg_aggregate_equals_brute_force_weighted_mean(grid):
@@ -44,9 +84,7 @@ def test_fedavg_aggregate_equals_brute_force_weighted_mean(grid):
     msgs = _sent(strategy, grid)
     rng = np.random.default_rng(0)
     updates, sizes = [_update(rng) for _ in msgs], [3, 10, 1, 7, 5]
-    agg, _ = strategy.aggregate_train(
-        1, (_reply(m, u, n) for m, u, n in zip(msgs, updates, sizes, strict=True))
-    )
+    agg = _aggregate(strategy, msgs, updates, sizes)
     for k in GLOBAL:
         expected = sum(
             n * u[k].astype(np.float64) for u, n in zip(updates, sizes, strict=True)
@@ -60,21 +98,20 @@ def test_bad_replies_are_rejected_and_the_rest_aggregated(grid):
     msgs = _sent(strategy, grid)
     rng = np.random.default_rng(1)
     good = [_update(rng) for _ in range(2)]
-    nan = _update(rng)
-    nan["w"][0, 0] = np.nan
-    wrong_shape = {"w": np.zeros((3, 3), np.float32), "b": np.zeros(3, np.float32)}
+    nan = _wire(strategy, _update(rng), 4)
+    nan[0] = np.nan
     replies = [
-        _reply(msgs[0], good[0], 4),
+        _reply(msgs[0], _wire(strategy, good[0], 4), 4),
         _reply(msgs[1], nan, 4),
-        _reply(msgs[2], wrong_shape, 4),
+        _reply(msgs[2], np.zeros(5), 4),  # not the state's shape
         Message(Error(code=2, reason="client crashed"), reply_to=msgs[3]),
-        _reply(msgs[4], good[1], 4),
+        _reply(msgs[4], _wire(strategy, good[1], 4), 4),
     ]
     agg, _ = strategy.aggregate_train(1, iter(replies))
     np.testing.assert_allclose(agg["w"].numpy(), (good[0]["w"] + good[1]["w"]) / 2, rtol=1e-6)
     reasons = " | ".join(strategy.last_failures)
     assert len(strategy.last_failures) == 3
-    assert "NaN" in reasons and "shape" in reasons and "client crashed" in reasons
+    assert "not finite" in reasons and "shape" in reasons and "client crashed" in reasons
 
 
 def test_round_with_no_usable_update_returns_none(grid):
@@ -86,26 +123,31 @@ def test_round_with_no_usable_update_returns_none(grid):
 
 def test_cohort_is_reproducible_from_seed_and_round(grid):
     cfg = parse_config({"data": {"num-clients": 5}, "train": {"fraction": 0.4}, "seed": 3})
-    a, b = build_strategy(cfg), build_strategy(cfg)
-    cohorts = [a.sample_cohort(grid, 0.4, 1, r, 0) for r in range(1, 6)]
-    assert cohorts == [b.sample_cohort(grid, 0.4, 1, r, 0) for r in range(1, 6)]
+    a, b = build_strategy(cfg).cohort, build_strategy(cfg).cohort
+    cohorts = [a.sample(grid, 0.4, 1, r, 0) for r in range(1, 6)]
+    assert cohorts == [b.sample(grid, 0.4, 1, r, 0) for r in range(1, 6)]
     assert all(len(c) == 2 and len(set(c)) == 2 for c in cohorts)
     assert len({tuple(c) for c in cohorts}) > 1  # rounds draw different cohorts
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_every_strategy_is_a_flower_strategy(name):
+def test_every_strategy_name_drives_rounds_as_a_flower_strategy(name):
+    """Composition, not inheritance from Flower's FedAvg: the five verbs of Flower's
+    Strategy around the algorithm, whichever server optimizer or robust rule it names."""
     strategy = build_strategy(parse_config({"strategy": {"name": name}}))
-    assert isinstance(strategy, flwr_strategy.FedAvg)
-    assert type(strategy).__mro__[1].__module__.startswith("flwr.serverapp.strategy")
+    assert isinstance(strategy, Strategy) and isinstance(strategy, StatisticsStrategy)
+    assert strategy.algorithm.name == "mlp" and name in strategy.algorithm.strategies
 
 
-def test_fedprox_sends_the_proximal_weight(grid):
+def test_messages_carry_the_round_and_the_run_config_stays_with_the_nodes(grid):
+    """The training message holds the state and the round; FedProx's mu is read by each
+    node from the run config, not sent by the server."""
     cfg = parse_config(
         {"data": {"num-clients": 5}, "strategy": {"name": "fedprox", "proximal-mu": 0.3}}
     )
-    msgs = _sent(build_strategy(cfg), grid)
-    assert all(m.content[CONFIG][PROXIMAL_MU] == pytest.approx(0.3) for m in msgs)
+    msgs = _sent(build_strategy(cfg), grid, server_round=4)
+    assert len(msgs) == 5 and all(m.content[CONFIG]["server-round"] == 4 for m in msgs)
+    assert all(set(m.content[ARRAYS]) == set(GLOBAL) for m in msgs)
 
 
 def test_fedavgm_without_momentum_equals_fedavg(grid):
@@ -117,10 +159,7 @@ def test_fedavgm_without_momentum_equals_fedavg(grid):
     results = []
     for strategy in (build_strategy(cfg), build_strategy(CFG)):
         msgs = _sent(strategy, grid)
-        agg, _ = strategy.aggregate_train(
-            1, [_reply(m, u, 2) for m, u in zip(msgs, updates, strict=True)]
-        )
-        results.append(agg["w"].numpy())
+        results.append(_aggregate(strategy, msgs, updates, [2] * 5)["w"].numpy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
 
 
@@ -131,9 +170,7 @@ def test_fedmedian_takes_the_coordinate_median(grid):
     msgs = _sent(strategy, grid)
     rng = np.random.default_rng(3)
     updates = [_update(rng) for _ in msgs]
-    agg, _ = strategy.aggregate_train(
-        1, [_reply(m, u, 1) for m, u in zip(msgs, updates, strict=True)]
-    )
+    agg = _aggregate(strategy, msgs, updates, [1] * 5)
     np.testing.assert_allclose(
         agg["w"].numpy(), np.median([u["w"] for u in updates], axis=0), rtol=1e-6
     )
@@ -144,14 +181,15 @@ def test_fedadam_moves_the_model_with_adaptive_steps(grid):
     strategy = build_strategy(cfg)
     msgs = _sent(strategy, grid)
     ones = {k: np.ones_like(v) for k, v in GLOBAL.items()}
-    agg, _ = strategy.aggregate_train(1, [_reply(m, ones, 1) for m in msgs])
+    agg = _aggregate(strategy, msgs, [ones] * 5, [1] * 5)  # (1 is secagg.bound: not clipped)
     w = agg["w"].numpy()
     # First Adam step from 0 towards 1: every coordinate moves by the same positive amount.
     assert np.all(w > 0) and np.all(w < 1) and np.allclose(w, w.flat[0])
 
 
-def test_default_run_config_is_fedavg():
-    assert type(build_strategy(RunConfig())).__name__ == "FedAvg"
+def test_default_run_config_is_fedavg_on_task_mlp():
+    strategy = build_strategy(RunConfig())
+    assert strategy.cfg.strategy.name == "fedavg" and strategy.algorithm.name == "mlp"
 
 
 @pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
@@ -161,10 +199,10 @@ def test_robust_strategies_drop_corrupt_updates_too(grid, name):
     )
     msgs = _sent(strategy, grid)
     rng = np.random.default_rng(4)
-    updates = [_update(rng) for _ in msgs]
-    updates[1]["w"][0, 0] = np.inf
+    wires = [_wire(strategy, _update(rng), 1) for _ in msgs]
+    wires[1][0] = np.inf
     agg, _ = strategy.aggregate_train(
-        1, [_reply(m, u, 1) for m, u in zip(msgs, updates, strict=True)]
+        1, [_reply(m, w, 1) for m, w in zip(msgs, wires, strict=True)]
     )
     assert np.all(np.isfinite(agg["w"].numpy()))
-    assert len(strategy.last_failures) == 1 and "NaN or infinity" in strategy.last_failures[0]
+    assert len(strategy.last_failures) == 1 and "not finite" in strategy.last_failures[0]

@@ -14,9 +14,9 @@ from fedcore.server import run_server
 from fedcore.statistics import StatisticsError, contribution, decode
 from fedcore.tasks import checked_task, get_task
 from fedcore.tasks.mf import ALGORITHM, SHARED, MfClientData, load_mf_data
+from privacy.secagg.encoding import statistics_bound
 from privacy.secagg.quantize import decode as quantize_decode
 from privacy.secagg.quantize import encode, fixed_point
-from privacy.secagg.weighting import statistics_bound
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 
 MF = {

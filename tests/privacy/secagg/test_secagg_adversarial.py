@@ -243,11 +243,12 @@ def test_a_deployed_server_refuses_an_insecure_demo():
     from flwr.superlink.grid.http_grid import HttpGrid
 
     from privacy.secagg.aggregator import SecureAggregator
+    from strategies import build_strategy
 
     cfg = parse_config(BASE | {"secagg": {"mode": "full", "insecure-demo": True}})
     grid = HttpGrid.__new__(HttpGrid)  # the Grid a SuperLink gives a ServerApp; never used
     with pytest.raises(ConfigError, match="deployed run"):
-        SecureAggregator(cfg).send_and_receive(grid, [], None, 1)
+        SecureAggregator(cfg, build_strategy(cfg).sum_format()).send_and_receive(grid, [], None, 1)
 
 
 # -- over Flower: a malformed reply is a dropout, not an aborted round -------------------------
@@ -256,13 +257,13 @@ def test_a_deployed_server_refuses_an_insecure_demo():
 def _flower_round(cfg, tamper_node=None, stage=None, tamper=None, skip_node=None):
     """One secure round over the in-process Grid, the reply of partition ``tamper_node`` at
     ``stage`` passed through ``tamper``; the replies and the partition of each node."""
-    import torch
-
+    from fedcore import seeding
     from fedcore.apps import make_client_app
     from fedcore.arrays import to_record
-    from fedcore.server import get_task
+    from fedcore.tasks import get_algorithm, server_data
     from privacy.secagg.aggregator import SecureAggregator
     from simulations.engines.inprocess import InProcessGrid
+    from strategies import build_strategy
 
     def tamper_mod(msg, context, call_next):
         reply = call_next(msg, context)
@@ -271,9 +272,9 @@ def _flower_round(cfg, tamper_node=None, stage=None, tamper=None, skip_node=None
             tamper(reply.content[SECAGG])
         return reply
 
-    task = get_task(cfg.task)
-    model = task.build_model(cfg, task.load_data(cfg), torch.Generator().manual_seed(0))
-    arrays = to_record(model.state_dict())
+    algorithm = get_algorithm(cfg.task)
+    rng = seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT)
+    arrays = to_record(algorithm.init(cfg, server_data(algorithm, cfg), rng))
     with InProcessGrid(cfg, client_app=make_client_app(cfg, [tamper_mod])) as grid:
         nodes = sorted(grid.get_node_ids())
         partition = {node: i for i, node in enumerate(nodes)}
@@ -286,7 +287,8 @@ def _flower_round(cfg, tamper_node=None, stage=None, tamper=None, skip_node=None
             for node in nodes
             if partition[node] != skip_node
         ]
-        replies = SecureAggregator(cfg).send_and_receive(grid, messages, arrays, 1)
+        aggregator = SecureAggregator(cfg, build_strategy(cfg).sum_format())
+        replies = aggregator.send_and_receive(grid, messages, arrays, 1)
     return replies, partition
 
 

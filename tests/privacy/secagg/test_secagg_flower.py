@@ -7,6 +7,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from fedcore.arrays import to_record
 from fedcore.config import ConfigError, parse_config
 from fedcore.keys import ARRAYS, CONFIG, SERVER_ROUND
+from privacy.plan import dp_plan
 from simulations.engines.inprocess import InProcessGrid, run_inprocess
 
 SMALL = {
@@ -73,15 +74,13 @@ def test_too_many_dropouts_abort_the_round_and_keep_the_model():
 def test_client_refuses_a_plain_training_message_under_secure_aggregation():
     cfg = parse_config(SMALL | {"secagg": {"mode": "full"}})
     with InProcessGrid(cfg) as grid:
-        from fedcore.server import get_task  # the model the run would send
+        from fedcore.tasks import get_algorithm, server_data  # the state the run would send
 
-        task = get_task(cfg.task)
-        model = task.build_model(cfg, task.load_data(cfg), __import__("torch").Generator())
+        algorithm = get_algorithm(cfg.task)
+        state = algorithm.init(cfg, server_data(algorithm, cfg), np.random.default_rng(0))
         node = sorted(grid.get_node_ids())[0]
         msg = Message(
-            RecordDict(
-                {ARRAYS: to_record(model.state_dict()), CONFIG: ConfigRecord({SERVER_ROUND: 1})}
-            ),
+            RecordDict({ARRAYS: to_record(state), CONFIG: ConfigRecord({SERVER_ROUND: 1})}),
             dst_node_id=node,
             message_type=MessageType.TRAIN,
         )
@@ -166,13 +165,18 @@ def test_ray_engine_runs_secure_aggregation():
         np.testing.assert_allclose(secure[k], plain[k], atol=5e-4)
 
 
-def test_distributed_dp_refuses_a_bound_that_would_cut_the_noise():
+def test_distributed_dp_encodes_the_noise_whatever_the_bound():
+    """A small secagg.bound clips the update's entries, never the clients' noise shares: the
+    encoding's range is the clipped update plus 8 standard deviations of the share (it was
+    refused when the range was the bound alone)."""
+    from privacy.secagg.encoding import statistics_bound
     from strategies import build_strategy
 
     privacy = {"dp": "distributed", "clip-norm": 1.0, "noise-multiplier": 1.0}
     cfg = parse_config(SMALL | {"secagg": {"mode": "full", "bound": 1.0}, "privacy": privacy})
-    with pytest.raises(ConfigError, match="would cut the clients' noise"):
-        build_strategy(cfg)
+    share = dp_plan(cfg).client_noise_std(1.0)
+    spec = build_strategy(cfg).spec_of(to_record({"w": np.zeros(3, np.float32)}))
+    assert spec.bound == 1.0 and statistics_bound(spec.bound, cfg) >= 1.0 + 8 * share
 
 
 def test_clients_can_send_no_training_metrics_in_the_clear():
