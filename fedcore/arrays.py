@@ -106,24 +106,29 @@ def to_numpy_dict(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def load_into(module: torch.nn.Module, record: ArrayRecord) -> None:
-    """Copy ``record`` into ``module``'s parameters and buffers in place.
+    """Copy ``record`` into ``module``'s parameters and buffers in place
+    (:func:`load_arrays` of the message's bytes, without building intermediate tensors)."""
+    load_arrays(module, {name: to_numpy(array) for name, array in record.items()})
+
+
+def load_arrays(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into ``module``'s parameters and buffers in place.
 
     Same contract as ``module.load_state_dict(..., strict=True)`` (names and shapes must
-    match, ``ValueError`` otherwise) without building intermediate tensors: each array is
-    written straight from the message's bytes into the tensor's memory.
+    match, ``ValueError`` otherwise), checked before any write; each array is written
+    straight into the tensor's memory.
     """
     targets = dict(module.named_parameters())
     targets.update(module.named_buffers())
-    if set(targets) != set(record.keys()):
-        missing = sorted(set(targets) - set(record.keys()))
-        extra = sorted(set(record.keys()) - set(targets))
+    if set(targets) != set(arrays):
+        missing = sorted(set(targets) - set(arrays))
+        extra = sorted(set(arrays) - set(targets))
         raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
-    sources = {name: to_numpy(array) for name, array in record.items()}
-    for name, source in sources.items():  # all decoded and checked before any write
-        if source.shape != tuple(targets[name].shape):
+    for name, source in arrays.items():  # all checked before any write
+        if np.shape(source) != tuple(targets[name].shape):
             raise ValueError(
-                f"array {name!r} has shape {source.shape}, the model's is "
+                f"array {name!r} has shape {np.shape(source)}, the model's is "
                 f"{tuple(targets[name].shape)}"
             )
-    for name, source in sources.items():  # detached views: no autograd involved
+    for name, source in arrays.items():  # detached views: no autograd involved
         targets[name].detach().numpy()[...] = source

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from fedcore import optimizers, robust, seeding
+from fedcore.arrays import load_arrays
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig, StrategyConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec
 from fedcore.tasks import model_shape
@@ -67,7 +68,7 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
 
     def load(cfg: RunConfig, state: State) -> torch.nn.Module:
         model = model_of(cfg)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights(state).items()})
+        load_arrays(model, weights(state))
         return model
 
     def init(cfg: RunConfig, shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
