@@ -69,6 +69,7 @@ from fedcore.tasks import get_algorithm
 from privacy.secagg import crypto, graph
 from privacy.secagg.aggregator import SecureAggregator
 from privacy.secagg.crypto import MaskExpander
+from privacy.secagg.encoding import to_encoding, wire_bound
 from privacy.secagg.mod import secagg_mod
 from privacy.secagg.protocol import threshold
 from simulations.engines.inprocess import InProcessGrid, node_ids
@@ -193,12 +194,14 @@ def fedcore_app(cfg: RunConfig, updates: dict[int, np.ndarray] | None, meter: Me
         spec = algorithm.spec(cfg, state)
         wire = contribution({"w": update, "examples": np.array(float(WEIGHT))}, spec)
         if cfg.secagg.mode == "off":
-            wire = wire.astype(algorithm.wire_dtype)
+            wire, bound = wire.astype(algorithm.wire_dtype), spec.bound
+        else:  # as clients/statistics.py replies: the count in the encoding's units
+            wire, bound = to_encoding(wire, spec, cfg), wire_bound(spec, cfg)
         content = RecordDict(
             {
                 ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),
                 METRICS: MetricRecord({NUM_EXAMPLES: WEIGHT}),
-                WIRE: ConfigRecord({"bound": float(spec.bound)}),
+                WIRE: ConfigRecord({"bound": float(bound)}),
             }
         )
         return Message(content, reply_to=msg)

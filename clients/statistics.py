@@ -40,9 +40,10 @@ from fedcore.keys import (
     STATISTICS,
     WIRE,
 )
-from fedcore.statistics import StatisticsError, clip_l2, contribution
+from fedcore.statistics import Spec, StatisticsError, clip_l2, contribution
 from fedcore.tasks import Algorithm, ExampleDp, RoundContext
 from privacy.mechanisms import add_gaussian
+from privacy.secagg.encoding import to_encoding, wire_bound
 
 
 def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algorithm) -> Message:
@@ -86,7 +87,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         raise ClientInputError(f"{algo.name!r} computed bad statistics: {err}") from None
     if p.dp == "off":
         reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
-        return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, {})
+        return _reply(msg, wire, spec, cfg, algo, reply_metrics, {})
     extra, bit = {}, {}
     if p.dp in CLIENT_LEVEL_DP and (p.dp != "client" or p.clipping == "client"):
         clip = _round_clip(msg, cfg)
@@ -106,7 +107,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     # (DP-SGD's accounting takes the number of examples as public; client-level DP hides it)
     count = 1 if p.dp in CLIENT_LEVEL_DP else data.num_train
     reply_metrics = {NUM_EXAMPLES: count, **metrics, **bit}
-    return _reply(msg, _on_wire(wire, cfg, algo), spec.bound, reply_metrics, extra)
+    return _reply(msg, wire, spec, cfg, algo, reply_metrics, extra)
 
 
 def handle_evaluate_statistics(
@@ -151,13 +152,22 @@ def _local(context: Context) -> dict[str, np.ndarray]:
     return {} if saved is None else {k: to_numpy(v).copy() for k, v in saved.items()}
 
 
-def _on_wire(wire: np.ndarray, cfg: RunConfig, algo: Algorithm) -> np.ndarray:
-    """The wire vector in the algorithm's ``wire_dtype``; float64 for secure aggregation,
-    which encodes it in fixed point at the precision it was computed in."""
-    return wire if cfg.secagg.mode != "off" else wire.astype(algo.wire_dtype, copy=False)
-
-
-def _reply(msg: Message, wire, bound: float, metrics: dict, extra: dict) -> Message:
+def _reply(
+    msg: Message,
+    wire: np.ndarray,
+    spec: Spec,
+    cfg: RunConfig,
+    algo: Algorithm,
+    metrics: dict,
+    extra: dict,
+) -> Message:
+    """The reply holding the wire vector: under secure aggregation in float64 with its counts
+    in the encoding's units (:func:`privacy.secagg.encoding.to_encoding`: the mod masks it at
+    the precision it was computed in), else in the algorithm's ``wire_dtype``."""
+    if cfg.secagg.mode != "off":
+        wire, bound = to_encoding(wire, spec, cfg), wire_bound(spec, cfg)
+    else:
+        wire, bound = wire.astype(algo.wire_dtype, copy=False), spec.bound
     content = RecordDict(
         {
             ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),

@@ -30,7 +30,7 @@ from fedcore.config import ConfigError, RunConfig
 from fedcore.keys import ARRAYS, METRICS, NUM_EXAMPLES, STATISTICS
 from fedcore.statistics import Spec
 from privacy.plan import min_in_sum
-from privacy.secagg.encoding import statistics_bound
+from privacy.secagg.encoding import from_encoding, statistics_bound, wire_bound
 from privacy.secagg.protocol import SecAggAbort
 from privacy.secagg.quantize import fixed_point
 from privacy.secagg.service import Observe, ProtocolAbort, run_protocol
@@ -69,11 +69,12 @@ class StatisticsSum:
         return self.spec_of(arrays).size
 
     def input_bound(self, arrays: ArrayRecord) -> float:
-        return statistics_bound(self.spec_of(arrays).bound, self.cfg)
+        return statistics_bound(wire_bound(self.spec_of(arrays), self.cfg), self.cfg)
 
     def aggregate(
         self, arrays: ArrayRecord, total: np.ndarray, clients: int
     ) -> tuple[ArrayRecord, float]:
+        total = from_encoding(total, self.spec_of(arrays), self.cfg)  # counts in whole units
         return ArrayRecord({STATISTICS: from_numpy(total)}), float(clients)
 
 

@@ -1,12 +1,24 @@
-"""The encoding range of what a client masks: an algorithm's wire vector
+"""What a client masks, in the encoding's terms: an algorithm's wire vector
 (:mod:`fedcore.statistics`) carries its own weights and bounds; the fixed-point range adds
-room for the DP noise a client adds before masking."""
+room for the DP noise a client adds before masking.
+
+Counts enter the encoding as whole units: where the sum is exact (no client-level DP, whose
+clip and noise make counts real), an integer array's entry ``k`` goes on the wire as
+``k * 2^-f`` (:func:`to_encoding`), which the fixed-point encoding turns into exactly ``k``
+(``floor(k + u) = k``: no rounding), and the server multiplies the unmasked sum back
+(:func:`from_encoding`). So counts are summed exactly, and a count's bound (FedAvg's
+``secagg.max-weight``, 10^4) costs the encoding ``bound * 2^-f`` of range, not ``bound``:
+FedAvg's updates keep the 32-bit modulus of a range of 1.
+"""
 
 from __future__ import annotations
 
 import math
 
-from fedcore.config import RunConfig
+import numpy as np
+
+from fedcore.config import CLIENT_LEVEL_DP, RunConfig
+from fedcore.statistics import INTEGER, Spec
 from privacy.plan import dp_plan, local_noise
 from privacy.secagg.quantize import input_bound
 
@@ -29,3 +41,34 @@ def statistics_bound(spec_bound: float, cfg: RunConfig) -> float:
     else:
         return input_bound(spec_bound)
     return input_bound(min(spec_bound, p.clip_norm) + 8 * std)
+
+
+def _units(spec: Spec, cfg: RunConfig) -> np.ndarray | None:
+    """Per wire entry, what it is divided by on the way into the encoding: ``2^f`` for an
+    integer array's entries where the sum is exact, else 1; None where nothing is scaled."""
+    if cfg.privacy.dp in CLIENT_LEVEL_DP or not any(a.kind == INTEGER for _, a in spec.arrays):
+        return None
+    unit = float(2**cfg.secagg.frac_bits)
+    return np.concatenate(
+        [np.full(a.size, unit if a.kind == INTEGER else 1.0) for _, a in spec.arrays]
+    )
+
+
+def wire_bound(spec: Spec, cfg: RunConfig) -> float:
+    """The largest entry of a wire vector once :func:`to_encoding` scaled its counts."""
+    if _units(spec, cfg) is None:
+        return spec.bound
+    unit = float(2**cfg.secagg.frac_bits)
+    return max(a.bound / unit if a.kind == INTEGER else a.bound for _, a in spec.arrays)
+
+
+def to_encoding(wire: np.ndarray, spec: Spec, cfg: RunConfig) -> np.ndarray:
+    """The wire vector as the client masks it: its counts in units of ``2^-f``."""
+    units = _units(spec, cfg)
+    return wire if units is None else wire / units
+
+
+def from_encoding(total: np.ndarray, spec: Spec, cfg: RunConfig) -> np.ndarray:
+    """The unmasked sum back in the wire vector's terms: its counts multiplied back."""
+    units = _units(spec, cfg)
+    return total if units is None else total * units

@@ -227,6 +227,18 @@ def test_local_dp_noise_survives_the_secure_encoding(tmp_path):
 
 
 def test_an_encoding_the_statistics_would_break_is_refused_before_a_round(tmp_path):
-    settings = SMALL | {"secagg": {"mode": "full", "frac-bits": 40}}
+    """Distributed DP widens the range for the clients' noise shares (here 1 + 8 x 1581):
+    at 40 fraction bits float64 could not dither it, so no round starts."""
+    privacy = {"dp": "distributed", "clip-norm": 5000.0, "noise-multiplier": 1.0}
+    settings = SMALL | {"secagg": {"mode": "full", "frac-bits": 40}, "privacy": privacy}
     with pytest.raises(ConfigError, match="2\\^52"):
         fedcore.simulate(settings, task=TASK, out=tmp_path / "run")
+
+
+def test_class_counts_are_encoded_as_whole_units_even_at_40_fraction_bits(tmp_path):
+    """A count of up to 10^4 costs the encoding 10^4 x 2^-40 of range, not 10^4 (which at
+    40 fraction bits passed 2^52 and was refused): the secure centroids are the plain ones."""
+    plain = fedcore.simulate(SMALL, task=TASK, out=tmp_path / "p")
+    settings = SMALL | {"secagg": {"mode": "full", "frac-bits": 40}}
+    secure = fedcore.simulate(settings, task=TASK, out=tmp_path / "s")
+    np.testing.assert_allclose(_centroids(secure), _centroids(plain), atol=1e-9)
