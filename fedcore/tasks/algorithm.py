@@ -11,6 +11,7 @@ user's own file (``task = "package.module:NAME"``) runs with no change to fedcor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -138,6 +139,13 @@ class Algorithm:
     def client_state(self, state: Mapping[str, object]) -> dict:
         """``state`` without its `server_only` arrays: what a client receives."""
         return {k: v for k, v in state.items() if not k.startswith(self.server_only)}
+
+
+def update_bound(cfg: RunConfig) -> float:
+    """The public bound on each entry of a real update (a model's, a gradient): under
+    secure aggregation ``secagg.bound``, its encoding's range; else none (``math.inf``:
+    nothing is clipped per coordinate, as Flower's FedAvg clips nothing)."""
+    return cfg.secagg.bound if cfg.secagg.mode != "off" else math.inf
 
 
 def dp_denominator(cfg: RunConfig, summed: Summed) -> float:

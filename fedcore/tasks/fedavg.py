@@ -34,7 +34,7 @@ from fedcore.arrays import load_arrays
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig, StrategyConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec
 from fedcore.tasks import model_shape
-from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
+from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator, update_bound
 from fedcore.tasks.base import ClientData, Task, TrainParams
 
 EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
@@ -92,7 +92,7 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         dp = cfg.privacy.dp in CLIENT_LEVEL_DP
         weight = None if dp else EXAMPLES
         updates = {
-            k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=weight)
+            k: ArraySpec(np.shape(v), bound=update_bound(cfg), weight=weight)
             for k, v in weights(state).items()
         }
         if dp:

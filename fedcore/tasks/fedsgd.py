@@ -25,7 +25,7 @@ from fedcore import seeding
 from fedcore.config import RunConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks import mlp, model_shape
-from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator
+from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator, update_bound
 from fedcore.tasks.base import ClientData, Task
 
 EXAMPLES = "examples"  # the weight: a client's number of examples (1 each under DP)
@@ -58,7 +58,7 @@ def fedsgd(task: Task, name: str = "fedsgd") -> Algorithm:
         unweighted (every client weighs one, and the sum is divided by the cohort)."""
         dp = cfg.privacy.dp != "off"
         gradients = {
-            k: ArraySpec(np.shape(v), bound=cfg.secagg.bound, weight=None if dp else EXAMPLES)
+            k: ArraySpec(np.shape(v), bound=update_bound(cfg), weight=None if dp else EXAMPLES)
             for k, v in state.items()
             if not k.startswith(MOMENTUM)
         }
