@@ -7,9 +7,10 @@ update of its own (values in [-0.5, 0.5], seeded by its partition id) with num-e
 so the round is all aggregation. Everything runs in this process on fedcore's ``InProcessGrid``
 (messages are handed over as objects: no serialization or transport on either side).
 
-- fedcore: ``strategies.FedAvg`` makes the messages (``configure_train``) and aggregates
-  (``aggregate_train``); "plaintext" is ``grid.send_and_receive`` in between, "full" and
-  "sparse" are ``SecureAggregator.send_and_receive`` (client mod ``secagg_mod``).
+- fedcore: the run's strategy (``strategies.build_strategy``: FedAvg on typed statistics)
+  makes the messages (``configure_train``) and aggregates (``aggregate_train``);
+  "plaintext" is ``grid.send_and_receive`` in between, "full" and "sparse" are
+  ``SecureAggregator.send_and_receive`` (client mod ``secagg_mod``).
 - Flower: legacy ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with
   ``secaggplus_mod`` on a legacy ``ClientApp``; ``num_shares`` = n (full) or fedcore's sparse
   degree + 1 (sparse), reconstruction threshold = fedcore's (more than half of the holders).
@@ -508,7 +509,8 @@ DESCRIPTION = (
     "fedcore's `InProcessGrid`: messages are handed over as objects, so neither side pays "
     "for serialization or transport (for Flower the replies of a stage are collected into a "
     "list and a RecordDict shared by several messages is copied per message, as a transport "
-    "would). fedcore: `strategies.FedAvg` with `grid.send_and_receive` (plaintext) or "
+    "would). fedcore: the run's strategy (FedAvg on typed statistics) with "
+    "`grid.send_and_receive` (plaintext) or "
     "`SecureAggregator` (full graph; sparse SecAgg+ graph of the default degree "
     "2 ceil(log2 n) + 2, which at n = 10 is the full graph), a client's secrets need more "
     "than half of its share holders, 20 fraction bits, max-weight 10^4. Flower 1.42: legacy "

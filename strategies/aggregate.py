@@ -27,6 +27,17 @@ class MetricMean:
             raise ValueError(f"metric {bad[0]!r} is not finite")
         return out
 
+    @staticmethod
+    def weight(metrics: Mapping[str, object], key: str, default: float) -> float:
+        """The reply's weight ``metrics[key]`` (``default`` if absent): ValueError unless it
+        is a finite number >= 0 (a client writes it: NaN would erase every mean)."""
+        value = metrics.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key!r} is {type(value).__name__}, not a number")
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{key!r} must be a finite number >= 0, got {value!r}")
+        return float(value)
+
     def add(self, values: Mapping[str, float], weight: float) -> None:
         for name, value in values.items():
             self._sums[name] = self._sums.get(name, 0.0) + weight * value

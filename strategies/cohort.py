@@ -157,10 +157,10 @@ def evaluation_mean(replies: Iterable[Message]) -> tuple[MetricRecord | None, li
             continue
         try:
             values = MetricMean.scalars(records[0], NUM_EXAMPLES)
+            weight = MetricMean.weight(records[0], NUM_EXAMPLES, 0.0)
         except ValueError as err:
             failures.append(f"node {node}: bad metrics: {err}")
             continue
-        weight = float(records[0][NUM_EXAMPLES])
         if weight > 0:
             metrics_mean.add(values, weight)
             if ACCURACY in values:

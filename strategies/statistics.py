@@ -100,6 +100,27 @@ def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool, tolerance: flo
                 )
 
 
+def _check_secure_counts(total: np.ndarray, spec: Spec, clients: int, tolerance: float) -> None:
+    """ValueError unless every count of a secure sum of ``clients`` exact wire vectors is
+    within ``clients`` times its bound, and every weight's sum is >= 0. The server sees no
+    client's vector: a client that claims a count past its bound (the encoding holds up to
+    ``2^f`` times it) or a negative weight shows only here, and only when it moves the sum
+    outside what honest clients could send (secure aggregation without range proofs)."""
+    offset = 0
+    for name, a in spec.arrays:
+        part = total[offset : offset + a.size]
+        offset += a.size
+        if a.kind != INTEGER:
+            continue
+        if np.abs(part).max(initial=0) > clients * a.bound * (1 + tolerance):
+            raise ValueError(
+                f"the secure sum of {clients} clients has {name!r} beyond {clients} x its "
+                f"bound {a.bound:g}: a client claimed more than it may"
+            )
+        if name in spec.weights and part.min(initial=0) < 0:
+            raise ValueError(f"the secure sum of {clients} clients has a negative weight {name!r}")
+
+
 def noise_norm_limit(dimension: int, clip_norm: float, noise_multiplier: float) -> float:
     """The longest a local-DP client's noised wire vector may be: the clip norm plus the
     norm of its noise, N(0, (z C)^2 I_d), which exceeds ``z C (sqrt(d) + 10)`` with
@@ -202,6 +223,8 @@ class StatisticsStrategy(Strategy):
                     vector = clip_l2(vector, self.clip)
                 scalars = MetricMean.scalars(record, NUM_EXAMPLES)
                 scalars.pop(NORM_BIT, None)  # released only noised, in the count below
+                in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
+                weight = MetricMean.weight(record, NUM_EXAMPLES, in_reply)
             except ValueError as err:
                 self.last_failures.append(f"node {node}: bad statistics: {err}")
                 continue
@@ -209,10 +232,9 @@ class StatisticsStrategy(Strategy):
                 each.append(vector)
             else:
                 total += vector
-            in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
             clients += in_reply
             clipped += bit
-            metrics.add(scalars, float(record.get(NUM_EXAMPLES, in_reply)))
+            metrics.add(scalars, weight)
         for reason in self.last_failures:
             log(WARNING, "aggregate_train: rejected reply from %s", reason)
         if clients == 0:
@@ -252,6 +274,8 @@ class StatisticsStrategy(Strategy):
                     f"more than {len(msg.clients)} x the clip norm {clip:g}: a client did "
                     "not clip"
                 )
+            if p.dp not in CLIENT_LEVEL_DP:  # whole counts: each client's within its bound
+                _check_secure_counts(vector, spec, len(msg.clients), tolerance)
             return  # (distributed DP: the clients' noise shares, which no clip bounds)
         if p.dp == "local":
             limit = noise_norm_limit(spec.size, clip, local_noise(self.cfg))

@@ -11,6 +11,7 @@ that needs individual updates is refused by the configuration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from logging import WARNING
 
@@ -215,12 +216,18 @@ def _mean_metrics(replies: list[Message]) -> dict[str, float]:
         metrics = r.content[METRICS]
         if NUM_EXAMPLES not in metrics:  # secagg.clear-metrics = false: nothing in the clear
             continue
-        w = float(metrics[NUM_EXAMPLES])
+        w = metrics[NUM_EXAMPLES]
+        if not _finite_number(w) or w < 0:  # a client's word: left out of the clear means
+            continue
         for k, v in metrics.items():
-            if k != NUM_EXAMPLES and isinstance(v, int | float) and not isinstance(v, bool):
+            if k != NUM_EXAMPLES and _finite_number(v):
                 sums[k] = sums.get(k, 0.0) + w * float(v)
                 weights[k] = weights.get(k, 0.0) + w
     return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _error_reply(msg: Message, reason: str) -> Message:

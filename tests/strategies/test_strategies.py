@@ -206,3 +206,60 @@ def test_robust_strategies_drop_corrupt_updates_too(grid, name):
     )
     assert np.all(np.isfinite(agg["w"].numpy()))
     assert len(strategy.last_failures) == 1 and "not finite" in strategy.last_failures[0]
+
+
+@pytest.mark.parametrize("forged", [float("nan"), -1e9, [1, 2]])
+def test_a_forged_example_count_is_rejected_not_a_crash_or_a_wiped_mean(grid, forged):
+    """A client writes its num-examples metric: a list used to raise out of aggregate_train
+    (one client ended the run) and NaN erased every client's training metrics."""
+    strategy = build_strategy(CFG)
+    msgs = _sent(strategy, grid)
+    rng = np.random.default_rng(5)
+    replies = [_reply(m, _wire(strategy, _update(rng), 4), 4) for m in msgs]
+    for r in replies:
+        r.content[METRICS]["loss"] = 0.5
+    replies[0].content[METRICS][NUM_EXAMPLES] = forged
+    agg, metrics = strategy.aggregate_train(1, iter(replies))
+    assert agg is not None and metrics["loss"] == pytest.approx(0.5)
+    (failure,) = strategy.last_failures
+    assert "num-examples" in failure
+
+
+def test_a_forged_evaluation_weight_is_rejected(grid):
+    from strategies.cohort import evaluation_mean
+
+    msgs = _sent(build_strategy(CFG), grid)
+    replies = [
+        Message(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: n, "accuracy": 0.8})}), reply_to=m)
+        for m, n in zip(msgs[:2], [10, float("nan")], strict=True)
+    ]
+    record, failures = evaluation_mean(replies)
+    assert record["accuracy"] == pytest.approx(0.8) and len(failures) == 1
+
+
+@pytest.mark.parametrize(
+    ("claimed", "message"), [(2.0**20, "beyond 5 x its bound"), (-1000.0, "negative weight")]
+)
+def test_a_count_no_honest_cohort_could_sum_to_is_caught_in_the_secure_sum(grid, claimed, message):
+    """Under secure aggregation the server sees only the sum: a client that encodes a count
+    of 2^20 examples (the encoding holds up to 2^20 x its bound of 10^4) or a negative one,
+    to outweigh or flip the others, moves the sum past what 5 honest clients could send."""
+    from privacy.secagg.aggregator import SecureSumReply
+
+    cfg = parse_config({"data": {"num-clients": 5}, "secagg": {"mode": "full"}})
+    strategy = build_strategy(cfg)
+    msgs = _sent(strategy, grid)
+    rng = np.random.default_rng(6)
+    wires = [_wire(strategy, _update(rng), 100) for _ in msgs]
+    wires[0][-1] = claimed  # the count entry, as the server decodes it
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord({STATISTICS: from_numpy(np.sum(wires, axis=0))}),
+            METRICS: MetricRecord({NUM_EXAMPLES: 500}),
+        }
+    )
+    reply = SecureSumReply(content, reply_to=msgs[0])
+    reply.clients = tuple(m.metadata.dst_node_id for m in msgs)
+    assert strategy.aggregate_train(1, [reply]) == (None, None)
+    (failure,) = strategy.last_failures
+    assert message in failure
