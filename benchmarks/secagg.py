@@ -52,6 +52,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
+from clients.statistics import on_wire
 from fedcore.arrays import from_numpy, to_numpy, to_record
 from fedcore.config import RunConfig, parse_config
 from fedcore.keys import (
@@ -70,7 +71,6 @@ from fedcore.tasks import get_algorithm
 from privacy.secagg import crypto, graph
 from privacy.secagg.aggregator import SecureAggregator
 from privacy.secagg.crypto import MaskExpander
-from privacy.secagg.encoding import to_encoding, wire_bound
 from privacy.secagg.mod import secagg_mod
 from privacy.secagg.protocol import threshold
 from simulations.engines.inprocess import InProcessGrid, node_ids
@@ -194,10 +194,7 @@ def fedcore_app(cfg: RunConfig, updates: dict[int, np.ndarray] | None, meter: Me
         update = updates[pid] if updates is not None else _update(pid, len(state["w"]))
         spec = algorithm.spec(cfg, state)
         wire = contribution({"w": update, "examples": np.array(float(WEIGHT))}, spec)
-        if cfg.secagg.mode == "off":
-            wire, bound = wire.astype(algorithm.wire_dtype), spec.bound
-        else:  # as clients/statistics.py replies: the count in the encoding's units
-            wire, bound = to_encoding(wire, spec, cfg), wire_bound(spec, cfg)
+        wire, bound = on_wire(wire, spec, cfg, algorithm)  # as a client's handler sends it
         content = RecordDict(
             {
                 ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),

@@ -152,6 +152,18 @@ def _local(context: Context) -> dict[str, np.ndarray]:
     return {} if saved is None else {k: to_numpy(v).copy() for k, v in saved.items()}
 
 
+def on_wire(
+    wire: np.ndarray, spec: Spec, cfg: RunConfig, algo: Algorithm
+) -> tuple[np.ndarray, float]:
+    """The wire vector as it travels and the bound of its entries: under secure aggregation
+    in float64 with its counts in the encoding's units
+    (:func:`privacy.secagg.encoding.to_encoding`: the mod masks it at the precision it was
+    computed in), else in the algorithm's ``wire_dtype``."""
+    if cfg.secagg.mode != "off":
+        return to_encoding(wire, spec, cfg), wire_bound(spec, cfg)
+    return wire.astype(algo.wire_dtype, copy=False), spec.bound
+
+
 def _reply(
     msg: Message,
     wire: np.ndarray,
@@ -161,13 +173,8 @@ def _reply(
     metrics: dict,
     extra: dict,
 ) -> Message:
-    """The reply holding the wire vector: under secure aggregation in float64 with its counts
-    in the encoding's units (:func:`privacy.secagg.encoding.to_encoding`: the mod masks it at
-    the precision it was computed in), else in the algorithm's ``wire_dtype``."""
-    if cfg.secagg.mode != "off":
-        wire, bound = to_encoding(wire, spec, cfg), wire_bound(spec, cfg)
-    else:
-        wire, bound = wire.astype(algo.wire_dtype, copy=False), spec.bound
+    """The reply holding the wire vector as it travels (:func:`on_wire`)."""
+    wire, bound = on_wire(wire, spec, cfg, algo)
     content = RecordDict(
         {
             ARRAYS: ArrayRecord({STATISTICS: from_numpy(wire)}),

@@ -119,6 +119,14 @@ class Spec:
         """The largest entry of any wire vector in absolute value."""
         return max((a.bound for _, a in self.arrays), default=1.0)
 
+    def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """A wire vector's arrays by name, in their shapes (views of ``vector``)."""
+        parts, offset = {}, 0
+        for name, a in self.arrays:
+            parts[name] = vector[offset : offset + a.size].reshape(a.shape)
+            offset += a.size
+        return parts
+
     @property
     def weights(self) -> frozenset[str]:
         return frozenset(a.weight for _, a in self.arrays if a.weight is not None)

@@ -77,10 +77,7 @@ def _check_form(vector: np.ndarray, spec: Spec) -> None:
 
 def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool, tolerance: float) -> None:
     """:func:`check_wire` past the vector's form: bounds, weights, whole counts."""
-    parts, offset = {}, 0
-    for name, a in spec.arrays:
-        parts[name] = vector[offset : offset + a.size].reshape(a.shape)
-        offset += a.size
+    parts = spec.split(vector)
     for name, a in spec.arrays:
         part = parts[name]
         if np.abs(part).max(initial=0) > a.bound * (1 + tolerance):
@@ -106,10 +103,8 @@ def _check_secure_counts(total: np.ndarray, spec: Spec, clients: int, tolerance:
     client's vector: a client that claims a count past its bound (the encoding holds up to
     ``2^f`` times it) or a negative weight shows only here, and only when it moves the sum
     outside what honest clients could send (secure aggregation without range proofs)."""
-    offset = 0
-    for name, a in spec.arrays:
-        part = total[offset : offset + a.size]
-        offset += a.size
+    for name, part in spec.split(total).items():
+        a = spec[name]
         if a.kind != INTEGER:
             continue
         if np.abs(part).max(initial=0) > clients * a.bound * (1 + tolerance):
