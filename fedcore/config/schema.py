@@ -8,7 +8,7 @@ from typing import Any
 
 from fedcore.config.fields import ConfigError, option
 from fedcore.config.sections import BUILTIN_TASKS, sections_of
-from fedcore.datasets import DATASETS
+from fedcore.datasets import DATASETS, NETWORKS, REGRESSION_DATASETS
 from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
 from fedcore.graph_partition import GRAPH_PARTITIONERS
 from fedcore.partition import PARTITIONERS
@@ -36,8 +36,9 @@ TASKS = tuple(BUILTIN_TASKS)
 class DataConfig:
     dataset: str = option(
         "digits",
-        choices=(*DATASETS, "files", *GRAPH_DATASETS, "ml-100k"),
-        doc="dataset of the task (graphs: gcn; ratings: mf); files: your own, data.train-file",
+        choices=(*DATASETS, "files", *GRAPH_DATASETS, "ml-100k", *NETWORKS, *REGRESSION_DATASETS),
+        doc="dataset of the task (graphs: gcn; ratings: mf; networks: bayesnet; regression: "
+        "linear); files: your own, data.train-file",
     )
     train_file: str = option(
         "",

@@ -31,6 +31,7 @@ BUILTIN_TASKS: Mapping[str, str] = {
     "gcn": "fedcore.tasks.gcn",
     "mf": "fedcore.tasks.mf",
     "fedsgd": "fedcore.tasks.fedsgd",
+    "kmeans": "fedcore.tasks.kmeans.algorithm",
 }
 # the built-in tasks' tables, by task name, in a module that imports no torch (a test
 # checks that each task declares these)

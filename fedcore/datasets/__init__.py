@@ -13,14 +13,21 @@ import numpy as np
 from fedcore.datasets.base import Dataset, DatasetError
 from fedcore.datasets.digits import load_digits
 from fedcore.datasets.femnist import load_femnist
+from fedcore.datasets.iris import load_iris
 from fedcore.datasets.mnist import NUM_CLASSES as MNIST_CLASSES
 from fedcore.datasets.mnist import load_mnist, load_mnist_test
 from fedcore.datasets.paths import resolve_data_dir
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "femnist")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "femnist", "iris")
+# Bayesian networks (task bayesnet: records forward-sampled from the network) and regression
+# data (task linear); their loaders are the tasks' (fedcore.datasets.networks, .regression)
+NETWORKS: tuple[str, ...] = ("asia", "sachs", "alarm", "child")
+REGRESSION_DATASETS: tuple[str, ...] = ("diabetes",)
 
 __all__ = [
     "DATASETS",
+    "NETWORKS",
+    "REGRESSION_DATASETS",
     "Dataset",
     "DatasetError",
     "load_dataset",
@@ -44,6 +51,8 @@ def load_dataset(
         return load_mnist(resolve_data_dir(data_dir), download=download)
     if name == "femnist":
         return load_femnist(resolve_data_dir(data_dir), download=download)
+    if name == "iris":
+        return load_iris()
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 

@@ -18,7 +18,12 @@ import numpy as np
 
 from fedcore.datasets.base import DatasetError
 
-SHAPES: dict[str, tuple[int, int]] = {"digits": (64, 10), "mnist": (784, 10), "femnist": (784, 62)}
+SHAPES: dict[str, tuple[int, int]] = {
+    "digits": (64, 10),
+    "mnist": (784, 10),
+    "femnist": (784, 62),
+    "iris": (4, 3),
+}
 """(features, classes) of each dataset a node file can stand for."""
 
 

@@ -9,20 +9,21 @@ import torch
 
 from fedcore import partition, seeding
 from fedcore.config import ConfigError, DataConfig, RunConfig
-from fedcore.datasets import Dataset, load_dataset, load_test_split
+from fedcore.datasets import DATASETS, Dataset, load_dataset, load_test_split
 from fedcore.datasets.arrays import load_files
 from fedcore.datasets.node import SHAPES
-from fedcore.datasets.planetoid import NAMES as GRAPH_DATASETS
 from fedcore.tasks.base import ClientData, FederatedData, ServerData
 
 
 def check_config(cfg: RunConfig) -> None:
-    """ConfigError unless ``cfg``'s data is labelled examples (not a graph, not ratings)."""
+    """ConfigError unless ``cfg``'s data is labelled examples (not a graph, ratings, a
+    Bayesian network's records or a regression)."""
     d = cfg.data
-    if d.dataset in GRAPH_DATASETS or d.partition == "louvain" or d.dataset == "ml-100k":
+    if d.dataset not in (*DATASETS, "files") or d.partition == "louvain":
         raise ConfigError(
-            f"task {cfg.task!r} reads labelled examples; data.dataset = {d.dataset!r} and "
-            f"data.partition = {d.partition!r} need task 'gcn' (graphs) or 'mf' (ratings)"
+            f"task {cfg.task!r} reads labelled examples ({', '.join(DATASETS)} or files); "
+            f"data.dataset = {d.dataset!r} and data.partition = {d.partition!r} are for "
+            "another task (graphs: gcn, ratings: mf, networks: bayesnet, regression: linear)"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedcore.config import option
+from fedcore.tasks.kmeans.options import KMeansOptions
 
 ACTIVATIONS = ("relu", "tanh")
 
@@ -91,6 +92,7 @@ SECTIONS = {
     "mlp": {"model": MLPModelOptions},
     "gcn": {"model": GCNModelOptions, "graph": GraphOptions},
     "mf": {"model": MFModelOptions},
+    "kmeans": {"kmeans": KMeansOptions},
 }
 # the algorithms built on a task's model read the task's tables
 SECTIONS |= {"fedsgd": SECTIONS["mlp"]}

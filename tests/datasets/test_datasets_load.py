@@ -22,7 +22,7 @@ def _tiny(**overrides):
 
 
 def test_registered_names():
-    assert DATASETS == ("digits", "mnist", "femnist")
+    assert DATASETS == ("digits", "mnist", "femnist", "iris")
 
 
 def test_unknown_name_lists_the_choices():

@@ -1,0 +1,227 @@
+"""Federated k-means (task ``kmeans``) on typed statistics.
+
+Round 1 seeds the centroids (:mod:`.seeding`, ``kmeans.init``). Every later round is one
+step of Lloyd's algorithm: each client assigns its points to the nearest centroid and sends,
+per cluster, the mean of its points weighted by their (integer) count and their mean
+squared distance, also weighted by the count; the sums are then exactly the pooled
+per-cluster sums, counts and costs, which is all the centroid update needs. Under secure
+aggregation the server learns those totals only; under client-level DP (``privacy.dp =
+"client"``, ``"distributed"``, ``"local"``) the shared layers clip each client's vector and
+noise the sums, and the server's step is post-processing of the noised sums (FedDP-KMeans,
+Scott et al. 2025, does the same on sums and counts). With ``kmeans.batch-size`` each client
+draws that many of its points per round and the server takes mini-batch k-means' step.
+
+The data are a classification dataset's features (``data.dataset``: iris, digits, mnist,
+femnist, or your own files); labels are used only to score the clustering on the server's
+held-out set (homogeneity, completeness, ARI, NMI) beside its cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedcore import seeding
+from fedcore.config import ConfigError, RunConfig
+from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
+from fedcore.tasks import classification
+from fedcore.tasks.algorithm import Algorithm, RoundContext, State
+from fedcore.tasks.base import ClientData
+from fedcore.tasks.kmeans import lloyd
+from fedcore.tasks.kmeans.options import KMeansOptions
+from fedcore.tasks.kmeans.seeding import (
+    KFED,
+    KMEANS_PP,
+    RANDOM,
+    global_seeds,
+    local_seeds,
+    moment_seeds,
+)
+
+CENTROIDS, SEEDED = "centroids", "seeded"
+SEEN = "server/seen"  # mini-batch: what each centroid has been assigned so far (server only)
+
+
+def _is_seeded(state: State) -> bool:
+    return bool(np.asarray(state[SEEDED]))
+
+
+def _points(data: ClientData, cfg: RunConfig) -> np.ndarray:
+    """The client's training points as float64, clipped to the public feature bound."""
+    return _flat(data.x_train, cfg)
+
+
+def _flat(x, cfg: RunConfig) -> np.ndarray:
+    """Points as float64 rows (an image's pixels flattened), clipped to the feature bound."""
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2:
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))
+    return np.clip(x, -cfg.kmeans.bound, cfg.kmeans.bound)
+
+
+def _cost_scale(cfg: RunConfig, d: int) -> float:
+    """The largest squared distance of two points in ``[-bound, bound]^d``: a client sends
+    its mean costs divided by it (each then within 1) and the server multiplies back."""
+    return d * (2 * cfg.kmeans.bound) ** 2
+
+
+def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Zero centroids, not yet seeded (round 1 seeds them)."""
+    k, d = cfg.kmeans.k, data.num_features
+    state = {CENTROIDS: np.zeros((k, d)), SEEDED: np.array(0.0)}
+    if cfg.kmeans.batch_size:
+        state[SEEN] = np.zeros(k)
+    return state
+
+
+def spec(cfg: RunConfig, state: State) -> Spec:
+    """Round 1: the seeding's statistics; then, per cluster, the count-weighted mean point
+    and mean squared distance, and the count (exact under secure aggregation)."""
+    o = cfg.kmeans
+    k, d = np.shape(state[CENTROIDS])
+    counts = ArraySpec((k,), INTEGER, cfg.secagg.max_weight)
+    if _is_seeded(state):
+        return Spec.of(
+            {
+                "means": ArraySpec((k, d), bound=o.bound, weight="counts"),
+                # over _cost_scale: within 1, so the cost does not widen the encoding
+                "costs": ArraySpec((k,), bound=1.0, weight="counts"),
+                "counts": counts,
+            }
+        )
+    if o.init == RANDOM:  # the pooled mean and second moment of every feature
+        return Spec.of(
+            {
+                "mean": ArraySpec((d,), bound=o.bound, weight="points"),
+                "square": ArraySpec((d,), bound=o.bound**2, weight="points"),
+                "points": ArraySpec((), INTEGER, cfg.secagg.max_weight),
+            }
+        )
+    clients = cfg.data.num_clients  # each client's candidates in a block of its own
+    return Spec.of(
+        {
+            "seeds": ArraySpec((clients, k, d), bound=o.bound, weight="sizes"),
+            "sizes": ArraySpec((clients, k), INTEGER, cfg.secagg.max_weight),
+        }
+    )
+
+
+def client(state: State, data: ClientData, context: RoundContext, rng: np.random.Generator):
+    cfg, o = context.cfg, context.cfg.kmeans
+    x = _points(data, cfg)
+    centroids = np.asarray(state[CENTROIDS], np.float64)
+    k, d = centroids.shape
+    if x.shape[1] != d:
+        raise ValueError(f"this client's points have {x.shape[1]} features, the centroids {d}")
+    if not _is_seeded(state):
+        return _seeding_statistics(x, k, context, rng), {"points": float(len(x))}
+    if o.batch_size and o.batch_size < len(x):  # mini-batch: from the client's own generator
+        x = x[rng.choice(len(x), o.batch_size, replace=False)]
+    s = lloyd.cluster_stats(x, centroids)
+    occupied = s.counts[:, None] > 0
+    means = np.divide(s.sums, s.counts[:, None], out=np.zeros_like(s.sums), where=occupied)
+    costs = np.divide(s.costs, s.counts, out=np.zeros(k), where=s.counts > 0) / _cost_scale(cfg, d)
+    return (
+        {"means": means, "costs": costs, "counts": s.counts},
+        {"points": float(len(x)), "inertia": float(s.costs.sum())},
+    )
+
+
+def _seeding_statistics(x: np.ndarray, k: int, context: RoundContext, rng) -> dict:
+    cfg = context.cfg
+    if cfg.kmeans.init == RANDOM:
+        n = len(x)
+        mean = x.mean(axis=0) if n else np.zeros(x.shape[1])
+        square = (x**2).mean(axis=0) if n else np.zeros(x.shape[1])
+        return {"mean": mean, "square": square, "points": np.array(float(n))}
+    clients, pid = cfg.data.num_clients, context.partition_id
+    if not 0 <= pid < clients:
+        raise ValueError(f"client id {pid} is not below data.num-clients = {clients}")
+    centres, sizes = local_seeds(x, k, cfg.kmeans.init, rng)
+    seeds, weights = np.zeros((clients, k, x.shape[1])), np.zeros((clients, k))
+    seeds[pid], weights[pid] = centres, sizes
+    return {"seeds": seeds, "sizes": weights}
+
+
+def server(state: State, summed: Summed, cfg: RunConfig):
+    """Seed the centroids (round 1), then one Lloyd (or mini-batch) step on the sums."""
+    o = cfg.kmeans
+    centroids = np.asarray(state[CENTROIDS], np.float64)
+    k, d = centroids.shape
+    rng = seeding.numpy_rng(cfg.seed, seeding.MODEL_INIT)  # the server's seeding draws
+    new = dict(state)
+    if not _is_seeded(state):
+        if o.init == RANDOM:
+            mean = summed.mean("mean")
+            if np.isnan(mean).any():
+                return dict(state), {"skipped": 1.0}
+            variance = summed.mean("square") - mean**2
+            new[CENTROIDS] = moment_seeds(mean, variance, k, o.bound, rng)
+        else:
+            candidates = summed["seeds"].reshape(-1, d) / np.maximum(
+                summed["sizes"].reshape(-1, 1), 1e-300
+            )
+            weights = summed["sizes"].reshape(-1)
+            if not (weights > 0).any():
+                return dict(state), {"skipped": 1.0}
+            new[CENTROIDS] = np.clip(
+                global_seeds(candidates, weights, k, o.init, rng), -o.bound, o.bound
+            )
+        new[SEEDED] = np.array(1.0)
+        return new, {"seeded": 1.0}
+    sums, counts = summed["means"], summed["counts"]
+    if o.batch_size:
+        moved, new[SEEN] = lloyd.minibatch_step(centroids, state[SEEN], sums, counts)
+    else:
+        moved = lloyd.lloyd_step(centroids, sums, counts)
+    new[CENTROIDS] = np.clip(moved, -o.bound, o.bound)  # (only DP noise can push it out)
+    return new, {
+        # the cost of the centroids this round started from, over the cohort's points
+        "inertia": float(summed["costs"].sum()) * _cost_scale(cfg, d),
+        "points": float(counts.sum()),
+        "empty-clusters": float((counts <= 0).sum()),
+    }
+
+
+def evaluate(state: State, x, y, cfg: RunConfig) -> dict[str, float]:
+    """The clustering of the server's held-out points: its cost, and against the labels
+    homogeneity, completeness, the adjusted Rand index and normalized mutual information."""
+    from sklearn import metrics
+
+    x = _flat(x, cfg)
+    labels, distances = lloyd.assign(x, state[CENTROIDS])
+    y = np.asarray(y)
+    return {
+        "inertia": float(distances.sum()),
+        "homogeneity": float(metrics.homogeneity_score(y, labels)),
+        "completeness": float(metrics.completeness_score(y, labels)),
+        "ari": float(metrics.adjusted_rand_score(y, labels)),
+        "nmi": float(metrics.normalized_mutual_info_score(y, labels)),
+    }
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Labelled-example data (the features are clustered), and a seeding whose per-client
+    blocks fit (``kfed``, ``kmeans++``: num-clients x k x features entries)."""
+    classification.check_config(cfg)
+    o = cfg.kmeans
+    if o.init in (KFED, KMEANS_PP) and cfg.data.num_clients * o.k > 1_000_000:
+        raise ConfigError(
+            f"kmeans.init = {o.init!r} sends a block per client ({cfg.data.num_clients} x "
+            f"{o.k} centres); use kmeans.init = 'random' at this scale"
+        )
+
+
+TASK = Algorithm(
+    name="kmeans",
+    load_data=lambda cfg: classification.load_federated(cfg.data, cfg.seed),
+    init=init,
+    spec=spec,
+    client=client,
+    server=server,
+    evaluate=evaluate,
+    check_config=check_config,
+    node_files=True,
+    load_server=classification.load_server_data,
+    server_only=("server/",),
+    sections={"kmeans": KMeansOptions},
+)
