@@ -179,19 +179,39 @@ def test_mini_batch_rounds_take_scikit_learns_minibatch_step():
     np.testing.assert_array_equal(total, seen + s.counts)
 
 
-def test_client_level_dp_is_accounted_and_the_centroids_stay_in_bounds(tmp_path):
+@pytest.mark.parametrize("dp", ["client", "distributed"])
+def test_client_level_dp_noises_the_sums_and_is_accounted(tmp_path, dp):
+    """Under DP the sums and counts travel on one scale, clipped and noised as one vector:
+    with a clip no client reaches and almost no noise, the rounds are the exact ones; with
+    noise, every release is in the ledger and the centroids stay within the bound."""
     path = _npz(tmp_path, 5, 3, 2)
     overrides = {
-        "privacy.dp": "client",
-        "privacy.clip-norm": 200.0,
-        "privacy.noise-multiplier": 1.0,
+        "privacy.dp": dp,
+        "privacy.clip-norm": 400.0,
+        "privacy.noise-multiplier": 1e-5,
         "kmeans.init": "random",
-    }
-    cfg, state = _run(path, 5, 3, 3, **overrides)
-    assert np.abs(state[CENTROIDS]).max() <= cfg.kmeans.bound
+    } | ({"secagg.mode": "full"} if dp == "distributed" else {})
+    _, exact = _run(path, 5, 3, 3, **{"kmeans.init": "random"})
+    cfg, quiet = _run(path, 5, 3, 3, **overrides)
+    np.testing.assert_allclose(quiet[CENTROIDS], exact[CENTROIDS], atol=1e-2)
+    cfg, noisy = _run(path, 5, 3, 3, **overrides | {"privacy.noise-multiplier": 1.0})
+    assert np.abs(noisy[CENTROIDS]).max() <= cfg.kmeans.bound
     records = []
     run_inprocess(cfg, records.append)
     assert all(r["privacy-events"] for r in records)
+
+
+def test_seeding_blocks_are_refused_under_dp():
+    cfg = parse_config(
+        {
+            "task": "kmeans",
+            "kmeans": {"init": "kfed"},
+            "privacy": {"dp": "client", "clip-norm": 1.0, "noise-multiplier": 1.0},
+            "evaluate": {"fraction": 0.0},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"kmeans\.init = 'random'"):
+        KMEANS.check_config(cfg)
 
 
 def test_a_malformed_reply_is_rejected_and_the_rest_summed():
@@ -199,7 +219,7 @@ def test_a_malformed_reply_is_rejected_and_the_rest_summed():
     state = {CENTROIDS: np.array([[0.0, 0.0], [1.0, 1.0]]), SEEDED: np.array(1.0)}
     spec = KMEANS.spec(cfg, state)
     good = {
-        "means": np.array([[0.1, 0.2], [0.9, 0.8]]),
+        "sums": np.array([[0.1, 0.2], [0.9, 0.8]]),  # (as sent without DP: their means)
         "costs": np.zeros(2),
         "counts": np.array([3.0, 2.0]),
     }
@@ -218,7 +238,7 @@ def test_a_malformed_reply_is_rejected_and_the_rest_summed():
         replies = [_reply(m, w) for m, w in zip(msgs, [wire, *forged], strict=True)]
         new, _ = strategy.aggregate_train(1, iter(replies))
     assert len(strategy.last_failures) == 3
-    np.testing.assert_allclose(to_numpy(new[CENTROIDS]), good["means"])
+    np.testing.assert_allclose(to_numpy(new[CENTROIDS]), good["sums"])
 
 
 def _reply(msg, wire):

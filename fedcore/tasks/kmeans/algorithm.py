@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedcore import seeding
-from fedcore.config import ConfigError, RunConfig
+from fedcore.config import CLIENT_LEVEL_DP, ConfigError, RunConfig
 from fedcore.statistics import INTEGER, ArraySpec, Spec, Summed
 from fedcore.tasks import classification
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State
@@ -73,26 +73,49 @@ def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray
     return state
 
 
+def _dp(cfg: RunConfig) -> bool:
+    return cfg.privacy.dp in CLIENT_LEVEL_DP
+
+
+def _sums(shape: tuple[int, ...], bound: float, count: str, cfg: RunConfig) -> ArraySpec:
+    """A per-cluster sum of values within ``bound``, as the wire carries it: without DP
+    its count-weighted mean (the encoding's range stays ``bound``; the sum is exact);
+    under client-level DP the sum itself, on the counts' scale (bound: max-weight values),
+    so that clipping the whole vector does not spend its norm on the counts."""
+    if _dp(cfg):
+        return ArraySpec(shape, bound=bound * cfg.secagg.max_weight)
+    return ArraySpec(shape, bound=bound, weight=count)
+
+
+def _sent(sums: np.ndarray, counts: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """``sums`` as :func:`_sums` declares them: divided by their counts (zero where none)
+    without DP, as they are under it."""
+    if _dp(cfg):
+        return sums
+    counts = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim))
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
 def spec(cfg: RunConfig, state: State) -> Spec:
-    """Round 1: the seeding's statistics; then, per cluster, the count-weighted mean point
-    and mean squared distance, and the count (exact under secure aggregation)."""
+    """Round 1: the seeding's statistics; then, per cluster, the sum of the points and of
+    their squared distances (over :func:`_cost_scale`, so within 1 each), and the count
+    (exact under secure aggregation), as :func:`_sums` puts sums on the wire."""
     o = cfg.kmeans
     k, d = np.shape(state[CENTROIDS])
     counts = ArraySpec((k,), INTEGER, cfg.secagg.max_weight)
     if _is_seeded(state):
         return Spec.of(
             {
-                "means": ArraySpec((k, d), bound=o.bound, weight="counts"),
-                # over _cost_scale: within 1, so the cost does not widen the encoding
-                "costs": ArraySpec((k,), bound=1.0, weight="counts"),
+                "sums": _sums((k, d), o.bound, "counts", cfg),
+                "costs": _sums((k,), 1.0, "counts", cfg),
                 "counts": counts,
             }
         )
     if o.init == RANDOM:  # the pooled mean and second moment of every feature
         return Spec.of(
             {
-                "mean": ArraySpec((d,), bound=o.bound, weight="points"),
-                "square": ArraySpec((d,), bound=o.bound**2, weight="points"),
+                "sum": _sums((d,), o.bound, "points", cfg),
+                "square": _sums((d,), o.bound**2, "points", cfg),
                 "points": ArraySpec((), INTEGER, cfg.secagg.max_weight),
             }
         )
@@ -117,11 +140,9 @@ def client(state: State, data: ClientData, context: RoundContext, rng: np.random
     if o.batch_size and o.batch_size < len(x):  # mini-batch: from the client's own generator
         x = x[rng.choice(len(x), o.batch_size, replace=False)]
     s = lloyd.cluster_stats(x, centroids)
-    occupied = s.counts[:, None] > 0
-    means = np.divide(s.sums, s.counts[:, None], out=np.zeros_like(s.sums), where=occupied)
-    costs = np.divide(s.costs, s.counts, out=np.zeros(k), where=s.counts > 0) / _cost_scale(cfg, d)
+    sums, costs = _sent(s.sums, s.counts, cfg), _sent(s.costs / _cost_scale(cfg, d), s.counts, cfg)
     return (
-        {"means": means, "costs": costs, "counts": s.counts},
+        {"sums": sums, "costs": costs, "counts": s.counts},
         {"points": float(len(x)), "inertia": float(s.costs.sum())},
     )
 
@@ -129,10 +150,12 @@ def client(state: State, data: ClientData, context: RoundContext, rng: np.random
 def _seeding_statistics(x: np.ndarray, k: int, context: RoundContext, rng) -> dict:
     cfg = context.cfg
     if cfg.kmeans.init == RANDOM:
-        n = len(x)
-        mean = x.mean(axis=0) if n else np.zeros(x.shape[1])
-        square = (x**2).mean(axis=0) if n else np.zeros(x.shape[1])
-        return {"mean": mean, "square": square, "points": np.array(float(n))}
+        n = np.array(float(len(x)))
+        return {
+            "sum": _sent(x.sum(axis=0), n, cfg),
+            "square": _sent((x**2).sum(axis=0), n, cfg),
+            "points": n,
+        }
     clients, pid = cfg.data.num_clients, context.partition_id
     if not 0 <= pid < clients:
         raise ValueError(f"client id {pid} is not below data.num-clients = {clients}")
@@ -151,10 +174,11 @@ def server(state: State, summed: Summed, cfg: RunConfig):
     new = dict(state)
     if not _is_seeded(state):
         if o.init == RANDOM:
-            mean = summed.mean("mean")
-            if np.isnan(mean).any():
+            n = float(summed["points"])
+            if not n > 0:  # nobody holds a point (or, under DP, the noised count says so)
                 return dict(state), {"skipped": 1.0}
-            variance = summed.mean("square") - mean**2
+            mean = summed["sum"] / n
+            variance = summed["square"] / n - mean**2
             new[CENTROIDS] = moment_seeds(mean, variance, k, o.bound, rng)
         else:
             candidates = summed["seeds"].reshape(-1, d) / np.maximum(
@@ -168,7 +192,7 @@ def server(state: State, summed: Summed, cfg: RunConfig):
             )
         new[SEEDED] = np.array(1.0)
         return new, {"seeded": 1.0}
-    sums, counts = summed["means"], summed["counts"]
+    sums, counts = summed["sums"], summed["counts"]
     if o.batch_size:
         moved, new[SEEN] = lloyd.minibatch_step(centroids, state[SEEN], sums, counts)
     else:
@@ -204,6 +228,12 @@ def check_config(cfg: RunConfig) -> None:
     blocks fit (``kfed``, ``kmeans++``: num-clients x k x features entries)."""
     classification.check_config(cfg)
     o = cfg.kmeans
+    if o.init in (KFED, KMEANS_PP) and _dp(cfg):
+        raise ConfigError(
+            f"kmeans.init = {o.init!r} under privacy.dp = {cfg.privacy.dp!r}: each client's "
+            "seeding block would carry one client's centres under the whole noise; use "
+            "kmeans.init = 'random' (seeds from the noised pooled mean and variance)"
+        )
     if o.init in (KFED, KMEANS_PP) and cfg.data.num_clients * o.k > 1_000_000:
         raise ConfigError(
             f"kmeans.init = {o.init!r} sends a block per client ({cfg.data.num_clients} x "
