@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fedcore.config import option
 from fedcore.tasks.kmeans.options import KMeansOptions
+from fedcore.tasks.linear.options import LinearOptions
 
 ACTIVATIONS = ("relu", "tanh")
 
@@ -93,6 +94,7 @@ SECTIONS = {
     "gcn": {"model": GCNModelOptions, "graph": GraphOptions},
     "mf": {"model": MFModelOptions},
     "kmeans": {"kmeans": KMeansOptions},
+    "linear": {"linear": LinearOptions},
 }
 # the algorithms built on a task's model read the task's tables
 SECTIONS |= {"fedsgd": SECTIONS["mlp"]}
