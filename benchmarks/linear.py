@@ -123,9 +123,7 @@ def synthetic_vertical(rows: int, features: int, seed: int) -> list[str]:
     y = np.clip(x @ w + rng.normal(0, 0.1, rows), -8, 8)
     half = features // 2
     start = time.perf_counter()
-    fit = vertical.vertical_ridge(
-        x[:, :half], x[:, half:], y, 1.0, a_bound=1.0, b_bound=8.0, dealer_rng=vertical.csprng()
-    )
+    fit = vertical.vertical_ridge(x[:, :half], x[:, half:], y, 1.0, a_bound=1.0, b_bound=8.0)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     ref = Ridge(alpha=1.0).fit(x, y)
@@ -152,9 +150,7 @@ def diabetes_vertical() -> list[str]:
 
     x, y = load_diabetes(return_X_y=True)
     start = time.perf_counter()
-    fit = vertical.vertical_ridge(
-        x[:, :5], x[:, 5:], y, 0.1, a_bound=0.25, b_bound=400.0, dealer_rng=vertical.csprng()
-    )
+    fit = vertical.vertical_ridge(x[:, :5], x[:, 5:], y, 0.1, a_bound=0.25, b_bound=400.0)
     seconds = time.perf_counter() - start
     ref = Ridge(alpha=0.1).fit(x, y)
     error = np.abs(np.concatenate([fit.coef_a, fit.coef_b]) - ref.coef_).max()

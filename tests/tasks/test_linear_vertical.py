@@ -95,8 +95,8 @@ def test_traffic_counts_every_message():
         traffic=traffic,
     )
     assert traffic.bytes == {
-        ("dealer", "A"): 16,  # a seed
-        ("dealer", "B"): 16 + 8 * da * db,  # a seed and Z_B
+        ("dealer", "A"): 32,  # a seed (AES-256 key)
+        ("dealer", "B"): 32 + 8 * da * db,  # a seed and Z_B
         ("A", "B"): 8 * (rows * da + da * db),  # E, then the opened share
         ("B", "A"): 8 * (rows * db + da * db),
     }

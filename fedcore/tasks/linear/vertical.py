@@ -39,11 +39,9 @@ Threat model (written down, as the issue asks):
   server learns them in the horizontal task) with the coefficients; no row of the other
   party's data is sent, in the clear or otherwise. The fixed-point encoding rounds each
   value to ``2^-f``, a loss of precision (:func:`product_error_bound`), not of privacy.
-- randomness: the dealer's and the parties' masks must be unpredictable: draw them from
-  :func:`csprng` (numpy's PCG64 seeded with 128 bits of the OS CSPRNG, ``secrets``).
-  PCG64 is not a cryptographic generator: acceptable for a simulation and this reference
-  implementation, not for deployment, which should draw masks from a CSPRNG-based PRG
-  (AES-CTR or ChaCha20). Tests pass seeded generators for reproducibility.
+- randomness: the masks expand from the dealer's 32-byte seeds by AES-256-CTR, the PRG of
+  secure aggregation's masks (:class:`privacy.secagg.crypto.MaskExpander`); the seeds come
+  from the OS CSPRNG (``secrets``), or from a generator a test passes for reproducibility.
 
 Everything runs in one process (:func:`secure_product` is the protocol driver): the messages
 are the arrays passed between the parties' functions, and their bytes are counted. The
@@ -60,16 +58,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedcore.tasks.linear import products
+from privacy.secagg.crypto import MaskExpander
 
 RING_BITS = 64
 LIMB_BITS = 16
 _LIMBS = RING_BITS // LIMB_BITS
 _CHUNK_ROWS = 1 << (53 - 2 * LIMB_BITS)  # limb products summed over these rows stay exact
-
-
-def csprng() -> np.random.Generator:
-    """A generator seeded from the OS CSPRNG (module docstring: what this is and is not)."""
-    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 
 def frac_bits_for(rows: int, a_bound: float, b_bound: float) -> int:
@@ -148,10 +142,11 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Deal:
-    """The dealer's message to one party: the 128-bit seed its uniform masks expand from
-    (two uint64 words), and for party B its share ``Z_B`` of ``U^T V`` in full. Uniform
-    matrices need not be sent: a seed is enough, so the dealer sends 16 bytes to A and
-    ``d_a d_b`` words to B, not the ``n (d_a + d_b)`` words of ``U`` and ``V``."""
+    """The dealer's message to one party: the 32-byte seed its uniform masks expand from
+    (AES-256-CTR), and for party B its share ``Z_B`` of ``U^T V`` in full. Uniform
+    matrices need not be sent: a seed is enough, so the dealer sends 32 bytes to A and
+    ``d_a d_b`` words (and 32 bytes) to B, not the ``n (d_a + d_b)`` words of ``U`` and
+    ``V``."""
 
     seed: np.ndarray
     z: np.ndarray | None = None
@@ -173,25 +168,39 @@ class TripleB:
     z: np.ndarray
 
 
-def _expand(seed: np.ndarray) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64((int(seed[0]) << 64) | int(seed[1])))
+def _expand(seed: np.ndarray, *shapes: tuple[int, int]) -> list[np.ndarray]:
+    """Uniform ring matrices of ``shapes`` from a 32-byte seed: the AES-256-CTR keystream,
+    read as uint64 words, in order."""
+    sizes = [math.prod(shape) for shape in shapes]
+    words = MaskExpander(sum(sizes), np.uint64)(seed.tobytes()).copy()
+    ends = np.cumsum(sizes)
+    return [w.reshape(shape) for w, shape in zip(np.split(words, ends[:-1]), shapes, strict=True)]
 
 
 def expand_a(deal: Deal, rows: int, cols_a: int, cols_b: int) -> TripleA:
     """Party A's ``U`` (n x d_a) and ``Z_A`` (d_a x d_b) from the dealer's seed."""
-    g = _expand(deal.seed)
-    return TripleA(uniform((rows, cols_a), g), uniform((cols_a, cols_b), g))
+    return TripleA(*_expand(deal.seed, (rows, cols_a), (cols_a, cols_b)))
 
 
 def expand_b(deal: Deal, rows: int, cols_b: int) -> TripleB:
     """Party B's ``V`` (n x d_b) from the dealer's seed, and ``Z_B`` as sent."""
-    return TripleB(uniform((rows, cols_b), _expand(deal.seed)), deal.z)
+    (v,) = _expand(deal.seed, (rows, cols_b))
+    return TripleB(v, deal.z)
 
 
-def deal(rows: int, cols_a: int, cols_b: int, rng: np.random.Generator) -> tuple[Deal, Deal]:
+def _new_seed(rng: np.random.Generator | None) -> np.ndarray:
+    """32 bytes from the OS CSPRNG, or from ``rng`` (tests: reproducible)."""
+    raw = secrets.token_bytes(32) if rng is None else rng.bytes(32)
+    return np.frombuffer(raw, np.uint8)
+
+
+def deal(
+    rows: int, cols_a: int, cols_b: int, rng: np.random.Generator | None = None
+) -> tuple[Deal, Deal]:
     """The dealer's messages to A and B for a product ``A^T B`` (n x d_a by n x d_b): seeds
-    of ``(U, Z_A)`` and of ``V``, and ``Z_B = U^T V - Z_A``."""
-    seed_a, seed_b = uniform((2,), rng), uniform((2,), rng)
+    of ``(U, Z_A)`` and of ``V``, and ``Z_B = U^T V - Z_A``. The seeds come from the OS
+    CSPRNG unless a test passes ``rng``."""
+    seed_a, seed_b = _new_seed(rng), _new_seed(rng)
     triple_a = expand_a(Deal(seed_a), rows, cols_a, cols_b)
     v = expand_b(Deal(seed_b), rows, cols_b).v
     return Deal(seed_a), Deal(seed_b, ring_matmul(triple_a.u, v) - triple_a.z)
@@ -243,14 +252,14 @@ def secure_product(
     *,
     a_bound: float,
     b_bound: float,
-    dealer_rng: np.random.Generator,
+    dealer_rng: np.random.Generator | None = None,
     traffic: Traffic | None = None,
     frac_bits: int | None = None,
 ) -> Product:
     """``A^T B`` by the protocol of the module docstring, run in process, both shares opened
     to both parties. ``a_bound`` and ``b_bound`` are public bounds on the entries (checked:
-    ValueError beyond them); the masks come from ``dealer_rng``, the dealer's generator
-    (:func:`csprng` outside tests). Messages are counted in ``traffic``."""
+    ValueError beyond them); the dealer's seeds come from the OS CSPRNG, or from
+    ``dealer_rng`` (tests). Messages are counted in ``traffic``."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
         raise ValueError(
@@ -302,7 +311,7 @@ def vertical_ridge(
     a_bound: float,
     b_bound: float,
     fit_intercept: bool = True,
-    dealer_rng: np.random.Generator,
+    dealer_rng: np.random.Generator | None = None,
     frac_bits: int | None = None,
 ) -> VerticalFit:
     """Ridge regression of ``y`` (party B's) on ``[A B]`` (A's and B's columns of the same
