@@ -32,6 +32,7 @@ BUILTIN_TASKS: Mapping[str, str] = {
     "mf": "fedcore.tasks.mf",
     "fedsgd": "fedcore.tasks.fedsgd",
     "kmeans": "fedcore.tasks.kmeans.algorithm",
+    "bayesnet": "fedcore.tasks.bayesnet.algorithm",
     "linear": "fedcore.tasks.linear.algorithm",
 }
 # the built-in tasks' tables, by task name, in a module that imports no torch (a test

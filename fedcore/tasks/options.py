@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedcore.config import option
+from fedcore.tasks.bayesnet.options import BayesNetOptions
 from fedcore.tasks.kmeans.options import KMeansOptions
 from fedcore.tasks.linear.options import LinearOptions
 
@@ -94,6 +95,7 @@ SECTIONS = {
     "gcn": {"model": GCNModelOptions, "graph": GraphOptions},
     "mf": {"model": MFModelOptions},
     "kmeans": {"kmeans": KMeansOptions},
+    "bayesnet": {"bayesnet": BayesNetOptions},
     "linear": {"linear": LinearOptions},
 }
 # the algorithms built on a task's model read the task's tables

@@ -129,6 +129,8 @@ def spec(cfg: RunConfig, state: State) -> Spec:
 
 
 def client(state: State, data: ClientData, context: RoundContext, rng: np.random.Generator):
+    """The client's seeding statistics (round 1) or per-cluster sums, costs and counts; its
+    one metric, its number of points, is not a server metric's name (those win a clash)."""
     cfg, o = context.cfg, context.cfg.kmeans
     x = _points(data, cfg)
     centroids = np.asarray(state[CENTROIDS], np.float64)
@@ -136,14 +138,14 @@ def client(state: State, data: ClientData, context: RoundContext, rng: np.random
     if x.shape[1] != d:
         raise ValueError(f"this client's points have {x.shape[1]} features, the centroids {d}")
     if not _is_seeded(state):
-        return _seeding_statistics(x, k, context, rng), {"points": float(len(x))}
+        return _seeding_statistics(x, k, context, rng), {"client-points": float(len(x))}
     if o.batch_size and o.batch_size < len(x):  # mini-batch: from the client's own generator
         x = x[rng.choice(len(x), o.batch_size, replace=False)]
     s = lloyd.cluster_stats(x, centroids)
     sums, costs = _sent(s.sums, s.counts, cfg), _sent(s.costs / _cost_scale(cfg, d), s.counts, cfg)
     return (
         {"sums": sums, "costs": costs, "counts": s.counts},
-        {"points": float(len(x)), "inertia": float(s.costs.sum())},
+        {"client-points": float(len(x))},
     )
 
 

@@ -1,0 +1,1 @@
+"""The ``bayesnet`` task: Bayesian-network learning on securely summed count tables."""
