@@ -147,7 +147,7 @@ def _check_privacy(p: PrivacyConfig) -> None:
                 ("target-epsilon", p.target_epsilon),
             )
             if v > 0
-        ]
+        ] + (["mechanism"] if p.mechanism != "gaussian" else [])
         if set_keys:
             raise ConfigError(
                 f"privacy.{set_keys[0]} is set but privacy.dp = 'off'; set "
@@ -160,7 +160,18 @@ def _check_privacy(p: PrivacyConfig) -> None:
             f"privacy.{key} applies to client-level DP only; set privacy.dp = 'client' "
             f"or remove it (privacy.dp is {p.dp!r})"
         )
-    if p.clip_norm <= 0:
+    if p.mechanism != "gaussian" and p.dp != "record":
+        raise ConfigError(
+            f"privacy.mechanism = {p.mechanism!r} applies to privacy.dp = 'record' only "
+            f"(privacy.dp is {p.dp!r}, whose mechanism is the Gaussian)"
+        )
+    if p.dp == "record":
+        if p.clip_norm > 0:
+            raise ConfigError(
+                "privacy.clip-norm does not apply to privacy.dp = 'record': the algorithm "
+                "bounds what one record changes (its sensitivity); remove it"
+            )
+    elif p.clip_norm <= 0:
         raise ConfigError(f"privacy.dp = {p.dp!r} needs privacy.clip-norm > 0")
     if p.noise_multiplier <= 0 and p.target_epsilon <= 0:
         raise ConfigError(
@@ -172,16 +183,8 @@ def _check_privacy(p: PrivacyConfig) -> None:
 
 
 def _check_client_evaluation(cfg: RunConfig) -> None:
-    """A DP client's evaluation reply (its test-set size, loss and accuracy, un-noised) is
-    covered by no DP mechanism, so under DP clients do not evaluate unless an experiment
-    asks for it explicitly."""
-    if cfg.privacy.dp != "off" and cfg.evaluate.fraction > 0 and not cfg.privacy.clear_evaluation:
-        raise ConfigError(
-            f"evaluate.fraction = {cfg.evaluate.fraction:g} with privacy.dp = "
-            f"{cfg.privacy.dp!r}: client evaluation replies carry each client's test-set size "
-            f"and un-noised loss and accuracy, which no DP mechanism covers; set "
-            f"evaluate.fraction = 0 (evaluate.server still tests the model on held-out data), "
-            f"or in a simulation privacy.clear-evaluation = true to measure it anyway"
-        )
+    """``privacy.clear-evaluation`` is an exception to DP's rule on client evaluation, which
+    the algorithm's rules apply (:func:`fedcore.tasks.algorithm.check_algorithm_config`: only
+    an algorithm that evaluates on clients sends them evaluation messages)."""
     if cfg.privacy.clear_evaluation and cfg.privacy.dp == "off":
         raise ConfigError("privacy.clear-evaluation applies under DP only (privacy.dp is 'off')")

@@ -107,6 +107,14 @@ class Algorithm:
         sections: the algorithm's own configuration tables, name -> frozen dataclass of
             :func:`fedcore.config.option` fields, read as ``cfg.<name>``
             (:mod:`fedcore.config.sections`).
+        record_sensitivity: ``(cfg, state) -> (l1, l2)``: how far, in L1 and L2 norm, the
+            summed wire vector moves when one record (a point, a row of a count table) is
+            added to or removed from one client's data, for the spec of ``state``; what
+            ``privacy.dp = "record"`` scales its noise to. None: record-level DP is refused.
+        finished: ``state -> bool``: whether ``state`` is final (a search at its optimum,
+            Lloyd's at a fixed point), so that the run ends after the round that reached it
+            (its record says so) rather than resend the same statistics (and, under DP,
+            spend budget on them); None: the run takes ``train.rounds``.
     """
 
     name: str
@@ -129,6 +137,8 @@ class Algorithm:
     dp_sgd: bool = False
     wire_dtype: str = "float64"
     sections: Mapping[str, type] = field(default_factory=dict)
+    record_sensitivity: Callable[[RunConfig, State], tuple[float, float]] | None = None
+    finished: Callable[[State], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.wire_dtype not in ("float64", "float32"):
@@ -160,7 +170,8 @@ def dp_denominator(cfg: RunConfig, summed: Summed) -> float:
 
 def check_algorithm_config(algorithm: Algorithm, cfg: RunConfig) -> None:
     """ConfigError for what ``algorithm`` cannot take, refused before the run starts: a
-    strategy its server hook does not implement, sample-level DP without DP-SGD."""
+    strategy its server hook does not implement, sample-level DP without DP-SGD, and under
+    DP evaluation on the clients (an algorithm without ``evaluate_client`` asks none)."""
     p, name = cfg.privacy, algorithm.name
     if cfg.strategy.name not in algorithm.strategies:
         raise ConfigError(
@@ -168,8 +179,23 @@ def check_algorithm_config(algorithm: Algorithm, cfg: RunConfig) -> None:
             f"strategy.name = {' or '.join(map(repr, algorithm.strategies))}, not "
             f"{cfg.strategy.name!r}"
         )
-    if p.dp != "off" and p.dp not in CLIENT_LEVEL_DP and not algorithm.dp_sgd:
+    if p.dp == "record" and algorithm.record_sensitivity is None:
+        raise ConfigError(
+            f"algorithm {name!r} declares no record sensitivity: privacy.dp = 'record' is for "
+            "sums whose change by one record is bounded (kmeans, bayesnet); use 'client', "
+            "'distributed' or 'local'"
+        )
+    if p.dp not in ("off", "record") and p.dp not in CLIENT_LEVEL_DP and not algorithm.dp_sgd:
         raise ConfigError(
             f"algorithm {name!r} has no per-example mechanism (DP-SGD): privacy.dp = {p.dp!r} "
             f"is for model training; use 'client', 'distributed' or 'local'"
+        )
+    evaluates = algorithm.evaluate_client is not None and cfg.evaluate.fraction > 0
+    if p.dp != "off" and evaluates and not p.clear_evaluation:
+        raise ConfigError(
+            f"evaluate.fraction = {cfg.evaluate.fraction:g} with privacy.dp = {p.dp!r}: client "
+            "evaluation replies carry each client's test-set size and un-noised loss and "
+            "accuracy, which no DP mechanism covers; set evaluate.fraction = 0 "
+            "(evaluate.server still tests the model on held-out data), or in a simulation "
+            "privacy.clear-evaluation = true to measure it anyway"
         )

@@ -6,20 +6,41 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
+from fedcore import simulate
 from fedcore.apps import make_client_app
 from fedcore.arrays import to_record
-from fedcore.config import ConfigError, parse_config
-from fedcore.tasks import get_task
-from simulations.engines.inprocess import InProcessGrid, deliver, make_contexts, node_ids
+from fedcore.cli import scenario_path
+from fedcore.config import ConfigError, load_scenario, parse_config, to_dict
+from fedcore.tasks import checked_task, get_task
+from simulations.engines.inprocess import (
+    InProcessGrid,
+    deliver,
+    make_contexts,
+    node_ids,
+    run_inprocess,
+)
 
 LOCAL_DP = {"dp": "local", "clip-norm": 1.0, "noise-multiplier": 1.0}
 
 
 @pytest.mark.parametrize("dp", ["sample", "local", "client"])
-def test_client_evaluation_under_dp_is_refused_at_parse_time(dp):
+def test_client_evaluation_under_dp_is_refused_before_the_run(dp):
     privacy = {"dp": dp, "clip-norm": 1.0, "noise-multiplier": 1.0}
+    cfg = parse_config({"data": {"num-clients": 4}, "privacy": privacy})
     with pytest.raises(ConfigError, match=r"evaluate.fraction .* no DP mechanism covers"):
-        parse_config({"data": {"num-clients": 4}, "privacy": privacy})
+        checked_task(cfg)
+    with pytest.raises(ConfigError, match=r"evaluate.fraction .* no DP mechanism covers"):
+        simulate(cfg)
+
+
+def test_an_algorithm_that_asks_no_client_to_evaluate_needs_no_evaluate_fraction_zero():
+    privacy = {"dp": "client", "clip-norm": 50.0, "noise-multiplier": 1.0}
+    cfg = load_scenario(scenario_path("iris-kmeans"), {"kmeans.init": "random"})
+    cfg = parse_config(to_dict(cfg) | {"privacy": privacy, "evaluate": {"fraction": 1.0}})
+    assert checked_task(cfg).evaluate_client is None
+    records = []
+    run_inprocess(cfg, records.append)
+    assert all("evaluate" not in r for r in records)
 
 
 def _evaluate_replies(cfg, dp_cfg=None):
