@@ -123,6 +123,30 @@ def dp_plan(cfg: RunConfig) -> DpPlan:
     return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise, floor)
 
 
+def record_noise(cfg: RunConfig) -> float:
+    """Record-level DP's noise multiplier (noise scale over the algorithm's sensitivity):
+    configured, or calibrated so that ``train.rounds`` releases spend
+    ``privacy.target-epsilon``: the Gaussian with the accountant at ``privacy.delta``; the
+    Laplace by pure composition (each release is 1 / z-DP, so z = rounds / epsilon). Every
+    round is counted whole: no amplification by sampling."""
+    p = cfg.privacy
+    if p.noise_multiplier > 0:
+        return p.noise_multiplier
+    if p.mechanism == "laplace":
+        return cfg.train.rounds / p.target_epsilon
+    return calibrate_noise(
+        p.target_epsilon, p.delta, 1.0, cfg.train.rounds, p.accountant, "none", "record"
+    )
+
+
+def record_event(cfg: RunConfig, z: float, l1: float, l2: float, server_round: int) -> DpEvent:
+    """One record-level release of noise multiplier ``z`` on sums whose L1 and L2
+    sensitivities to one record are ``l1`` and ``l2``, for the ledger."""
+    if cfg.privacy.mechanism == "laplace":
+        return DpEvent.laplace("laplace", z, 1, l1, "record", server_round, None)
+    return DpEvent.gaussian("gaussian", z, 1.0, 1, l2, "none", "record", server_round, None)
+
+
 def _surviving(cohort: float, tolerance: float) -> int:
     """The fewest of ``cohort`` clients left when ``tolerance`` of them drop out."""
     return max(1, math.ceil((1 - tolerance) * cohort - 1e-9))

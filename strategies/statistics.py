@@ -44,7 +44,7 @@ from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
 from privacy.mechanisms import add_gaussian, geometric_clip, noised_unclipped_fraction
-from privacy.plan import adaptive_noise, dp_plan, local_noise
+from privacy.plan import adaptive_noise, dp_plan, local_noise, record_event, record_noise
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
 from strategies.cohort import Cohort, evaluation_mean
@@ -132,6 +132,7 @@ class StatisticsStrategy(Strategy):
         self.cohort = cohort if cohort is not None else Cohort.of(cfg)
         p = cfg.privacy
         self.plan = dp_plan(cfg) if p.dp in ("client", "distributed") else None
+        self.record_z = record_noise(cfg) if p.dp == "record" else None
         self.budget = (
             (p.budget_epsilon, p.delta, p.accountant)
             if self.plan is not None and p.budget_epsilon > 0
@@ -234,7 +235,7 @@ class StatisticsStrategy(Strategy):
             log(WARNING, "aggregate_train: rejected reply from %s", reason)
         if clients == 0:
             return None, None
-        exact = p.dp not in CLIENT_LEVEL_DP  # no noise and no clip on the counts
+        exact = p.dp == "off" or (p.dp not in CLIENT_LEVEL_DP and p.dp != "record")
         if s.name in ROBUST:
             one_each = [decode(v, spec, 1, exact) for v in each]
             summed = combine(s.name, one_each, s.trim_beta, s.num_malicious)
@@ -243,6 +244,8 @@ class StatisticsStrategy(Strategy):
         if self.adaptive is not None:
             self._adapt(server_round, clipped, clients)
         new_state, server_metrics = self.algorithm.server(self._state, summed, self.cfg)
+        if self.algorithm.finished is not None and self.algorithm.finished(new_state):
+            self.stop_reason = f"{self.algorithm.name} finished: its state is final"
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
 
     def _statistics(self, msg: Message) -> tuple[np.ndarray, float]:
@@ -290,6 +293,8 @@ class StatisticsStrategy(Strategy):
     def _noised(self, server_round: int, total: np.ndarray, clients: int) -> np.ndarray:
         """The sum the server hook may see: under central client-level DP with the
         server's noise added; the release recorded in ``last_dp_events``."""
+        if self.record_z is not None:
+            return self._record_noised(server_round, total)
         if self.plan is None:
             return total
         p, noise = self.cfg.privacy, None
@@ -301,6 +306,22 @@ class StatisticsStrategy(Strategy):
         else:  # distributed: the clients' noise shares, as many as reached the sum
             noise = self.plan.realised_noise(clients)
         event = self.plan.event(server_round, self.clip, noise)
+        self.ledger = self.ledger.record(event)
+        self.last_dp_events = [event.to_dict()]
+        return total
+
+    def _record_noised(self, server_round: int, total: np.ndarray) -> np.ndarray:
+        """Record-level DP: the sum plus Gaussian noise of std ``z * l2`` (or Laplace noise
+        of scale ``z * l1``) on every entry, for the algorithm's sensitivities to one
+        record of the round's spec; the release recorded."""
+        p, z = self.cfg.privacy, self.record_z
+        l1, l2 = self.algorithm.record_sensitivity(self.cfg, self._state)
+        rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
+        if p.mechanism == "laplace":
+            total = total + rng.laplace(0.0, z * l1, total.shape)
+        else:
+            total = add_gaussian(total, z * l2, rng)
+        event = record_event(self.cfg, z, l1, l2, server_round)
         self.ledger = self.ledger.record(event)
         self.last_dp_events = [event.to_dict()]
         return total

@@ -208,13 +208,21 @@ class SecAggConfig:
 class PrivacyConfig:
     dp: str = option(
         "off",
-        choices=("off", "sample", "sample-distributed", "client", "local", "distributed"),
+        choices=("off", "sample", "sample-distributed", "client", "local", "distributed", "record"),
         doc="differential privacy: off; sample (DP-SGD on clients, one example protected); "
         "sample-distributed (one DP-SGD step per round whose noise the clients share under "
         "secure aggregation, so the sum is a step of central DP-SGD); client (DP-FedAvg, one "
         "client protected, noise added by the server); local (each client clips and noises "
         "its update before sending it); distributed (client-level, each client adds its "
-        "share of the noise under secure aggregation)",
+        "share of the noise under secure aggregation); record (one record of a count table "
+        "or a point protected: the server noises the sums by the algorithm's sensitivity; "
+        "kmeans, bayesnet)",
+    )
+    mechanism: str = option(
+        "gaussian",
+        choices=("gaussian", "laplace"),
+        doc="privacy.dp = record: Gaussian noise scaled to a record's L2 sensitivity, or "
+        "Laplace noise to its L1 sensitivity (pure DP)",
     )
     noise_multiplier: float = option(
         0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"

@@ -84,6 +84,13 @@ ASSUMPTIONS = {
         "secure aggregation holds. The GCN's training on the noised aggregates is "
         "post-processing."
     ),
+    "record": (
+        "Record-level DP: neighbouring datasets differ by adding or removing one record (a "
+        "point, a row of a count table) of one client. The server adds the noise to the sums "
+        "after it has summed them (under secure aggregation, after unmasking: it is trusted "
+        "with the sums, not with any client's statistics), scaled to what one record changes "
+        "(the algorithm's sensitivity); it does not bound what a whole client's data reveals."
+    ),
     "not-covered": (
         "Not covered: client participation is not hidden from the server (it picks the "
         "cohorts and sees who replies), and anything outside the recorded mechanisms."

@@ -43,6 +43,9 @@ class LocalDeployment:
         task_poll: seconds between the SuperExecs' checks for a new ServerApp or ClientApp
             to start (Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``); None: Flower's 1 s.
             Shorter intervals load the SuperLink and measured no faster on 2 cores.
+        node_files: False: no data files, whatever the task; node ``i`` then loads
+            partition ``i`` of each run it is sent, so the deployment runs any task and
+            data with ``nodes`` clients (tests and demos).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class LocalDeployment:
         nodes: int,
         insecure: bool = False,
         task_poll: float | None = None,
+        node_files: bool = True,
     ):
         if nodes != cfg.data.num_clients:
             raise DeploymentError(
@@ -78,6 +82,7 @@ class LocalDeployment:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.certs = self.workdir / "certs"
         self.data_files: list[Path] = []
+        self.node_files = node_files
 
     # -- set-up ---------------------------------------------------------------------------
     def __enter__(self) -> LocalDeployment:
@@ -115,7 +120,7 @@ class LocalDeployment:
                 write_node_keys(self.certs, f"node-{i}")
         from fedcore.tasks import get_task  # torch: only once the certificates are written
 
-        if get_task(self.cfg.task).node_files:
+        if self.node_files and get_task(self.cfg.task).node_files:
             self.data_files = write_client_files(self.cfg, self.workdir / "node-data")
         home = self.workdir / "flwr-home"
         home.mkdir(exist_ok=True)
@@ -291,14 +296,12 @@ class LocalDeployment:
     ) -> Path:
         """Run ``cfg`` (default: the deployment's) with ``flwr run`` and return its run
         directory, moved to ``out``. A run that ended ``failed`` raises :class:`RunFailed`
-        once its directory is in place, so its rounds and log are kept. ``cfg`` must read
-        the same data with the same seed as the deployment's: the nodes hold its partitions."""
+        once its directory is in place, so its rounds and log are kept. Where the nodes hold
+        data files, ``cfg`` must read the same data with the same seed as the deployment's,
+        with a task that reads such files; nodes without files load the partition of
+        whatever run they are sent (one per node: ``data.num-clients`` = the nodes)."""
         cfg = cfg or self.cfg
-        if (cfg.data, cfg.seed, cfg.task) != (self.cfg.data, self.cfg.seed, self.cfg.task):
-            raise DeploymentError(
-                "this run's task, data or seed differ from the deployment's, whose SuperNodes "
-                "hold the partitions of the deployment's; start a new deployment for them"
-            )
+        self._check_runnable(cfg)
         if out is not None and Path(out).exists():  # before the run, not after it
             raise FileExistsError(f"{out} already exists")
         config = self.workdir / "run-config.toml"
@@ -339,6 +342,25 @@ class LocalDeployment:
                 f"the deployed run did not complete: {summary or done.stderr[-2000:]}"
             )
         return run_dir
+
+    def _check_runnable(self, cfg: RunConfig) -> None:
+        """DeploymentError unless the nodes hold what a run of ``cfg`` reads."""
+        from fedcore.tasks import get_task  # torch: only when a run is checked
+
+        if cfg.data.num_clients != self.nodes:
+            raise DeploymentError(
+                f"this run has data.num-clients = {cfg.data.num_clients}; the deployment "
+                f"has {self.nodes} nodes, one per client"
+            )
+        if not self.data_files:
+            return
+        if (cfg.data, cfg.seed) != (self.cfg.data, self.cfg.seed) or not get_task(
+            cfg.task
+        ).node_files:
+            raise DeploymentError(
+                "this run's task, data or seed differ from the deployment's, whose SuperNodes "
+                "hold the partitions of the deployment's; start a new deployment for them"
+            )
 
     def close(self) -> None:
         """Stop every process this deployment started (nodes first, then the SuperLink)."""

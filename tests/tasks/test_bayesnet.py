@@ -444,3 +444,19 @@ def test_client_level_dp_noises_the_counts_and_the_ledger_records_every_round():
         table = state[f"{bn.CPT}{child}"]
         assert np.isfinite(table).all() and np.allclose(table.sum(axis=1), 1.0)
     assert np.isfinite(rounds[-1]["server-eval"]["log-likelihood"])
+
+
+def test_the_run_ends_when_the_search_does(tmp_path):
+    """At the search's local optimum the CPTs are the final graph's: the run ends there
+    instead of counting the same tables again (and, under DP, spending budget on them)."""
+    import json
+
+    from fedcore.cli import scenario_path
+    from fedcore.config import load_scenario
+    from simulations import runner
+
+    cfg = load_scenario(scenario_path("asia-bayesnet"), {"train.rounds": 40})
+    result = runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    rounds = [json.loads(line) for line in (result.path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rounds) < 40 and rounds[-1]["train"]["search-done"] == 1
+    assert "bayesnet finished" in rounds[-1]["stopped"]

@@ -3,6 +3,7 @@
 
 import dataclasses
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -258,3 +259,16 @@ def test_settings_it_cannot_take_are_refused():
         )
     with pytest.raises(ConfigError, match=r"kmeans\.k"):
         parse_config({"task": "kmeans", "kmeans": {"k": 0}})
+
+
+def test_the_run_ends_at_lloyds_fixed_point(tmp_path):
+    """Once a step leaves every centroid where it was, later rounds would only repeat it:
+    the run ends there, its last record says why, and the summary says completed."""
+    from simulations import runner
+
+    cfg = load_scenario(scenario_path("iris-kmeans"), {"train.rounds": 40})
+    result = runner.simulate(cfg, out=tmp_path / "run", progress=False)
+    rounds = [json.loads(line) for line in (result.path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rounds) < 40 and "kmeans finished" in rounds[-1]["stopped"]
+    assert json.loads((result.path / "summary.json").read_text())["status"] == "completed"
+    assert all("stopped" not in r for r in rounds[:-1])

@@ -13,13 +13,15 @@ summed exactly. From them:
   for the families the next step needs that it has not scored yet (and the graph's own,
   whose tables give the CPTs). The steps are those of the pooled search, one per round; the
   search ends at a local optimum or at the run's last round, whose counts give the CPTs of
-  the final graph. Later rounds refresh the CPTs.
+  the final graph, and the run ends there (``Algorithm.finished``).
 
-Under client-level DP (``privacy.dp = "client"`` ...) the shared layers clip every client's
-whole vector of tables to ``privacy.clip-norm`` and add Gaussian noise to the sum (recorded in
-the ledger); the server hook takes the noised counts with negatives set to zero
-(post-processing). Record-level Laplace or discrete Gaussian noise on the counts would need a
-mechanism choice in the shared layers (see the notes of issue 16).
+Under record-level DP (``privacy.dp = "record"``) the server adds Gaussian (or, with
+``privacy.mechanism = "laplace"``, Laplace) noise to the summed tables, scaled to what one
+record changes (:func:`record_sensitivity`: one cell of every requested table), and records
+the release in the ledger. Under client-level DP (``privacy.dp = "client"`` ...) the shared
+layers clip every client's whole vector of tables to ``privacy.clip-norm`` and add Gaussian
+noise to the sum. Either way the server hook takes the noised counts with negatives set to
+zero (post-processing).
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def spec(cfg: RunConfig, state: State) -> Spec:
     total = sum(_sizes(decode_families(state[REQUEST]), cards))
     bound = cfg.bayesnet.max_client_records
     return Spec.of({COUNTS: ArraySpec((total,), INTEGER, bound)})
+
+
+def record_sensitivity(cfg: RunConfig, state: State) -> tuple[float, float]:
+    """Record-level DP (``privacy.dp = "record"``): one record adds 1 to one cell of every
+    requested table, so the summed tables move by ``tables`` in L1, ``sqrt(tables)`` in L2."""
+    tables = len(decode_families(state[REQUEST]))
+    return float(tables), float(np.sqrt(tables))
 
 
 def init(cfg: RunConfig, data: ModelShape, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -253,4 +262,6 @@ TASK = Algorithm(
     load_server=bn_data.load_server,
     server_only=(SEARCH, CACHE),
     sections={"bayesnet": BayesNetOptions},
+    record_sensitivity=record_sensitivity,
+    finished=lambda state: bool(state[SEARCH + "done"]),  # the CPTs are the final graph's
 )

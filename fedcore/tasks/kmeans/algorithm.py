@@ -39,6 +39,8 @@ from fedcore.tasks.kmeans.seeding import (
 
 CENTROIDS, SEEDED = "centroids", "seeded"
 SEEN = "server/seen"  # mini-batch: what each centroid has been assigned so far (server only)
+CONVERGED = "server/converged"  # 1 once a Lloyd step left every centroid where it was
+NOISE_FLOOR = 3.0  # under DP, a noised count at most this many noise stds moves no centroid
 
 
 def _is_seeded(state: State) -> bool:
@@ -67,21 +69,54 @@ def _cost_scale(cfg: RunConfig, d: int) -> float:
 def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Zero centroids, not yet seeded (round 1 seeds them)."""
     k, d = cfg.kmeans.k, data.num_features
-    state = {CENTROIDS: np.zeros((k, d)), SEEDED: np.array(0.0)}
+    state = {CENTROIDS: np.zeros((k, d)), SEEDED: np.array(0.0), CONVERGED: np.array(0.0)}
     if cfg.kmeans.batch_size:
         state[SEEN] = np.zeros(k)
     return state
 
 
 def _dp(cfg: RunConfig) -> bool:
-    return cfg.privacy.dp in CLIENT_LEVEL_DP
+    """Whether the sums are noised: client-level DP or record-level DP (``record``)."""
+    return cfg.privacy.dp in CLIENT_LEVEL_DP or cfg.privacy.dp == "record"
+
+
+def record_sensitivity(cfg: RunConfig, state: State) -> tuple[float, float]:
+    """Record-level DP (``privacy.dp = "record"``): what one point (within the bound ``b``
+    in each of ``d`` features) moves the summed wire vector by, in L1 and L2. Seeding: the
+    feature sums, the squares and the count; Lloyd: one cluster's sum, its cost (over the
+    cost scale: at most 1) and its count."""
+    b, d = cfg.kmeans.bound, np.shape(state[CENTROIDS])[1]
+    if _is_seeded(state):
+        return d * b + 2.0, float(np.sqrt(d * b * b + 2.0))
+    return d * b + d * b * b + 1.0, float(np.sqrt(d * b * b + d * b**4 + 1.0))
+
+
+def count_noise(cfg: RunConfig, state: State, clients: int) -> float:
+    """The standard deviation of the DP noise on a summed count (0 without DP), from the
+    run's plan: what tells a noised count from nothing."""
+    from privacy.plan import dp_plan, local_noise, record_noise  # (DP runs only)
+
+    p = cfg.privacy
+    if not _dp(cfg):
+        return 0.0
+    if p.dp == "record":
+        l1, l2 = record_sensitivity(cfg, state)
+        z = record_noise(cfg)
+        return z * l2 if p.mechanism == "gaussian" else 2**0.5 * z * l1  # Laplace: sqrt(2) b
+    if p.dp == "local":  # every client noised its own vector
+        return local_noise(cfg) * p.clip_norm * max(clients, 1) ** 0.5
+    plan = dp_plan(cfg)
+    if p.dp == "distributed":
+        return plan.realised_noise(clients) * p.clip_norm
+    return plan.noise_multiplier * p.clip_norm
 
 
 def _sums(shape: tuple[int, ...], bound: float, count: str, cfg: RunConfig) -> ArraySpec:
     """A per-cluster sum of values within ``bound``, as the wire carries it: without DP
     its count-weighted mean (the encoding's range stays ``bound``; the sum is exact);
-    under client-level DP the sum itself, on the counts' scale (bound: max-weight values),
-    so that clipping the whole vector does not spend its norm on the counts."""
+    under DP the sum itself, on the counts' scale (bound: max-weight values), so that
+    clipping the whole vector (client-level) does not spend its norm on the counts, and a
+    record moves it by at most ``bound`` (record-level)."""
     if _dp(cfg):
         return ArraySpec(shape, bound=bound * cfg.secagg.max_weight)
     return ArraySpec(shape, bound=bound, weight=count)
@@ -195,11 +230,20 @@ def server(state: State, summed: Summed, cfg: RunConfig):
         new[SEEDED] = np.array(1.0)
         return new, {"seeded": 1.0}
     sums, counts = summed["sums"], summed["counts"]
+    # Under DP a cluster whose noised count is within NOISE_FLOOR standard deviations of the
+    # noise may hold no point at all: its noised sum over its noised count would throw the
+    # centroid anywhere in the box, so it keeps its place (as an empty cluster does).
+    floor = NOISE_FLOOR * count_noise(cfg, state, summed.clients)
+    counts = np.where(counts > floor, counts, 0.0)
     if o.batch_size:
         moved, new[SEEN] = lloyd.minibatch_step(centroids, state[SEEN], sums, counts)
     else:
         moved = lloyd.lloyd_step(centroids, sums, counts)
     new[CENTROIDS] = np.clip(moved, -o.bound, o.bound)  # (only DP noise can push it out)
+    # a fixed point of Lloyd's, which the next rounds would only repeat (never declared
+    # under DP, where a step that moved nothing may only have met the noise floor)
+    fixed = not _dp(cfg) and not o.batch_size and np.array_equal(new[CENTROIDS], centroids)
+    new[CONVERGED] = np.array(float(fixed))
     return new, {
         # the cost of the centroids this round started from, over the cohort's points
         "inertia": float(summed["costs"].sum()) * _cost_scale(cfg, d),
@@ -256,4 +300,6 @@ TASK = Algorithm(
     load_server=classification.load_server_data,
     server_only=("server/",),
     sections={"kmeans": KMeansOptions},
+    record_sensitivity=record_sensitivity,
+    finished=lambda state: bool(state.get(CONVERGED, 0)),
 )

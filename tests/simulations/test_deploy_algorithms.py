@@ -1,0 +1,50 @@
+"""The classic algorithms on deployed SuperNodes: one SuperLink and three SuperNodes as
+separate processes on loopback (TLS, node authentication), started once and sent a run of
+each task by ``flwr run``; each ends in the state the in-process engine reaches."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedcore.arrays import to_numpy
+from fedcore.cli import scenario_path
+from fedcore.config import load_scenario
+from fedcore.tasks import get_algorithm
+from simulations.deploy import LocalDeployment
+from simulations.engines.inprocess import run_inprocess
+
+pytestmark = pytest.mark.slow
+
+NODES = 3
+PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)
+RUNS = {  # scenario, overrides: short runs (every deployed message starts a process)
+    "kmeans": ("iris-kmeans", {"train.rounds": 2}),  # seeding, one Lloyd step
+    "bayesnet": ("asia-bayesnet", PLAIN | {"train.rounds": 1}),  # counts, CPTs, one step
+    "linear": ("linear-diabetes-ridge", PLAIN),  # ridge: one round
+}
+
+
+def _cfg(task):
+    scenario, overrides = RUNS[task]
+    return load_scenario(scenario_path(scenario), overrides | {"data.num-clients": NODES})
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    cfg = _cfg("kmeans")
+    # no node files: each node loads its partition of whatever run it is sent
+    with LocalDeployment(tmp_path_factory.mktemp("deploy"), cfg, NODES, node_files=False) as d:
+        yield d
+
+
+@pytest.mark.parametrize("task", list(RUNS))
+def test_a_deployed_run_reaches_the_in_process_state(deployment, tmp_path, task):
+    cfg = _cfg(task)
+    path = deployment.run(tmp_path / task, cfg=cfg)
+    deployed = torch.load(path / "model.pt", weights_only=True)  # the clients' part
+    simulated = get_algorithm(task).client_state(run_inprocess(cfg, lambda record: None))
+    assert set(deployed) == set(simulated)
+    for name, value in simulated.items():
+        np.testing.assert_allclose(
+            deployed[name].numpy(), to_numpy(value), atol=1e-12, err_msg=name
+        )
