@@ -21,7 +21,7 @@ SETTINGS = {
     "model": {"hidden": [16]},
     "train": {"rounds": 2, "local-epochs": 1},
     "evaluate": {"fraction": 0.0},
-    "engine": {"timeout": 40.0},  # a dead node costs its round this long
+    "engine": {"timeout": 30.0},  # a dead node costs its round this long
     "secagg": {"mode": "full"},
     "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }
@@ -78,8 +78,14 @@ def test_a_node_killed_mid_round_drops_out_and_rejoins_with_its_ledger(deploymen
 def test_a_deployed_run_that_fails_raises_run_failed_and_keeps_its_directory(deployment, tmp_path):
     """Every client's update diverges (NaN), so no round aggregates: the deployed run ends
     ``failed``, which the launcher reports as RunFailed (exit 1 from the CLI), not as a
-    deployment error, and its run directory is moved out of the temporary workdir."""
-    settings = SETTINGS | {"train": {"rounds": 1, "local-epochs": 1, "lr": 1e38}}
+    deployment error, and its run directory is moved out of the temporary workdir. (In the
+    clear, without DP: what fails is the round, not the protocol, and one plain stage is
+    40 s quicker than secure aggregation's four.)"""
+    settings = SETTINGS | {
+        "train": {"rounds": 1, "local-epochs": 1, "lr": 1e38},
+        "secagg": {"mode": "off"},
+        "privacy": {"dp": "off"},
+    }
     with pytest.raises(RunFailed, match="no round aggregated"):
         deployment.run(tmp_path / "failed", cfg=parse_config(settings))
     summary = json.loads((tmp_path / "failed" / "summary.json").read_text())

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 NODES = 3
 PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)
 RUNS = {  # scenario, overrides: short runs (every deployed message starts a process)
-    "kmeans": ("iris-kmeans", {"train.rounds": 2}),  # seeding, one Lloyd step
+    "kmeans": ("iris-kmeans", {"train.rounds": 1}),  # the seeding round
     "bayesnet": ("asia-bayesnet", PLAIN | {"train.rounds": 1}),  # counts, CPTs, one step
     "linear": ("linear-diabetes-ridge", PLAIN),  # ridge: one round
 }

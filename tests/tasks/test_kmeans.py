@@ -272,3 +272,22 @@ def test_the_run_ends_at_lloyds_fixed_point(tmp_path):
     assert len(rounds) < 40 and "kmeans finished" in rounds[-1]["stopped"]
     assert json.loads((result.path / "summary.json").read_text())["status"] == "completed"
     assert all("stopped" not in r for r in rounds[:-1])
+
+
+def test_a_client_beyond_the_count_bound_is_told_which_setting_bounds_it():
+    cfg = parse_config({"task": "kmeans", "secagg": {"max-weight": 10.0}})
+    state = {CENTROIDS: np.zeros((3, 2)), SEEDED: np.array(1.0)}
+    many = _ClientData(np.zeros((11, 2)))
+    with pytest.raises(ValueError, match=r"11 points, more than secagg\.max-weight = 10"):
+        KMEANS.client(state, many, RoundContext(cfg, 2, 0), np.random.default_rng(0))
+
+
+def test_mini_batches_are_refused_under_record_dp():
+    """A seeded batch draw lets one record change which points a client's batch holds:
+    more than the one point record-level DP's sensitivity covers."""
+    privacy = {"dp": "record", "noise-multiplier": 1.0}
+    cfg = parse_config(
+        {"task": "kmeans", "kmeans": {"batch-size": 5, "init": "random"}, "privacy": privacy}
+    )
+    with pytest.raises(ConfigError, match=r"kmeans\.batch-size with privacy\.dp = 'record'"):
+        KMEANS.check_config(cfg)

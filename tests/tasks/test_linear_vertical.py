@@ -45,7 +45,7 @@ def test_shares_add_up_to_the_product_and_each_alone_is_masked():
 
 
 @given(
-    rows=st.integers(1, 200),
+    rows=st.integers(6, 200),  # more records than columns (fewer are refused)
     da=st.integers(1, 5),
     db=st.integers(1, 5),
     a_bound=st.sampled_from([0.1, 1.0, 50.0]),
@@ -72,9 +72,23 @@ def test_fewer_fraction_bits_give_a_larger_error_within_their_bound():
 
 
 def test_inputs_beyond_their_public_bound_are_refused():
-    a = np.array([[2.0]])
+    a = np.array([[2.0], [0.0]])
     with pytest.raises(ValueError, match="beyond its bound 1"):
         vertical.secure_product(a, a, a_bound=1, b_bound=5, dealer_rng=np.random.default_rng(0))
+
+
+def test_inputs_the_protocol_would_get_wrong_or_leak_through_are_refused():
+    """NaN passes a bound check and would encode as garbage; more fraction bits than the
+    ring holds would overflow silently; with no more records than columns the opened
+    product gives the other party's columns away (B holds B and A^T B: it solves for A)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, (20, 2)), rng.uniform(-1, 1, (20, 3))
+    with pytest.raises(ValueError, match="A has entries that are not finite"):
+        vertical.secure_product(np.where(a > 0.9, np.nan, a), b, a_bound=1, b_bound=1)
+    with pytest.raises(ValueError, match="frac_bits = 40"):
+        vertical.secure_product(a, b, a_bound=1, b_bound=1, frac_bits=40)
+    with pytest.raises(ValueError, match="more records than columns"):
+        vertical.secure_product(a[:3], b[:3], a_bound=1, b_bound=1)
 
 
 def test_a_product_that_cannot_fit_the_ring_is_refused():

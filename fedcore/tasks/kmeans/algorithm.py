@@ -75,6 +75,12 @@ def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray
     return state
 
 
+def _max_points(cfg: RunConfig) -> float:
+    """The public bound on a client's points: every count's bound, and the weight's scale
+    of a weighted sum (``secagg.max-weight``, as FedAvg's example counts)."""
+    return cfg.secagg.max_weight
+
+
 def _dp(cfg: RunConfig) -> bool:
     """Whether the sums are noised: client-level DP or record-level DP (``record``)."""
     return cfg.privacy.dp in CLIENT_LEVEL_DP or cfg.privacy.dp == "record"
@@ -111,21 +117,27 @@ def count_noise(cfg: RunConfig, state: State, clients: int) -> float:
     return plan.noise_multiplier * p.clip_norm
 
 
+def _weighted(cfg: RunConfig) -> bool:
+    """Whether sums travel as count-weighted means: without DP, where the encoding's range
+    then stays the feature bound, the counts are exact, and a mean beyond the bound at its
+    count is refused."""
+    return not _dp(cfg)
+
+
 def _sums(shape: tuple[int, ...], bound: float, count: str, cfg: RunConfig) -> ArraySpec:
-    """A per-cluster sum of values within ``bound``, as the wire carries it: without DP
-    its count-weighted mean (the encoding's range stays ``bound``; the sum is exact);
-    under DP the sum itself, on the counts' scale (bound: max-weight values), so that
-    clipping the whole vector (client-level) does not spend its norm on the counts, and a
-    record moves it by at most ``bound`` (record-level)."""
-    if _dp(cfg):
-        return ArraySpec(shape, bound=bound * cfg.secagg.max_weight)
-    return ArraySpec(shape, bound=bound, weight=count)
+    """A per-cluster sum of values within ``bound``, as the wire carries it: without DP its
+    count-weighted mean (:func:`_weighted`); under DP the sum itself, on the counts' scale,
+    so that clipping the whole vector (client-level DP) does not spend its norm on the
+    counts and a record moves it by at most ``bound`` (record-level)."""
+    if _weighted(cfg):
+        return ArraySpec(shape, bound=bound, weight=count)
+    return ArraySpec(shape, bound=bound * _max_points(cfg))
 
 
 def _sent(sums: np.ndarray, counts: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """``sums`` as :func:`_sums` declares them: divided by their counts (zero where none)
-    without DP, as they are under it."""
-    if _dp(cfg):
+    where they travel weighted, as they are otherwise."""
+    if not _weighted(cfg):
         return sums
     counts = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim))
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
@@ -137,7 +149,7 @@ def spec(cfg: RunConfig, state: State) -> Spec:
     (exact under secure aggregation), as :func:`_sums` puts sums on the wire."""
     o = cfg.kmeans
     k, d = np.shape(state[CENTROIDS])
-    counts = ArraySpec((k,), INTEGER, cfg.secagg.max_weight)
+    counts = ArraySpec((k,), INTEGER, _max_points(cfg))
     if _is_seeded(state):
         return Spec.of(
             {
@@ -151,36 +163,41 @@ def spec(cfg: RunConfig, state: State) -> Spec:
             {
                 "sum": _sums((d,), o.bound, "points", cfg),
                 "square": _sums((d,), o.bound**2, "points", cfg),
-                "points": ArraySpec((), INTEGER, cfg.secagg.max_weight),
+                "points": ArraySpec((), INTEGER, _max_points(cfg)),
             }
         )
     clients = cfg.data.num_clients  # each client's candidates in a block of its own
     return Spec.of(
         {
-            "seeds": ArraySpec((clients, k, d), bound=o.bound, weight="sizes"),
-            "sizes": ArraySpec((clients, k), INTEGER, cfg.secagg.max_weight),
+            "seeds": _sums((clients, k, d), o.bound, "sizes", cfg),
+            "sizes": ArraySpec((clients, k), INTEGER, _max_points(cfg)),
         }
     )
 
 
 def client(state: State, data: ClientData, context: RoundContext, rng: np.random.Generator):
-    """The client's seeding statistics (round 1) or per-cluster sums, costs and counts; its
-    one metric, its number of points, is not a server metric's name (those win a clash)."""
+    """The client's seeding statistics (round 1) or per-cluster sums, costs and counts, and
+    no metric of its own."""
     cfg, o = context.cfg, context.cfg.kmeans
     x = _points(data, cfg)
     centroids = np.asarray(state[CENTROIDS], np.float64)
     k, d = centroids.shape
     if x.shape[1] != d:
         raise ValueError(f"this client's points have {x.shape[1]} features, the centroids {d}")
+    if len(x) > _max_points(cfg):
+        raise ValueError(
+            f"this client holds {len(x)} points, more than secagg.max-weight = "
+            f"{_max_points(cfg):g}, the public bound on a count; raise it"
+        )
     if not _is_seeded(state):
-        return _seeding_statistics(x, k, context, rng), {"client-points": float(len(x))}
+        return _seeding_statistics(x, k, context, rng), {}
     if o.batch_size and o.batch_size < len(x):  # mini-batch: from the client's own generator
         x = x[rng.choice(len(x), o.batch_size, replace=False)]
     s = lloyd.cluster_stats(x, centroids)
     sums, costs = _sent(s.sums, s.counts, cfg), _sent(s.costs / _cost_scale(cfg, d), s.counts, cfg)
     return (
         {"sums": sums, "costs": costs, "counts": s.counts},
-        {"client-points": float(len(x))},
+        {},  # (its size is the reply's num-examples, in the clear unless clear-metrics off)
     )
 
 
@@ -198,8 +215,8 @@ def _seeding_statistics(x: np.ndarray, k: int, context: RoundContext, rng) -> di
         raise ValueError(f"client id {pid} is not below data.num-clients = {clients}")
     centres, sizes = local_seeds(x, k, cfg.kmeans.init, rng)
     seeds, weights = np.zeros((clients, k, x.shape[1])), np.zeros((clients, k))
-    seeds[pid], weights[pid] = centres, sizes
-    return {"seeds": seeds, "sizes": weights}
+    seeds[pid], weights[pid] = centres * sizes[:, None], sizes  # each centre's sum
+    return {"seeds": _sent(seeds, weights, cfg), "sizes": weights}
 
 
 def server(state: State, summed: Summed, cfg: RunConfig):
@@ -246,7 +263,7 @@ def server(state: State, summed: Summed, cfg: RunConfig):
     new[CONVERGED] = np.array(float(fixed))
     return new, {
         # the cost of the centroids this round started from, over the cohort's points
-        "inertia": float(summed["costs"].sum()) * _cost_scale(cfg, d),
+        "inertia": max(float(summed["costs"].sum()), 0.0) * _cost_scale(cfg, d),  # (noised)
         "points": float(counts.sum()),
         "empty-clusters": float((counts <= 0).sum()),
     }
@@ -279,6 +296,12 @@ def check_config(cfg: RunConfig) -> None:
             f"kmeans.init = {o.init!r} under privacy.dp = {cfg.privacy.dp!r}: each client's "
             "seeding block would carry one client's centres under the whole noise; use "
             "kmeans.init = 'random' (seeds from the noised pooled mean and variance)"
+        )
+    if o.batch_size and cfg.privacy.dp == "record":
+        raise ConfigError(
+            "kmeans.batch-size with privacy.dp = 'record': a client's batch is drawn from a "
+            "seeded generator, so one record can change which points it holds, more than the "
+            "one point the sensitivity covers; use kmeans.batch-size = 0"
         )
     if o.init in (KFED, KMEANS_PP) and cfg.data.num_clients * o.k > 1_000_000:
         raise ConfigError(

@@ -34,10 +34,13 @@ Threat model (written down, as the issue asks):
   view, B's ``F`` would give B's columns. It sees no data and no message of the protocol.
 - record linkage is assumed done: both parties' rows are the same records in the same order
   (private set intersection is not part of this module).
-- what is revealed: the output. Opened, ``A^T [B y]`` together with the local blocks is the
-  pooled Gram matrix and ``X^T y`` of the joined data, which both parties learn (as the
-  server learns them in the horizontal task) with the coefficients; no row of the other
-  party's data is sent, in the clear or otherwise. The fixed-point encoding rounds each
+- what is revealed: the output, and what it determines: with no more records than a party
+  has columns the opened product would give away the other party's columns, so the
+  protocol refuses such inputs (more records than columns are needed). Opened,
+  ``A^T [B y]`` together with the local blocks is the pooled Gram matrix and ``X^T y`` of
+  the joined data, which both parties learn (as the server learns them in the horizontal
+  task) with the coefficients; no row of the other party's data is sent, in the clear or
+  otherwise. The fixed-point encoding rounds each
   value to ``2^-f``, a loss of precision (:func:`product_error_bound`), not of privacy.
 - randomness: the masks expand from the dealer's 32-byte seeds by AES-256-CTR, the PRG of
   secure aggregation's masks (:class:`privacy.secagg.crypto.MaskExpander`); the seeds come
@@ -265,13 +268,27 @@ def secure_product(
         raise ValueError(
             f"A (n x d_a) and B (n x d_b) need the same rows, got {a.shape}, {b.shape}"
         )
+    rows = len(a)
+    if rows <= max(a.shape[1], b.shape[1]):
+        raise ValueError(
+            f"{rows} records for {a.shape[1]} and {b.shape[1]} columns: with no more records "
+            "than a party has columns, the opened product A^T B determines the other party's "
+            "columns (solve the linear system); the protocol needs more records than columns"
+        )
     for name, x, bound in (("A", a, a_bound), ("B", b, b_bound)):
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} has entries that are not finite")
         if np.abs(x).max(initial=0) > bound:
             raise ValueError(
                 f"{name} has an entry of {np.abs(x).max():g}, beyond its bound {bound:g}"
             )
-    rows = len(a)
-    f = frac_bits_for(rows, a_bound, b_bound) if frac_bits is None else frac_bits
+    most = frac_bits_for(rows, a_bound, b_bound)
+    if frac_bits is not None and not 1 <= frac_bits <= most:
+        raise ValueError(
+            f"frac_bits = {frac_bits}: a product of {rows} records within {a_bound:g} and "
+            f"{b_bound:g} fits the 64-bit ring with 1 to {most} fraction bits"
+        )
+    f = most if frac_bits is None else frac_bits
     traffic = Traffic() if traffic is None else traffic
     deal_a, deal_b = deal(rows, a.shape[1], b.shape[1], dealer_rng)
     traffic.send("dealer", "A", deal_a.seed)
