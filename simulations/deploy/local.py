@@ -9,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from fedcore.certs import write_node_keys, write_server_certs
-from fedcore.config import RunConfig, to_run_config
+from fedcore.config import RunConfig, load_scenario, to_run_config
 from fedcore.config.export import _toml_value
 from fedcore.server import RunFailed
 from simulations.deploy.errors import DeploymentError
@@ -28,6 +29,14 @@ from simulations.deploy.files import (
     write_client_files,
 )
 from simulations.deploy.processes import _bin, _Process, _signal_group, free_port
+
+
+def _holds(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether ``run_dir`` is a run of ``cfg`` (runs started side by side appear together)."""
+    try:
+        return load_scenario(run_dir / "config.toml") == cfg
+    except (OSError, ValueError):  # not written yet, or not a config: not this run's
+        return False
 
 
 class LocalDeployment:
@@ -304,10 +313,15 @@ class LocalDeployment:
         self._check_runnable(cfg)
         if out is not None and Path(out).exists():  # before the run, not after it
             raise FileExistsError(f"{out} already exists")
-        config = self.workdir / "run-config.toml"
-        config.write_text(
-            "".join(f"{toml_string(k)} = {_toml_value(v)}\n" for k, v in to_run_config(cfg).items())
-        )
+        # a file of its own per call: runs may be started side by side, from threads
+        fd, name = tempfile.mkstemp(prefix="run-config-", suffix=".toml", dir=self.workdir)
+        config = Path(name)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                "".join(
+                    f"{toml_string(k)} = {_toml_value(v)}\n" for k, v in to_run_config(cfg).items()
+                )
+            )
         before = set(self._runs())
         done = self.flwr(
             "run",
@@ -318,8 +332,8 @@ class LocalDeployment:
             str(config),
             timeout=timeout,
         )
-        (self.workdir / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
-        new = [r for r in self._runs() if r not in before]
+        (self.workdir / "logs" / f"flwr-{config.stem}.log").write_text(done.stdout + done.stderr)
+        new = [r for r in self._runs() if r not in before and _holds(r, cfg)]
         if not new:
             raise DeploymentError(
                 f"flwr run produced no run directory (exit {done.returncode}):\n"

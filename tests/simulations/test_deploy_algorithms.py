@@ -1,6 +1,9 @@
 """The classic algorithms on deployed SuperNodes: one SuperLink and three SuperNodes as
 separate processes on loopback (TLS, node authentication), started once and sent a run of
-each task by ``flwr run``; each ends in the state the in-process engine reaches."""
+each task by ``flwr run``, side by side; each ends in the state the in-process engine
+reaches."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -37,14 +40,29 @@ def deployment(tmp_path_factory):
         yield d
 
 
-@pytest.mark.parametrize("task", list(RUNS))
-def test_a_deployed_run_reaches_the_in_process_state(deployment, tmp_path, task):
-    cfg = _cfg(task)
-    path = deployment.run(tmp_path / task, cfg=cfg)
-    deployed = torch.load(path / "model.pt", weights_only=True)  # the clients' part
-    simulated = get_algorithm(task).client_state(run_inprocess(cfg, lambda record: None))
-    assert set(deployed) == set(simulated)
-    for name, value in simulated.items():
-        np.testing.assert_allclose(
-            deployed[name].numpy(), to_numpy(value), atol=1e-12, err_msg=name
-        )
+def test_deployed_runs_reach_the_in_process_state(deployment, tmp_path):
+    """The three runs side by side on the same SuperLink and SuperNodes (Flower runs them
+    concurrently; each ServerApp and ClientApp its own process), each compared with the
+    in-process engine's."""
+    paths, errors = {}, []
+
+    def run(task):
+        try:
+            paths[task] = deployment.run(tmp_path / task, cfg=_cfg(task))
+        except Exception as err:  # reported below, with the task
+            errors.append(f"{task}: {err!r}")
+
+    threads = [threading.Thread(target=run, args=(task,)) for task in RUNS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=900)
+    assert not errors and set(paths) == set(RUNS), errors
+    for task, path in paths.items():
+        deployed = torch.load(path / "model.pt", weights_only=True)  # the clients' part
+        simulated = get_algorithm(task).client_state(run_inprocess(_cfg(task), lambda record: None))
+        assert set(deployed) == set(simulated), task
+        for name, value in simulated.items():
+            np.testing.assert_allclose(
+                deployed[name].numpy(), to_numpy(value), atol=1e-12, err_msg=f"{task}: {name}"
+            )
