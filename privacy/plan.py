@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from fedcore.config import ConfigError, RunConfig
-from privacy.accounting import calibrate_noise, would_exceed
+from privacy.accounting import calibrate_noise, epsilon, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.mechanisms import adaptive_update_noise
 
@@ -134,9 +134,31 @@ def record_noise(cfg: RunConfig) -> float:
         return p.noise_multiplier
     if p.mechanism == "laplace":
         return cfg.train.rounds / p.target_epsilon
+    if p.mechanism == "discrete-gaussian":
+        return _calibrate_discrete_gaussian(cfg)
     return calibrate_noise(
         p.target_epsilon, p.delta, 1.0, cfg.train.rounds, p.accountant, "none", "record"
     )
+
+
+def _calibrate_discrete_gaussian(cfg: RunConfig) -> float:
+    """The smallest noise multiplier (to 1%) whose ``train.rounds`` discrete Gaussian
+    releases (``1 / (2 z^2)``-zCDP each) spend at most ``privacy.target-epsilon``."""
+    p = cfg.privacy
+
+    def spent(z: float) -> float:
+        event = DpEvent.discrete_gaussian(
+            "discrete-gaussian", z, cfg.train.rounds, 1.0, "record", 0, None
+        )
+        return epsilon([event], p.delta, p.accountant)
+
+    low, high = 0.0, 10.0
+    while spent(high) > p.target_epsilon:
+        low, high = high, 2 * high
+    while p.target_epsilon - spent(high) > 0.01 * p.target_epsilon:
+        middle = (low + high) / 2
+        low, high = (middle, high) if spent(middle) > p.target_epsilon else (low, middle)
+    return high
 
 
 def record_event(cfg: RunConfig, z: float, l1: float, l2: float, server_round: int) -> DpEvent:
@@ -144,6 +166,10 @@ def record_event(cfg: RunConfig, z: float, l1: float, l2: float, server_round: i
     sensitivities to one record are ``l1`` and ``l2``, for the ledger."""
     if cfg.privacy.mechanism == "laplace":
         return DpEvent.laplace("laplace", z, 1, l1, "record", server_round, None)
+    if cfg.privacy.mechanism == "discrete-gaussian":
+        return DpEvent.discrete_gaussian(
+            "discrete-gaussian", z, 1, l2, "record", server_round, None
+        )
     return DpEvent.gaussian("gaussian", z, 1.0, 1, l2, "none", "record", server_round, None)
 
 

@@ -43,7 +43,12 @@ from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
-from privacy.mechanisms import add_gaussian, geometric_clip, noised_unclipped_fraction
+from privacy.mechanisms import (
+    add_gaussian,
+    discrete_gaussian,
+    geometric_clip,
+    noised_unclipped_fraction,
+)
 from privacy.plan import adaptive_noise, dp_plan, local_noise, record_event, record_noise
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
@@ -311,14 +316,23 @@ class StatisticsStrategy(Strategy):
         return total
 
     def _record_noised(self, server_round: int, total: np.ndarray) -> np.ndarray:
-        """Record-level DP: the sum plus Gaussian noise of std ``z * l2`` (or Laplace noise
-        of scale ``z * l1``) on every entry, for the algorithm's sensitivities to one
-        record of the round's spec; the release recorded."""
+        """Record-level DP: the sum plus Gaussian noise of std ``z * l2`` (Laplace noise of
+        scale ``z * l1``; discrete Gaussian noise of scale ``z * l2`` on counts) on every
+        entry, for the algorithm's sensitivities to one record of the round's spec; the
+        release recorded."""
         p, z = self.cfg.privacy, self.record_z
         l1, l2 = self.algorithm.record_sensitivity(self.cfg, self._state)
         rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
         if p.mechanism == "laplace":
             total = total + rng.laplace(0.0, z * l1, total.shape)
+        elif p.mechanism == "discrete-gaussian":  # integer noise: for sums that are all counts
+            reals = [name for name, a in self._spec.arrays if a.kind != INTEGER]
+            if reals:
+                raise ValueError(
+                    f"privacy.mechanism = 'discrete-gaussian' adds integer noise, which hides "
+                    f"nothing of real-valued sums ({', '.join(reals)}); use 'gaussian'"
+                )
+            total = total + discrete_gaussian(total.shape, z * l2, rng)
         else:
             total = add_gaussian(total, z * l2, rng)
         event = record_event(self.cfg, z, l1, l2, server_round)

@@ -220,9 +220,10 @@ class PrivacyConfig:
     )
     mechanism: str = option(
         "gaussian",
-        choices=("gaussian", "laplace"),
-        doc="privacy.dp = record: Gaussian noise scaled to a record's L2 sensitivity, or "
-        "Laplace noise to its L1 sensitivity (pure DP)",
+        choices=("gaussian", "laplace", "discrete-gaussian"),
+        doc="privacy.dp = record: Gaussian noise scaled to a record's L2 sensitivity, Laplace "
+        "noise to its L1 sensitivity (pure DP), or discrete Gaussian (integer) noise to its "
+        "L2 sensitivity, for statistics that are all counts (zCDP; bayesnet)",
     )
     noise_multiplier: float = option(
         0.0, ge=0, doc="noise std / clip norm; 0: calibrate to target-epsilon"

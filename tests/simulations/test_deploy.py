@@ -9,7 +9,6 @@ import pytest
 
 from fedcore.certs import write_node_keys, write_server_certs
 from fedcore.config import parse_config
-from fedcore.server import RunFailed
 from privacy.ledger import PrivacyLedger
 from simulations import runner
 from simulations.deploy import DeploymentError, LocalDeployment
@@ -19,10 +18,12 @@ pytestmark = pytest.mark.slow
 SETTINGS = {
     "data": {"num-clients": 5},  # secure aggregation's floor: 4 of 5 survive one dropout
     "model": {"hidden": [16]},
-    "train": {"rounds": 2, "local-epochs": 1},
+    "train": {"rounds": 3, "local-epochs": 1},
     "evaluate": {"fraction": 0.0},
-    "engine": {"timeout": 45.0},  # a dead node costs its round this long (5 nodes training
-    # at once on 2 cores answer in about 30 s)
+    # a dead node costs its round this long (5 nodes training at once on 2 cores answer in
+    # about 30 s); a killed node is let back in about 75 s later (two missed heartbeats), so
+    # it is in the third round
+    "engine": {"timeout": 60.0},
     "secagg": {"mode": "full"},
     "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }
@@ -39,8 +40,8 @@ def deployment(tmp_path_factory):
 def test_a_node_killed_mid_round_drops_out_and_rejoins_with_its_ledger(deployment, tmp_path):
     """Secure aggregation and DP over TLS: node 2 is killed in round 1 once it has trained
     (its ledger is on disk), so it drops out of that round; restarted (as soon as the
-    SuperLink lets its key back in), it takes part in the last round (round 2) with its
-    accounting resumed. The run completes."""
+    SuperLink lets its key back in), it takes part in the last round with its accounting
+    resumed. The run completes."""
     result = {}
     run = threading.Thread(target=lambda: result.update(path=deployment.run(tmp_path / "run")))
     run.start()
@@ -71,27 +72,9 @@ def test_a_node_killed_mid_round_drops_out_and_rejoins_with_its_ledger(deploymen
     # node 2's round-1 training stays accounted on the node, though it left no update
     ledger = PrivacyLedger.load(path / "ledger.jsonl")
     in_sums = [e.round for e in ledger.for_client(2).events]
-    assert 1 not in in_sums and in_sums[-1] == 2
+    assert 1 not in in_sums and in_sums[-1] == 3
     (on_node,) = state.glob("ledger-data-*.json")
     assert [json.loads(e)["round"] for e in json.loads(on_node.read_text())] == [1, *in_sums]
-
-
-def test_a_deployed_run_that_fails_raises_run_failed_and_keeps_its_directory(deployment, tmp_path):
-    """Every client's update diverges (NaN), so no round aggregates: the deployed run ends
-    ``failed``, which the launcher reports as RunFailed (exit 1 from the CLI), not as a
-    deployment error, and its run directory is moved out of the temporary workdir. (In the
-    clear, without DP: what fails is the round, not the protocol, and one plain stage is
-    40 s quicker than secure aggregation's four.)"""
-    settings = SETTINGS | {
-        "train": {"rounds": 1, "local-epochs": 1, "lr": 1e38},
-        "secagg": {"mode": "off"},
-        "privacy": {"dp": "off"},
-    }
-    with pytest.raises(RunFailed, match="no round aggregated"):
-        deployment.run(tmp_path / "failed", cfg=parse_config(settings))
-    summary = json.loads((tmp_path / "failed" / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["round_status"]["aborted"] == 1
-    assert "not finite" in (tmp_path / "failed" / "metrics.jsonl").read_text()
 
 
 def test_a_run_the_nodes_hold_no_data_for_is_refused_before_it_starts(deployment, tmp_path):

@@ -76,24 +76,27 @@ class _Points:
         self.x_train = x
 
 
-@pytest.mark.parametrize("mechanism", ["gaussian", "laplace"])
+@pytest.mark.parametrize("mechanism", ["gaussian", "laplace", "discrete-gaussian"])
 def test_the_noise_has_the_scale_of_the_sensitivity(mechanism):
     cfg = _bayesnet(**RECORD, **{"privacy.mechanism": mechanism, "privacy.seeded-noise": True})
     algorithm = checked_task(cfg)
     strategy = StatisticsStrategy(algorithm, cfg)
     strategy._state = algorithm.init(cfg, algorithm.load_data(cfg), np.random.default_rng(0))
+    strategy._spec = algorithm.spec(cfg, strategy._state)  # (as configure_train sets them)
     noise = strategy._noised(1, np.zeros(100_000), 10)  # (any length: many draws)
     l1, l2 = algorithm.record_sensitivity(cfg, strategy._state)
     z = record_noise(cfg)
-    if mechanism == "gaussian":
-        assert np.isclose(noise.std(), z * l2, rtol=0.05)
-    else:  # Laplace(b): mean |x| = b
+    if mechanism == "laplace":  # Laplace(b): mean |x| = b
         assert np.isclose(np.abs(noise).mean(), z * l1, rtol=0.05)
+    else:
+        assert np.isclose(noise.std(), z * l2, rtol=0.05)
+    if mechanism == "discrete-gaussian":  # counts stay whole
+        assert np.array_equal(noise, np.rint(noise))
     (event,) = strategy.last_dp_events
     assert event["neighbouring"] == "record" and event["mechanism"] == mechanism
 
 
-@pytest.mark.parametrize("mechanism", ["gaussian", "laplace"])
+@pytest.mark.parametrize("mechanism", ["gaussian", "laplace", "discrete-gaussian"])
 def test_a_record_dp_run_spends_its_target_epsilon_and_reports_it(tmp_path, mechanism):
     cfg = _bayesnet(**RECORD, **{"privacy.mechanism": mechanism})
     result = runner.simulate(cfg, out=tmp_path / "run", progress=False)
@@ -133,3 +136,14 @@ def test_settings_record_dp_cannot_take_are_refused():
                 }
             }
         )
+
+
+def test_integer_noise_is_refused_for_real_valued_sums():
+    """Integer noise on a real-valued sum leaves neighbouring outputs on disjoint supports:
+    no privacy at all."""
+    cfg = load_scenario(
+        scenario_path("iris-kmeans"),
+        RECORD | {"kmeans.init": "random", "privacy.mechanism": "discrete-gaussian"},
+    )
+    with pytest.raises(ConfigError, match="hides nothing of k-means' real-valued sums"):
+        checked_task(cfg)

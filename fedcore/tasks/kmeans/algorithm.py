@@ -297,6 +297,11 @@ def check_config(cfg: RunConfig) -> None:
             "seeding block would carry one client's centres under the whole noise; use "
             "kmeans.init = 'random' (seeds from the noised pooled mean and variance)"
         )
+    if cfg.privacy.dp == "record" and cfg.privacy.mechanism == "discrete-gaussian":
+        raise ConfigError(
+            "privacy.mechanism = 'discrete-gaussian' adds integer noise, which hides nothing "
+            "of k-means' real-valued sums; use 'gaussian' or 'laplace'"
+        )
     if o.batch_size and cfg.privacy.dp == "record":
         raise ConfigError(
             "kmeans.batch-size with privacy.dp = 'record': a client's batch is drawn from a "
