@@ -20,10 +20,10 @@ SETTINGS = {
     "model": {"hidden": [16]},
     "train": {"rounds": 3, "local-epochs": 1},
     "evaluate": {"fraction": 0.0},
-    # a dead node costs its round this long (5 nodes training at once on 2 cores answer in
+    # a dead node costs a stage this long (5 nodes training at once on 2 cores answer in
     # about 30 s); a killed node is let back in about 75 s later (two missed heartbeats), so
     # it is in the third round
-    "engine": {"timeout": 60.0},
+    "engine": {"timeout": 45.0},
     "secagg": {"mode": "full"},
     "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }

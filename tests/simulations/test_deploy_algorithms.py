@@ -1,4 +1,4 @@
-"""The classic algorithms on deployed SuperNodes: one SuperLink and three SuperNodes as
+"""The classic algorithms on deployed SuperNodes: one SuperLink and two SuperNodes as
 separate processes on loopback (TLS, node authentication), started once and sent a run of
 each task by ``flwr run``, side by side; each ends in the state the in-process engine
 reaches, and a run that fails beside them is reported as failed, its directory kept."""
@@ -20,7 +20,7 @@ from simulations.engines.inprocess import run_inprocess
 
 pytestmark = pytest.mark.slow
 
-NODES = 3
+NODES = 2  # (each deployed message starts a process: the fewer, the quicker)
 PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)
 RUNS = {  # scenario, overrides: short runs (every deployed message starts a process)
     "kmeans": ("iris-kmeans", {"train.rounds": 1}),  # the seeding round
