@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/fedcore simulate
 
+# Two workers: the tests that start processes (deployed SuperNodes, Ray) wait on them much
+# of the time, in one worker (group "processes"), while the other runs the rest.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -161,6 +161,22 @@ def cpt_rows(seeds: int) -> None:
             print(f"{name:<7} {clients:>7} {m[0]:>11.4f} {m[1]:>11.4f} {m[2]:>13.1e}", flush=True)
 
 
+def _dp_means(name: str, structure: str, privacy: dict, seeds: int) -> tuple[np.ndarray, object]:
+    """Mean (CPT error, SHD to the true graph) over seeds of 100-client runs under
+    ``privacy``, and the last run's config; the known graph takes one round."""
+    network = load_network(name)
+    rows = []
+    for seed in range(seeds):
+        raw = config(name, 100, seed, bayesnet={"structure": structure}, privacy=privacy)
+        if structure == "known":
+            raw["train"] = raw["train"] | {"rounds": 1}
+        run = federated(raw)
+        state = run["state"]
+        error = cpt_error(state, network) if structure == "known" else float("nan")
+        rows.append((error, shd(state[ADJACENCY], network.adjacency)))
+    return np.mean(rows, axis=0), run["cfg"]
+
+
 def dp_rows(seeds: int) -> None:
     print("\nClient-level DP (Gaussian, delta 1e-5), 100 clients, mean over seeds")
     print(
@@ -168,26 +184,13 @@ def dp_rows(seeds: int) -> None:
         f"{'noise z':>7}"
     )
     for name in ("asia", "sachs"):
-        network = load_network(name)
-        records = NETWORKS[name][0]
-        per_client = records / 100
+        per_client = NETWORKS[name][0] / 100
+        clip = math.sqrt(len(load_network(name).variables)) * per_client
         for structure in ("known", "hill-climb"):
             for eps in (1.0, 8.0):
-                clip = math.sqrt(len(network.variables)) * per_client
                 privacy = {"dp": "client", "clip-norm": clip, "target-epsilon": eps}
-                rows = []
-                for seed in range(seeds):
-                    raw = config(
-                        name, 100, seed, bayesnet={"structure": structure}, privacy=privacy
-                    )
-                    if structure == "known":
-                        raw["train"] = raw["train"] | {"rounds": 1}
-                    run = federated(raw)
-                    state = run["state"]
-                    error = cpt_error(state, network) if structure == "known" else float("nan")
-                    rows.append((error, shd(state[ADJACENCY], network.adjacency)))
-                m = np.mean(rows, axis=0)
-                z = dp_plan(run["cfg"]).noise_multiplier
+                m, cfg = _dp_means(name, structure, privacy, seeds)
+                z = dp_plan(cfg).noise_multiplier
                 print(
                     f"{name:<7} {structure:<10} {eps:>7g} {m[0]:>8.4f} {m[1]:>12.1f} {z:>7.2f}",
                     flush=True,
@@ -202,28 +205,14 @@ def record_dp_rows(seeds: int) -> None:
         f"{'SHD fed-true':>12} {'noise z':>7}"
     )
     for name in ("asia", "sachs"):
-        network = load_network(name)
         for structure in ("known", "hill-climb"):
             for mechanism in ("gaussian", "laplace", "discrete-gaussian"):
                 for eps in (1.0, 8.0):
                     privacy = {"dp": "record", "mechanism": mechanism, "target-epsilon": eps}
-                    rows = []
-                    for seed in range(seeds):
-                        raw = config(
-                            name, 100, seed, bayesnet={"structure": structure}, privacy=privacy
-                        )
-                        if structure == "known":
-                            raw["train"] = raw["train"] | {"rounds": 1}
-                        run = federated(raw)
-                        state = run["state"]
-                        known = structure == "known"
-                        error = cpt_error(state, network) if known else float("nan")
-                        rows.append((error, shd(state[ADJACENCY], network.adjacency)))
-                    m = np.mean(rows, axis=0)
-                    z = record_noise(run["cfg"])
+                    m, cfg = _dp_means(name, structure, privacy, seeds)
                     print(
                         f"{name:<7} {structure:<10} {mechanism:<17} {eps:>7g} {m[0]:>8.4f} "
-                        f"{m[1]:>12.1f} {z:>7.2f}",
+                        f"{m[1]:>12.1f} {record_noise(cfg):>7.2f}",
                         flush=True,
                     )
 

@@ -124,23 +124,16 @@ def cases(selected: list[str], tmp: Path) -> list[tuple[str, dict]]:
         if "blobs" in selected:
             out.append(("blobs 10^6 x 10, 1000 clients, k-FED", base))
             out.append(("blobs 10^6 x 10, 1000 clients, random", base | {"kmeans.init": "random"}))
-        if "dp" in selected:
+        dp_modes = {  # the privacy settings of each DP case
+            "dp": ("client", {"privacy.dp": "client", "privacy.clip-norm": 1000.0}),
+            "dp-record": ("record", {"privacy.dp": "record"}),
+        }
+        for case, (unit, privacy) in dp_modes.items():
+            if case not in selected:
+                continue
             for eps in (1.0, 8.0):
-                dp = {
-                    "kmeans.init": "random",
-                    "privacy.dp": "client",
-                    "privacy.target-epsilon": eps,
-                    "privacy.clip-norm": 1000.0,
-                }
-                out.append((f"blobs, client DP epsilon {eps:g}, random", base | dp))
-        if "dp-record" in selected:
-            for eps in (1.0, 8.0):
-                dp = {
-                    "kmeans.init": "random",
-                    "privacy.dp": "record",
-                    "privacy.target-epsilon": eps,
-                }
-                out.append((f"blobs, record DP epsilon {eps:g}, random", base | dp))
+                dp = privacy | {"kmeans.init": "random", "privacy.target-epsilon": eps}
+                out.append((f"blobs, {unit} DP epsilon {eps:g}, random", base | dp))
     return out
 
 

@@ -13,7 +13,7 @@ from privacy.ledger import PrivacyLedger
 from simulations import runner
 from simulations.deploy import DeploymentError, LocalDeployment
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 SETTINGS = {
     "data": {"num-clients": 5},  # secure aggregation's floor: 4 of 5 survive one dropout
@@ -21,9 +21,9 @@ SETTINGS = {
     "train": {"rounds": 3, "local-epochs": 1},
     "evaluate": {"fraction": 0.0},
     # a dead node costs a stage this long (5 nodes training at once on 2 cores answer in
-    # about 30 s); a killed node is let back in about 75 s later (two missed heartbeats), so
-    # it is in the third round
-    "engine": {"timeout": 45.0},
+    # about 30 s, more beside the other test worker); a killed node is let back in about
+    # 75 s later (two missed heartbeats), so it is in the third round
+    "engine": {"timeout": 75.0},
     "secagg": {"mode": "full"},
     "privacy": {"dp": "sample", "clip-norm": 1.0, "noise-multiplier": 1.0},
 }

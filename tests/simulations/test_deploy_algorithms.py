@@ -18,7 +18,7 @@ from fedcore.tasks import get_algorithm
 from simulations.deploy import LocalDeployment
 from simulations.engines.inprocess import run_inprocess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 NODES = 2  # (each deployed message starts a process: the fewer, the quicker)
 PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)
