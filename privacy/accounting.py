@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -273,6 +273,13 @@ def calibrate_noise(
         )
         return epsilon([event], delta, accountant)
 
+    return smallest_noise(spent, target_epsilon, delta)
+
+
+def smallest_noise(spent: Callable[[float], float], target_epsilon: float, delta: float) -> float:
+    """The smallest noise multiplier ``z`` (to 1%) with ``spent(z)`` at most
+    ``target_epsilon`` and within 1% of it, for a ``spent`` that falls as ``z`` grows: a
+    bisection over epsilon itself, for any mechanism the accountant composes."""
     low, high = 0.0, 10.0
     while spent(high) > target_epsilon:
         low, high = high, 2 * high

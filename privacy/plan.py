@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from fedcore.config import ConfigError, RunConfig
-from privacy.accounting import calibrate_noise, epsilon, would_exceed
+from privacy.accounting import calibrate_noise, epsilon, smallest_noise, would_exceed
 from privacy.ledger import DpEvent, PrivacyLedger
 from privacy.mechanisms import adaptive_update_noise
 
@@ -123,6 +123,7 @@ def dp_plan(cfg: RunConfig) -> DpPlan:
     return DpPlan(z, sampling, rate, n, float(cohort), cfg.seed, p.seeded_noise, floor)
 
 
+@functools.lru_cache(maxsize=8)  # a calibration is a bisection; asked every round
 def record_noise(cfg: RunConfig) -> float:
     """Record-level DP's noise multiplier (noise scale over the algorithm's sensitivity):
     configured, or calibrated so that ``train.rounds`` releases spend
@@ -146,19 +147,28 @@ def _calibrate_discrete_gaussian(cfg: RunConfig) -> float:
     releases (``1 / (2 z^2)``-zCDP each) spend at most ``privacy.target-epsilon``."""
     p = cfg.privacy
 
+    @functools.cache
     def spent(z: float) -> float:
         event = DpEvent.discrete_gaussian(
             "discrete-gaussian", z, cfg.train.rounds, 1.0, "record", 0, None
         )
         return epsilon([event], p.delta, p.accountant)
 
-    low, high = 0.0, 10.0
-    while spent(high) > p.target_epsilon:
-        low, high = high, 2 * high
-    while p.target_epsilon - spent(high) > 0.01 * p.target_epsilon:
-        middle = (low + high) / 2
-        low, high = (middle, high) if spent(middle) > p.target_epsilon else (low, middle)
-    return high
+    return smallest_noise(spent, p.target_epsilon, p.delta)
+
+
+def record_scale(cfg: RunConfig, l1: float, l2: float) -> float:
+    """Record-level DP's noise scale on each summed entry, for sensitivities ``l1`` and
+    ``l2`` to one record: Laplace's ``b = z l1``, else the (discrete) Gaussian's
+    ``sigma = z l2``."""
+    z = record_noise(cfg)
+    return z * l1 if cfg.privacy.mechanism == "laplace" else z * l2
+
+
+def record_noise_std(cfg: RunConfig, l1: float, l2: float) -> float:
+    """The standard deviation of that noise (Laplace's is ``sqrt(2) b``)."""
+    scale = record_scale(cfg, l1, l2)
+    return math.sqrt(2) * scale if cfg.privacy.mechanism == "laplace" else scale
 
 
 def record_event(cfg: RunConfig, z: float, l1: float, l2: float, server_round: int) -> DpEvent:

@@ -49,7 +49,14 @@ from privacy.mechanisms import (
     geometric_clip,
     noised_unclipped_fraction,
 )
-from privacy.plan import adaptive_noise, dp_plan, local_noise, record_event, record_noise
+from privacy.plan import (
+    adaptive_noise,
+    dp_plan,
+    local_noise,
+    record_event,
+    record_noise,
+    record_scale,
+)
 from privacy.secagg.aggregator import SecureSumReply, StatisticsSum
 from strategies.aggregate import MetricMean
 from strategies.cohort import Cohort, evaluation_mean
@@ -322,9 +329,10 @@ class StatisticsStrategy(Strategy):
         release recorded."""
         p, z = self.cfg.privacy, self.record_z
         l1, l2 = self.algorithm.record_sensitivity(self.cfg, self._state)
+        scale = record_scale(self.cfg, l1, l2)
         rng = seeding.noise_rng(p.seeded_noise, self.cfg.seed, server_round, 0)
         if p.mechanism == "laplace":
-            total = total + rng.laplace(0.0, z * l1, total.shape)
+            total = total + rng.laplace(0.0, scale, total.shape)
         elif p.mechanism == "discrete-gaussian":  # integer noise: for sums that are all counts
             reals = [name for name, a in self._spec.arrays if a.kind != INTEGER]
             if reals:
@@ -332,9 +340,9 @@ class StatisticsStrategy(Strategy):
                     f"privacy.mechanism = 'discrete-gaussian' adds integer noise, which hides "
                     f"nothing of real-valued sums ({', '.join(reals)}); use 'gaussian'"
                 )
-            total = total + discrete_gaussian(total.shape, z * l2, rng)
+            total = total + discrete_gaussian(total.shape, scale, rng)
         else:
-            total = add_gaussian(total, z * l2, rng)
+            total = add_gaussian(total, scale, rng)
         event = record_event(self.cfg, z, l1, l2, server_round)
         self.ledger = self.ledger.record(event)
         self.last_dp_events = [event.to_dict()]

@@ -47,11 +47,6 @@ def _is_seeded(state: State) -> bool:
     return bool(np.asarray(state[SEEDED]))
 
 
-def _points(data: ClientData, cfg: RunConfig) -> np.ndarray:
-    """The client's training points as float64, clipped to the public feature bound."""
-    return _flat(data.x_train, cfg)
-
-
 def _flat(x, cfg: RunConfig) -> np.ndarray:
     """Points as float64 rows (an image's pixels flattened), clipped to the feature bound."""
     x = np.asarray(x, np.float64)
@@ -75,12 +70,6 @@ def init(cfg: RunConfig, data, rng: np.random.Generator) -> dict[str, np.ndarray
     return state
 
 
-def _max_points(cfg: RunConfig) -> float:
-    """The public bound on a client's points: every count's bound, and the weight's scale
-    of a weighted sum (``secagg.max-weight``, as FedAvg's example counts)."""
-    return cfg.secagg.max_weight
-
-
 def _dp(cfg: RunConfig) -> bool:
     """Whether the sums are noised: client-level DP or record-level DP (``record``)."""
     return cfg.privacy.dp in CLIENT_LEVEL_DP or cfg.privacy.dp == "record"
@@ -100,15 +89,13 @@ def record_sensitivity(cfg: RunConfig, state: State) -> tuple[float, float]:
 def count_noise(cfg: RunConfig, state: State, clients: int) -> float:
     """The standard deviation of the DP noise on a summed count (0 without DP), from the
     run's plan: what tells a noised count from nothing."""
-    from privacy.plan import dp_plan, local_noise, record_noise  # (DP runs only)
+    from privacy.plan import dp_plan, local_noise, record_noise_std  # (DP runs only)
 
     p = cfg.privacy
     if not _dp(cfg):
         return 0.0
     if p.dp == "record":
-        l1, l2 = record_sensitivity(cfg, state)
-        z = record_noise(cfg)
-        return z * l2 if p.mechanism == "gaussian" else 2**0.5 * z * l1  # Laplace: sqrt(2) b
+        return record_noise_std(cfg, *record_sensitivity(cfg, state))
     if p.dp == "local":  # every client noised its own vector
         return local_noise(cfg) * p.clip_norm * max(clients, 1) ** 0.5
     plan = dp_plan(cfg)
@@ -117,27 +104,22 @@ def count_noise(cfg: RunConfig, state: State, clients: int) -> float:
     return plan.noise_multiplier * p.clip_norm
 
 
-def _weighted(cfg: RunConfig) -> bool:
-    """Whether sums travel as count-weighted means: without DP, where the encoding's range
-    then stays the feature bound, the counts are exact, and a mean beyond the bound at its
-    count is refused."""
-    return not _dp(cfg)
-
-
 def _sums(shape: tuple[int, ...], bound: float, count: str, cfg: RunConfig) -> ArraySpec:
     """A per-cluster sum of values within ``bound``, as the wire carries it: without DP its
-    count-weighted mean (:func:`_weighted`); under DP the sum itself, on the counts' scale,
-    so that clipping the whole vector (client-level DP) does not spend its norm on the
-    counts and a record moves it by at most ``bound`` (record-level)."""
-    if _weighted(cfg):
+    count-weighted mean (the encoding's range stays ``bound``, the counts are exact, and a
+    mean beyond the bound at its count is refused); under DP the sum itself, on the
+    counts' scale (bound: ``secagg.max-weight`` values), so that clipping the whole vector
+    (client-level DP) does not spend its norm on the counts and a record moves it by at
+    most ``bound`` (record-level)."""
+    if not _dp(cfg):
         return ArraySpec(shape, bound=bound, weight=count)
-    return ArraySpec(shape, bound=bound * _max_points(cfg))
+    return ArraySpec(shape, bound=bound * cfg.secagg.max_weight)
 
 
 def _sent(sums: np.ndarray, counts: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """``sums`` as :func:`_sums` declares them: divided by their counts (zero where none)
     where they travel weighted, as they are otherwise."""
-    if not _weighted(cfg):
+    if _dp(cfg):
         return sums
     counts = counts.reshape(counts.shape + (1,) * (sums.ndim - counts.ndim))
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
@@ -149,7 +131,7 @@ def spec(cfg: RunConfig, state: State) -> Spec:
     (exact under secure aggregation), as :func:`_sums` puts sums on the wire."""
     o = cfg.kmeans
     k, d = np.shape(state[CENTROIDS])
-    counts = ArraySpec((k,), INTEGER, _max_points(cfg))
+    counts = ArraySpec((k,), INTEGER, cfg.secagg.max_weight)
     if _is_seeded(state):
         return Spec.of(
             {
@@ -163,14 +145,14 @@ def spec(cfg: RunConfig, state: State) -> Spec:
             {
                 "sum": _sums((d,), o.bound, "points", cfg),
                 "square": _sums((d,), o.bound**2, "points", cfg),
-                "points": ArraySpec((), INTEGER, _max_points(cfg)),
+                "points": ArraySpec((), INTEGER, cfg.secagg.max_weight),
             }
         )
     clients = cfg.data.num_clients  # each client's candidates in a block of its own
     return Spec.of(
         {
             "seeds": _sums((clients, k, d), o.bound, "sizes", cfg),
-            "sizes": ArraySpec((clients, k), INTEGER, _max_points(cfg)),
+            "sizes": ArraySpec((clients, k), INTEGER, cfg.secagg.max_weight),
         }
     )
 
@@ -179,15 +161,15 @@ def client(state: State, data: ClientData, context: RoundContext, rng: np.random
     """The client's seeding statistics (round 1) or per-cluster sums, costs and counts, and
     no metric of its own."""
     cfg, o = context.cfg, context.cfg.kmeans
-    x = _points(data, cfg)
+    x = _flat(data.x_train, cfg)
     centroids = np.asarray(state[CENTROIDS], np.float64)
     k, d = centroids.shape
     if x.shape[1] != d:
         raise ValueError(f"this client's points have {x.shape[1]} features, the centroids {d}")
-    if len(x) > _max_points(cfg):
+    if len(x) > cfg.secagg.max_weight:
         raise ValueError(
             f"this client holds {len(x)} points, more than secagg.max-weight = "
-            f"{_max_points(cfg):g}, the public bound on a count; raise it"
+            f"{cfg.secagg.max_weight:g}, the public bound on a count; raise it"
         )
     if not _is_seeded(state):
         return _seeding_statistics(x, k, context, rng), {}
