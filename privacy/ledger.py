@@ -14,6 +14,10 @@ objects), so it can be appended to during a run and read back after a crash. Lin
 format of fedcore <= 0.1 (one Gaussian per line) still read, so a node's ledger survives an
 upgrade.
 
+A finished run seals its ledger (`ledger_seal`: the count of events and the SHA-256 of the
+file's bytes, recorded in ``summary.json``), so a ledger truncated, emptied, deleted or edited
+after the run no longer matches its run, and the report refuses it.
+
 dp_accounting is imported where it is used: importing it costs about a second, and a deployed
 SuperNode starts a fresh ClientApp process for every message.
 """
@@ -21,6 +25,7 @@ SuperNode starts a fresh ClientApp process for every message.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -516,3 +521,13 @@ class PrivacyLedger:
     def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
         """Read a ledger written by `save`."""
         return cls.from_jsonl(Path(path).read_text(encoding="utf-8"))
+
+
+def ledger_seal(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The seal of the ledger file at ``path``: its number of events and the SHA-256 of its
+    bytes (a missing file is an empty ledger). A run records it where it finishes; the report
+    checks the file against it."""
+    path = Path(path)
+    data = path.read_bytes() if path.exists() else b""
+    events = sum(1 for line in data.splitlines() if line.strip())
+    return {"events": events, "sha256": hashlib.sha256(data).hexdigest()}

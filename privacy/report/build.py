@@ -1,5 +1,6 @@
 """The privacy report as data: every number recomputed from a run's ledger (and, for utility,
-its metrics), with the assumptions each guarantee rests on."""
+its metrics), with the assumptions each guarantee rests on. The ledger is checked against
+the run first (:mod:`privacy.report.audit`): a ledger that does not match is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from privacy.accounting import epsilon, epsilon_curve
-from privacy.ledger import PrivacyLedger
+from privacy.ledger import PrivacyLedger, ledger_seal
+from privacy.report.audit import check_run
 
 ASSUMPTIONS = {
     "example": (
@@ -112,17 +114,46 @@ EVERY_CLIENT = "all"
 """The report's key for server-side (client-level) mechanisms, which protect every client."""
 
 
-def build_report(run_dir: Path) -> dict[str, Any]:
-    """The report as a JSON-serialisable dict."""
+def build_report(run_dir: Path, seal: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report of the run in ``run_dir`` as a JSON-serialisable dict, once its ledger
+    matches the run (:func:`privacy.report.audit.check_run`; :class:`LedgerMismatch`
+    otherwise). ``seal``: the ledger's seal, given by a run that is finishing (its
+    summary.json is not written yet); by default the one in ``summary.json``."""
     run_dir = Path(run_dir)
     config = tomllib.loads((run_dir / "config.toml").read_text())
+    ledger_path = run_dir / "ledger.jsonl"
+    text = ledger_path.read_text(encoding="utf-8") if ledger_path.exists() else ""
+    rounds = _rounds(run_dir)
+    everything = check_run(
+        config.get("privacy", {}).get("dp", "off"),
+        rounds,
+        text,
+        seal if seal is not None else _recorded_seal(run_dir),
+        ledger_seal(ledger_path),
+        config.get("data", {}).get("num-clients"),
+    )
+    return report_of(everything, config, rounds)
+
+
+def _rounds(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _recorded_seal(run_dir: Path) -> Any:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()).get("ledger") if path.exists() else None
+
+
+def report_of(everything: PrivacyLedger, config: dict, records: list[dict]) -> dict[str, Any]:
+    """The report of a ledger already checked against its run, whose config (config.toml as
+    a dict) and rounds' records (metrics.jsonl) are given."""
     privacy = config.get("privacy", {})
     delta = float(privacy.get("delta", 1e-5))
     accountant = privacy.get("accountant", "rdp")
     budget = float(privacy.get("budget-epsilon", 0.0))
     target = float(privacy.get("target-epsilon", 0.0))
-    ledger_path = run_dir / "ledger.jsonl"
-    everything = PrivacyLedger.load(ledger_path) if ledger_path.exists() else PrivacyLedger()
     # FedGCN's pre-communication protects another unit (a node's features): its own figure
     nodes = PrivacyLedger(tuple(e for e in everything.events if e.neighbouring == "node"))
     ledger = PrivacyLedger(tuple(e for e in everything.events if e.neighbouring != "node"))
@@ -150,7 +181,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
             "median": statistics.median(values),
             "max": max(values),
         }
-    utility = _utility(run_dir, bands)
+    utility = _utility(records, bands)
     mechanisms = sorted(
         {
             (
@@ -169,6 +200,8 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "delta": delta,
         "accountant": accountant,
         "guarantee": {
+            # False: no DP mechanism was on and none ran (the report says so, states no epsilon)
+            "differential_privacy": privacy.get("dp", "off") != "off" or bool(everything.events),
             "neighbouring": sorted({e.neighbouring for e in everything.events}),
             "max_client_epsilon": max((c["epsilon"] for c in clients.values()), default=0.0),
             "median_client_epsilon": statistics.median([c["epsilon"] for c in clients.values()])
@@ -222,13 +255,9 @@ def _at(curve: dict[str, float], r: int) -> float:
     return max(reached) if reached else 0.0
 
 
-def _utility(run_dir: Path, bands: dict[str, dict]) -> list[dict]:
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.exists():
-        return []
+def _utility(records: list[dict], bands: dict[str, dict]) -> list[dict]:
     out = []
-    for line in metrics.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in records:
         acc = (rec.get("server-eval") or {}).get("accuracy")
         band = bands.get(str(rec["round"]))
         if acc is not None and band is not None:

@@ -8,6 +8,8 @@ import io
 
 from privacy.report.build import EVERY_CLIENT
 
+NO_DP = "no differential privacy"
+
 
 def _plot(report: dict) -> str:
     """Epsilon bands per round and accuracy against epsilon, as a base64 PNG."""
@@ -98,8 +100,11 @@ def to_markdown(report: dict) -> str:
 
 def headline(guarantee: dict, delta: float) -> str:
     """The guarantee in one line: per client against every party, and (server-side DP)
-    against observers of the released models; "no guarantee" for seeded randomness."""
+    against observers of the released models; "no guarantee" for seeded randomness; "no
+    differential privacy" for a run without it."""
     g = guarantee
+    if g.get("differential_privacy") is False:
+        return NO_DP
     parts = []
     if g.get("against_every_party") is not None:
         parts.append(f"({g['against_every_party']:.3f}, {delta:g})-DP per client")
@@ -146,7 +151,12 @@ def _guarantee_lines(report: dict) -> list[str]:
             f"FedGCN pre-communication: ({g['node_feature_epsilon']:.3f}, {delta:g})-DP for "
             f"each node's features, against the server and any single client."
         )
-    if not lines or lines[-1] == "":
+    if g.get("differential_privacy") is False:
+        lines.append(
+            f"**{NO_DP[0].upper()}{NO_DP[1:]}**: privacy.dp = 'off' and no DP mechanism ran, so "
+            "nothing bounds what the released models reveal about a client or an example."
+        )
+    elif not lines or lines[-1] == "":
         lines.append(f"No DP mechanism ran: ({g['max_client_epsilon']:.3f}, {delta:g}).")
     lines.append(
         f"Neighbouring relation: {', '.join(g['neighbouring']) or 'none'}; accountant: "

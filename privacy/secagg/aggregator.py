@@ -94,6 +94,7 @@ class SecureAggregator:
         self.release_guard = release_guard
         self.format = sum_format
         self.last_stage_seconds: dict[str, float] = {}
+        self.last_abort: str | None = None  # why the last round released no sum (None: it did)
 
     def check_encoding(self, arrays: ArrayRecord) -> None:
         """ConfigError, before any round, if the encoding of what the clients mask for
@@ -116,7 +117,7 @@ class SecureAggregator:
         """The training round of ``messages`` under secure aggregation; ``arrays`` is the
         model they carry, ``observe`` sees every reply of every stage (traffic, DP events)."""
         s = self.cfg.secagg
-        self.last_stage_seconds = {}
+        self.last_stage_seconds, self.last_abort = {}, None
         if s.insecure_demo:
             _refuse_insecure_demo_when_deployed(grid)
         if not messages:
@@ -147,6 +148,7 @@ class SecureAggregator:
             self.last_stage_seconds = err.stage_seconds
             reason = f"secure aggregation aborted in round {server_round}: {err}"
             log(WARNING, "%s", reason)
+            self.last_abort = _abort_reason(reason, err.failures, len(messages))
             return [  # a client that failed before the abort keeps its own reason
                 _error_reply(
                     m,
@@ -228,6 +230,16 @@ def _mean_metrics(replies: list[Message]) -> dict[str, float]:
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _abort_reason(reason: str, failures: dict[int, str], sampled: int) -> str:
+    """An aborted round's reason: the protocol's, then how many clients failed before it
+    (crashes, timeouts, malformed messages; each one's reason is in its error reply)."""
+    if not failures:
+        return reason
+    node, why = min(failures.items())
+    first = f"first: node {node}: {why}"
+    return f"{reason}; {len(failures)} of {sampled} clients failed before it ({first})"
 
 
 def _error_reply(msg: Message, reason: str) -> Message:

@@ -160,6 +160,8 @@ def run_protocol(
         shares = _parsed(revealed, _shares, "unmask", failures)
         total = decode(server.unmask({ids[n]: v for n, v in shares.items()}), fp)
     except SecAggAbort as err:  # anything else is a bug: its traceback reaches the log
+        for i, why in server.dropped.items():  # dropped before the abort: said so, too
+            failures.setdefault(node_of[i], why)
         raise ProtocolAbort(str(err), failures, seconds) from None
     for i, why in server.dropped.items():
         failures[node_of[i]] = why

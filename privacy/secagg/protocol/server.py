@@ -98,6 +98,8 @@ class SecAggServer:
             try:
                 if u not in self.graph:
                     raise MalformedInput("not in the round's roster")
+                if not isinstance(blobs, Mapping):  # (the service parses one; fuzzed here)
+                    raise MalformedInput("ciphertexts are not keyed by their receivers")
                 if set(blobs) != set(self.graph[u]):
                     raise MalformedInput("ciphertexts are not addressed to its neighbours")
                 sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs.values()]
@@ -147,13 +149,14 @@ class SecAggServer:
         survivors = set(valid)
         for u in sorted(survivors):
             holders = {u, *self.graph[u]}
-            need = floor.min_survivors(
-                threshold(len(holders), self.threshold_fraction), self.insecure_demo
-            )
+            t = threshold(len(holders), self.threshold_fraction)
+            need = floor.min_survivors(t, self.insecure_demo)
             if len(holders & survivors) < need:
+                rule = "t" if self.insecure_demo else "t + 1"
                 raise SecAggAbort(
-                    f"client {u}: only {len(holders & survivors)} of its {len(holders)} holders "
-                    f"sent masked inputs; {need} are needed before its input is unmasked"
+                    f"masked input: {len(holders & survivors)} of client {u}'s {len(holders)} "
+                    f"holders (itself and its neighbours) sent masked inputs, below the {need} "
+                    f"({rule}, share threshold t = {t} of {len(holders)}) needed to unmask it"
                 )
         total = np.zeros(length, self.fp.dtype)
         for y in valid.values():
@@ -181,6 +184,8 @@ class SecAggServer:
     def _check_revealed(self, holder: int, given: Mapping[int, object]) -> None:
         if holder not in self.u3:
             raise MalformedInput("it was not asked to unmask")
+        if not isinstance(given, Mapping):
+            raise MalformedInput("its shares are not keyed by their owners")
         owners = ({holder, *self.graph[holder]}) & self.u2
         for owner, item in given.items():
             if owner not in owners:
@@ -215,7 +220,10 @@ class SecAggServer:
             got = shares.get((kind, u), {})
             if len(got) < t:
                 raise SecAggAbort(
-                    f"client {u}: {len(got)} of {t} needed shares arrived; cannot unmask"
+                    f"unmask: {len(got)} of client {u}'s {holders} holders revealed a share of "
+                    f"its {'self-mask seed' if kind == 'b' else 'mask key'}, below its share "
+                    f"threshold t = {t} ({len(revealed)} of the {len(self.u3)} clients in the "
+                    "sum replied); cannot unmask"
                 )
             secret = self._reconstruct(u, kind, got, t)
             if kind == "b":

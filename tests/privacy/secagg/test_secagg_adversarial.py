@@ -168,7 +168,7 @@ def test_a_sum_with_only_t_survivors_is_not_unmasked():
         {i: c.share_keys(server.roster, graph[i]) for i, c in clients.items()}
     )
     masked = {i: clients[i].masked_input(np.zeros(2, fp.dtype), inbox[i]) for i in (1, 2, 3)}
-    with pytest.raises(SecAggAbort, match="4 are needed"):
+    with pytest.raises(SecAggAbort, match=r"below the 4 \(t \+ 1, share threshold t = 3 of 4\)"):
         server.collect_masked(masked)
     with pytest.raises(ProtocolViolation, match="4 are needed"):
         clients[1].unmask({1, 2, 3})
