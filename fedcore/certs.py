@@ -15,7 +15,7 @@ import datetime
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -159,12 +159,16 @@ def _write_public(path: Path, data: bytes) -> None:
     _write_file(path, data, 0o644)
 
 
+def _server_files(out: Path) -> ServerCerts:
+    return ServerCerts(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
+
+
 def write_server_certs(out: Path, hosts: list[str]) -> ServerCerts:
     """A CA and a server certificate for ``hosts`` in ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca()
     key, cert = make_server_cert(ca_key, ca_cert, hosts)
-    files = ServerCerts(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
+    files = _server_files(out)
     _write_public(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_secret(files.ca_key, _private_pem(ca_key))
     _write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
@@ -194,3 +198,27 @@ def write_node_keys(out: Path, name: str) -> tuple[Path, Path]:
         + b"\n",
     )
     return private, public
+
+
+def write_deployment_certs(
+    out: Path, hosts: list[str], nodes: int, force: bool = False
+) -> ServerCerts:
+    """A CA, a server certificate for ``hosts`` and ``nodes`` SuperNode key pairs
+    (``node-<i>``, ``node-<i>.pub``) in ``out``.
+
+    A new CA silently stops every certificate the old one issued from working, so unless
+    ``force``, :class:`FileExistsError` names the files ``out`` holds already, before any
+    file is written."""
+    paths = list(astuple(_server_files(out)))
+    paths += [out / f"node-{i}{suffix}" for i in range(nodes) for suffix in ("", ".pub")]
+    taken = [path.name for path in paths if os.path.lexists(path)]
+    if taken and not force:
+        shown = ", ".join(taken[:4]) + (", ..." if len(taken) > 4 else "")
+        raise FileExistsError(
+            f"{out} already holds {shown}: a new CA would stop every certificate the old one "
+            "issued from working; give another --out, or --force to replace them"
+        )
+    files = write_server_certs(out, hosts)
+    for i in range(nodes):
+        write_node_keys(out, f"node-{i}")
+    return files

@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from fedcore.certs import write_node_keys, write_server_certs
+from fedcore.cli import MAX_NODES
 
 
 def _mode(path):
@@ -77,3 +78,57 @@ def test_no_temporary_file_is_left_behind(tmp_path):
         "server.key",
         "server.pem",
     ]
+
+
+# --- `fedcore certs`: never a silent new CA, a bounded number of key pairs ---------------------
+
+
+def _certs(capsys, *argv):
+    from fedcore.cli import main
+
+    code = main(["certs", *argv])
+    return code, capsys.readouterr().err
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_certs_twice_into_one_folder_is_refused_and_keeps_the_ca(capsys, tmp_path):
+    assert _certs(capsys, "--out", str(tmp_path), "--nodes", "2")[0] == 0
+    before = _contents(tmp_path)
+    code, err = _certs(capsys, "--out", str(tmp_path), "--nodes", "2")
+    assert code == 2
+    assert err.startswith("error: ") and "ca.crt" in err and "--force" in err
+    assert _contents(tmp_path) == before
+
+
+def test_an_existing_node_key_alone_is_refused_before_anything_is_written(capsys, tmp_path):
+    (tmp_path / "node-1.pub").write_text("mine")
+    code, err = _certs(capsys, "--out", str(tmp_path), "--nodes", "2")
+    assert code == 2 and "node-1.pub" in err
+    assert _contents(tmp_path) == {"node-1.pub": b"mine"}
+
+
+def test_force_replaces_the_ca(capsys, tmp_path):
+    _certs(capsys, "--out", str(tmp_path))
+    old = (tmp_path / "ca.crt").read_bytes()
+    assert _certs(capsys, "--out", str(tmp_path), "--force")[0] == 0
+    assert (tmp_path / "ca.crt").read_bytes() != old
+
+
+@pytest.mark.parametrize("nodes", ["-1", "0", str(MAX_NODES + 1), "100000000000", "two"])
+def test_a_node_count_out_of_range_is_refused_at_parse_time(capsys, tmp_path, nodes):
+    with pytest.raises(SystemExit) as info:
+        _certs(capsys, "--out", str(tmp_path / "certs"), "--nodes", nodes)
+    assert info.value.code == 2
+    assert "--nodes" in capsys.readouterr().err
+    assert not (tmp_path / "certs").exists()
+
+
+def test_the_largest_node_count_is_accepted_by_the_parser():
+    from fedcore.cli import _parser
+
+    assert _parser().parse_args(["certs", "--out", "x", "--nodes", str(MAX_NODES)]).nodes == (
+        MAX_NODES
+    )

@@ -188,5 +188,5 @@ def test_deploy_local_refuses_an_existing_out_before_starting_anything(capsys, t
     out.mkdir()
     (out / "mine.txt").write_text("mine")
     code, err = _main(capsys, ["deploy-local", "--set", "train.rounds=1", "--out", str(out)])
-    assert code == 2 and "already exists" in err and "starting" not in err
+    assert code == 2 and "not empty" in err and "starting" not in err
     assert [p.name for p in out.iterdir()] == ["mine.txt"]

@@ -15,7 +15,7 @@ installation is disabled (it would run ``uv sync`` against the internet); the pr
 this environment.
 
 Modules: :mod:`.files` (what is written first), :mod:`.processes` (starting and stopping
-them), :mod:`.local` (:class:`LocalDeployment`).
+them), :mod:`.local` (:class:`LocalDeployment`), :mod:`.follow` (a run's rounds as they land).
 """
 
 from simulations.deploy.errors import DeploymentError

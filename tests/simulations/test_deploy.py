@@ -81,8 +81,9 @@ def test_a_run_the_nodes_hold_no_data_for_is_refused_before_it_starts(deployment
     with pytest.raises(DeploymentError, match="task, data or seed differ"):
         deployment.run(tmp_path / "other", cfg=parse_config(SETTINGS | {"seed": 7}))
     (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("mine")  # an empty --out would be used
     before = set(deployment._runs())
-    with pytest.raises(FileExistsError, match="taken already exists"):
+    with pytest.raises(FileExistsError, match="taken is not empty"):
         deployment.run(tmp_path / "taken")
     assert set(deployment._runs()) == before  # refused before flwr run, not after
 
