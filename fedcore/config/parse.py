@@ -18,6 +18,9 @@ from fedcore.config.rules import _check_combination
 from fedcore.config.schema import RunConfig
 from fedcore.config.sections import builtin_options, sections_of
 
+# Python's parsers recurse per level of nesting; a setting is at most a table of lists
+TOO_DEEP = "values or tables nested too deeply (no setting nests more than two levels)"
+
 
 def _allowed(f: dataclasses.Field, hint: Any) -> str:
     m = f.metadata
@@ -95,6 +98,12 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, allowed: str) -> No
         raise ConfigError(f"{key} = {shown!r} is out of range: expected {allowed}")
 
 
+def _shown(key: str) -> str:
+    """``key`` for a message: as typed, or quoted and escaped if it holds a line break or
+    another unprintable character (the CLI's error is one line)."""
+    return key if key.isprintable() else repr(key)
+
+
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {_key(f.name): f for f in dataclasses.fields(cls)}
@@ -102,7 +111,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if unknown:
         where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} in {where}; allowed: {', '.join(sorted(fields))}"
+            f"unknown key {_shown(prefix + unknown[0])} in {where}; allowed: "
+            f"{', '.join(sorted(fields))}"
         )
     kwargs = {}
     for k, v in raw.items():
@@ -148,8 +158,8 @@ def _foreign(task: str, key: str, value: Any, mine: set[str], table: str) -> Non
     if option is None:
         owned = ", ".join(f"{table}.{k}" for k in sorted(mine))
         raise ConfigError(
-            f"unknown key {key}; task {task!r} reads "
-            + (f"{owned} in [{table}]" if owned else f"no table [{table}]")
+            f"unknown key {_shown(key)}; task {task!r} reads "
+            + (f"{owned} in [{table}]" if owned else f"no table [{_shown(table)}]")
         )
     if _value(value, option.field, option.hint, key) != option.default:
         raise ConfigError(
@@ -167,7 +177,7 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{key} conflicts with the scalar setting {p}")
+                raise ConfigError(f"{_shown(key)} conflicts with the scalar setting {_shown(p)}")
         node[parts[-1]] = value
     return out
 
@@ -177,7 +187,10 @@ def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     the core sections, the task's own tables (:mod:`fedcore.config.sections`) and the rules
     between settings. The task's own rules (its ``check_config``) need the task itself, so
     :func:`fedcore.tasks.checked_task` runs them, before any run directory or round."""
-    merged = _nest({**_flatten(raw), **_flatten(overrides or {})})
+    try:
+        merged = _nest({**_flatten(raw), **_flatten(overrides or {})})
+    except RecursionError:
+        raise ConfigError(TOO_DEEP) from None
     core = {_key(f.name) for f in dataclasses.fields(RunConfig)} - {"sections"}
     tables = {k: v for k, v in merged.items() if k not in core and isinstance(v, Mapping)}
     cfg = _build(RunConfig, {k: v for k, v in merged.items() if k not in tables}, "")
@@ -195,6 +208,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: {TOO_DEEP}") from None
     return key.strip(), parsed
 
 
@@ -202,11 +217,14 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
     """Read a scenario TOML file and apply overrides."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        # utf-8-sig: a BOM (Windows editors write one) carries nothing in UTF-8; skipped
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"scenario file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"scenario file {path} cannot be read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"scenario file {path} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"scenario file {path}: {TOO_DEEP}") from None
     return parse_config(raw, overrides)

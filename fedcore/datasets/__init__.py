@@ -16,7 +16,9 @@ from fedcore.datasets.femnist import load_femnist
 from fedcore.datasets.iris import load_iris
 from fedcore.datasets.mnist import NUM_CLASSES as MNIST_CLASSES
 from fedcore.datasets.mnist import load_mnist, load_mnist_test
+from fedcore.datasets.node import SHAPES as NODE_SHAPES
 from fedcore.datasets.paths import resolve_data_dir
+from fedcore.datasets.planetoid import SHAPES as GRAPH_SHAPES
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "femnist", "iris")
 # Bayesian networks (task bayesnet: records forward-sampled from the network) and regression
@@ -30,6 +32,7 @@ __all__ = [
     "REGRESSION_DATASETS",
     "Dataset",
     "DatasetError",
+    "input_width",
     "load_dataset",
     "load_test_split",
     "resolve_data_dir",
@@ -54,6 +57,12 @@ def load_dataset(
     if name == "iris":
         return load_iris()
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def input_width(name: str) -> int:
+    """Features per sample of a built-in dataset, known without reading it (a model's input
+    width, for estimating its size); 1 where it depends on the files."""
+    return (NODE_SHAPES.get(name) or GRAPH_SHAPES.get(name) or (1, 1))[0]
 
 
 def load_test_split(

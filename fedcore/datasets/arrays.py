@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.datasets.base import Dataset, DatasetError
-from fedcore.datasets.files import verify_sha256
+from fedcore.datasets.files import read_npz, verify_sha256
 from fedcore.datasets.idx import parse_idx
 
 _PIN = re.compile(r"^(?P<path>.*?)#sha256=(?P<digest>[0-9a-fA-F]{64})$")
@@ -117,11 +117,7 @@ def _features(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> Labelled:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zlib.error) as err:
-        raise DatasetError(f"{path} is not a readable NPZ file ({err})") from None
+    arrays = read_npz(path, "data file")
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DatasetError(
@@ -129,6 +125,8 @@ def _read_npz(path: Path) -> Labelled:
             "(expected x, y and optionally client)"
         )
     x, y, clients = arrays["x"], arrays["y"], arrays.get("client")
+    if x.ndim < 1:
+        raise DatasetError(f"{path}: x is a single number, expected one row per sample")
     for name, a in (("y", y), ("client", clients)):
         if a is not None and a.shape != (len(x),):
             raise DatasetError(f"{path}: {name} has shape {a.shape}, expected ({len(x)},)")

@@ -12,6 +12,7 @@ from fedcore.datasets.files import missing_error, verify_sha256
 from fedcore.datasets.paths import ENV_VAR
 
 NUM_CLASSES = 62  # 0-9 digits, 10-35 upper case, 36-61 lower case
+WRITERS = 105  # the natural clients of the pinned subset (its sha256 below)
 FEMNIST_FILE = "femnist_leaf_subset.npz"
 FEMNIST_SHA256 = "22b6d235fef4338ccc1c8a6b60057bb14f7b7eab82e95f9d20d088f51e32ee70"
 REQUIRED_ARRAYS = ("x_train", "y_train", "writer_train", "x_test", "y_test", "writer_test")

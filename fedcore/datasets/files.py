@@ -7,8 +7,12 @@ import http.client
 import os
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from fedcore.datasets.base import DatasetError
 from fedcore.datasets.paths import ENV_VAR
@@ -38,6 +42,30 @@ def verify_sha256(path: Path, expected: str, *, remedy: str = REDOWNLOAD_HINT) -
             f"{path} is corrupt or incomplete: sha256 is {actual}, expected {expected}. "
             f"To fix it, {remedy}."
         )
+
+
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the NPZ archive ``path`` (pickles refused), or :class:`DatasetError`
+    naming ``what`` it should be. A damaged archive fails in many ways (an empty file, a
+    truncated or corrupt zip, a bad compressed stream, an unknown compression method, a
+    header claiming more than it holds); all of them mean the file cannot be used."""
+    try:
+        with open(path, "rb") as stream:
+            archive = np.load(stream, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one bare array, not an NPZ archive of named arrays")
+            with archive:
+                return {k: archive[k] for k in archive.files}
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        MemoryError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as err:
+        raise DatasetError(f"{what} {path} is not a readable NPZ file: {err}") from None
 
 
 def missing_files(folder: Path, names: Iterable[str]) -> list[Path]:

@@ -61,7 +61,7 @@ def _parse(text: str, separator: str, source: str) -> np.ndarray:
         table = np.array(
             [line.split(separator)[:3] for line in text.splitlines() if line], np.int64
         )
-    except ValueError:
+    except (ValueError, OverflowError):  # not integers, or past int64
         table = None
     if table is None or table.ndim != 2 or table.shape[1] != 3:
         raise DatasetError(

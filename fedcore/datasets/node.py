@@ -11,12 +11,12 @@ run's dataset (:data:`SHAPES`), since every client trains the same model.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fedcore.datasets.base import DatasetError
+from fedcore.datasets.files import read_npz
 
 SHAPES: dict[str, tuple[int, int]] = {
     "digits": (64, 10),
@@ -39,11 +39,7 @@ def load_node_file(path: Path, dataset: str) -> dict[str, np.ndarray]:
             f"node data file {path} does not exist; point the SuperNode's node config "
             f"'data-path' at this client's .npz file (x_train, y_train[, x_test, y_test])"
         )
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DatasetError(f"node data file {path} is not a readable .npz file: {err}") from None
+    arrays = read_npz(path, "node data file")
     splits = ["train"] + (["test"] if "x_test" in arrays or "y_test" in arrays else [])
     out = {}
     for split in splits:

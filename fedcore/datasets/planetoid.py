@@ -23,6 +23,14 @@ from fedcore.datasets.base import DatasetError
 from fedcore.datasets.files import download_file, missing_error, missing_files, verify_sha256
 
 NAMES = ("cora", "citeseer", "pubmed")
+# (features, classes, nodes) of each graph: a file whose arrays disagree is refused, not
+# trained on (a structurally bogus file used to train to accuracy 0 and exit 0)
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "cora": (1433, 7, 2708),
+    "citeseer": (3703, 6, 3327),
+    "pubmed": (500, 3, 19717),
+}
+VALIDATION_NODES = 500  # the standard split's validation nodes follow the training nodes
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
 # Cora's digests are those of the shared reference copy. CiteSeer's and PubMed's are not
@@ -146,6 +154,130 @@ class Graph:
         return int(self.y.max()) + 1
 
 
+def parse_planetoid(name: str, blobs: dict[str, bytes]) -> Graph:
+    """The graph ``name`` from the bytes of its files (``blobs[part]`` for each of
+    :data:`PARTS`), each checked against the graph's shape (:data:`SHAPES`): a malformed
+    or structurally bogus file raises :class:`DatasetError` naming the part and what is
+    wrong, instead of a TypeError, a MemoryError or a model trained on garbage."""
+    features, classes, nodes = SHAPES[name]
+    raw = {part: _unpickle(name, part, blobs[part]) for part in PARTS if part != "test.index"}
+    test_ids = _test_index(name, blobs["test.index"], nodes)
+    x, tx, allx = (_matrix(name, p, raw[p], features, _finite_floats) for p in ("x", "tx", "allx"))
+    y, ty, ally = (_matrix(name, p, raw[p], classes, _one_hot) for p in ("y", "ty", "ally"))
+    _same_rows(name, ("x", x), ("y", y))
+    _same_rows(name, ("tx", tx), ("ty", ty), ("test.index", test_ids))
+    _same_rows(name, ("allx", allx), ("ally", ally))
+    if len(y) < 1 or (y.sum(axis=1) != 1).any() or (y.sum(axis=0) == 0).any():
+        raise _bogus(
+            name,
+            "y",
+            f"every training node needs one label, and each of the {classes} "
+            "classes a training node",
+        )
+    for part, labels in (("ty", ty), ("ally", ally)):
+        if not labels.any():
+            raise _bogus(name, part, "no node has a label")
+    if len(y) + VALIDATION_NODES > len(allx) or test_ids.min() < len(allx):
+        raise _bogus(
+            name,
+            "test.index",
+            f"the {len(y)} training and {VALIDATION_NODES} validation nodes must precede the "
+            f"test nodes within allx's {len(allx)} rows",
+        )
+    if max(len(allx) + len(tx), int(test_ids.max()) + 1) != nodes:
+        raise _bogus(name, "allx", f"the parts do not add up to the graph's {nodes} nodes")
+    graph = raw["graph"]
+    if not isinstance(graph, dict) or not all(
+        _node_id(u) and isinstance(vs, list | tuple | set) and all(map(_node_id, vs))
+        for u, vs in graph.items()
+    ):
+        raise _bogus(name, "graph", "expected a dict of node id -> list of node ids")
+    dense = {"y": y, "tx": tx, "ty": ty, "allx": allx, "ally": ally}
+    return _assemble(name, raw | dense, test_ids)
+
+
+def _bogus(name: str, part: str, what: str) -> DatasetError:
+    return DatasetError(f"ind.{name}.{part} is not a Planetoid {name} file: {what}. {_REMEDY}")
+
+
+def _unpickle(name: str, part: str, data: bytes) -> object:
+    try:
+        return restricted_load(data)
+    except DatasetError as err:  # a global no Planetoid file names
+        raise _bogus(name, part, str(err)) from None
+    # The bytes are untrusted: whatever the unpickler fails with (a truncated stream, a
+    # wrong opcode, a constructor given the wrong arguments, a claimed size it cannot
+    # allocate) means the file is not a Planetoid pickle.
+    except Exception as err:
+        raise _bogus(name, part, f"unreadable pickle ({type(err).__name__}: {err})") from None
+
+
+def _test_index(name: str, data: bytes, nodes: int) -> np.ndarray:
+    if not data.strip():
+        raise _bogus(name, "test.index", "it is empty")
+    try:
+        ids = np.loadtxt(io.BytesIO(data), dtype=np.int64, ndmin=1)
+    except (ValueError, OverflowError) as err:
+        raise _bogus(name, "test.index", f"not one integer per line ({err})") from None
+    if ids.ndim != 1 or len(ids) == 0 or ids.min() < 0 or ids.max() >= nodes:
+        raise _bogus(name, "test.index", f"expected node ids in [0, {nodes}), one per line")
+    if len(np.unique(ids)) != len(ids):
+        raise _bogus(name, "test.index", "a node id occurs twice")
+    return ids
+
+
+def _finite_floats(a: np.ndarray) -> bool:
+    """Features must be finite."""
+    return bool(np.isfinite(a).all())
+
+
+def _one_hot(a: np.ndarray) -> bool:
+    """Labels must be rows of zeros and ones with at most one one."""  # (CiteSeer: zero rows)
+    return bool(np.isin(a, (0, 1)).all() and (a.sum(axis=1) <= 1).all())
+
+
+def _matrix(name: str, part: str, value: object, columns: int, valid) -> np.ndarray:
+    """``value`` as a dense float (rows, ``columns``) array passing ``valid``; a sparse
+    matrix's claimed shape and its indices are checked before it is made dense."""
+    kind = "features" if valid is _finite_floats else "one-hot labels"
+    bad = _bogus(name, part, f"expected a matrix of {columns} columns of {kind}")
+    import scipy.sparse  # (not at import time: every process parses the config)
+
+    try:
+        if scipy.sparse.issparse(value):
+            rows, cols = value.shape
+            if cols != columns or rows > SHAPES[name][2]:
+                raise bad
+            if hasattr(value, "check_format"):  # csr, csc: indices within the shape
+                value.check_format(full_check=True)
+            elif hasattr(value, "_check"):  # coo
+                value._check()
+        raw = np.asarray(_dense(value))
+        if raw.dtype.kind not in "biuf":  # complex, text, objects: no silent cast
+            raise _bogus(name, part, f"{kind} of dtype {raw.dtype}, not real numbers")
+        dense = raw.astype(np.float64)
+    except DatasetError:
+        raise
+    except (TypeError, ValueError, IndexError, AttributeError, MemoryError) as err:
+        raise _bogus(name, part, f"not a numeric matrix ({type(err).__name__}: {err})") from None
+    if dense.ndim != 2 or dense.shape[1] != columns:
+        raise _bogus(name, part, f"expected {columns} columns of {kind}, got shape {dense.shape}")
+    if not valid(dense):
+        raise _bogus(name, part, valid.__doc__.rstrip("."))
+    return dense
+
+
+def _same_rows(name: str, *parts: tuple[str, np.ndarray]) -> None:
+    rows = {p: len(a) for p, a in parts}
+    if len(set(rows.values())) != 1:
+        shown = ", ".join(f"{p} {n}" for p, n in rows.items())
+        raise _bogus(name, parts[0][0], f"its parts disagree on the number of nodes ({shown})")
+
+
+def _node_id(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0
+
+
 def _dense(matrix: object) -> np.ndarray:
     return np.asarray(matrix.todense() if hasattr(matrix, "todense") else matrix)
 
@@ -173,13 +305,7 @@ def load_planetoid(name: str, data_dir: Path, *, download: bool = False) -> Grap
         raise missing_error(f"planetoid ({name})", missing, downloadable=True)
     for file in files:  # before any file is unpickled
         verify_sha256(folder / file, pinned[file], remedy=_REMEDY)
-    raw = {
-        part: restricted_load((folder / f"ind.{name}.{part}").read_bytes())
-        for part in PARTS
-        if part != "test.index"
-    }
-    test_ids = np.loadtxt(folder / f"ind.{name}.test.index", dtype=np.int64)
-    return _assemble(name, raw, test_ids)
+    return parse_planetoid(name, {p: (folder / f"ind.{name}.{p}").read_bytes() for p in PARTS})
 
 
 def _assemble(name: str, raw: dict, test_ids: np.ndarray) -> Graph:
@@ -207,6 +333,6 @@ def _assemble(name: str, raw: dict, test_ids: np.ndarray) -> Graph:
         y=y,
         edges=edges,
         train=np.arange(n_train),
-        val=np.arange(n_train, n_train + 500),
+        val=np.arange(n_train, n_train + VALIDATION_NODES),
         test=test_ids,
     )

@@ -95,7 +95,7 @@ def test_a_bad_node_file_is_a_clear_client_error(tmp_path, arrays, message):
 def test_a_file_that_is_not_npz_is_refused(tmp_path):
     path = tmp_path / "mine.npz"
     path.write_text("x,y\n1,2\n")
-    with pytest.raises(DatasetError, match=r"not a readable \.npz"):
+    with pytest.raises(DatasetError, match=r"not a readable NPZ file"):
         load_node_file(path, "digits")
 
 
