@@ -24,6 +24,8 @@ FAULTS = 5
 DP_NOISE = 6
 SECAGG = 7
 DP_BATCHES = 8
+ATTACKS = 9  # simulations: who is malicious, an attack's own noise
+ROBUST_BUCKETS = 10  # the server's bucketing permutation (fedcore.robust)
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

@@ -14,6 +14,7 @@ from fedcore import seeding
 from fedcore.apps import make_client_app
 from fedcore.config import RunConfig
 from fedcore.keys import CONFIG, PARTITION_ID, SECAGG_STAGE, SERVER_ROUND
+from simulations.attacks import attack_mods
 
 
 class InjectedFault(RuntimeError):
@@ -49,6 +50,7 @@ def fault_mods(cfg: RunConfig) -> list[Mod]:
 
 
 def simulation_client_app(cfg: RunConfig) -> ClientApp:
-    """fedcore's ClientApp for ``cfg`` with the scenario's fault-injection mods: what both
-    simulation engines serve."""
-    return make_client_app(cfg, fault_mods(cfg))
+    """fedcore's ClientApp for ``cfg`` with the scenario's fault-injection mods and its
+    malicious clients' attack (:mod:`simulations.attacks`): what both simulation engines
+    serve."""
+    return make_client_app(cfg, [*fault_mods(cfg), *attack_mods(cfg)])

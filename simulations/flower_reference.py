@@ -42,6 +42,12 @@ def flower_strategy(cfg: RunConfig) -> flwr_strategy.Strategy:
         "fedmedian": lambda: flwr_strategy.FedMedian(**common),
         "fedtrimmedavg": lambda: flwr_strategy.FedTrimmedAvg(**common, beta=s.trim_beta),
         "krum": lambda: flwr_strategy.Krum(**common, num_malicious_nodes=s.num_malicious),
+        "multikrum": lambda: flwr_strategy.MultiKrum(
+            **common,
+            num_malicious_nodes=s.num_malicious,
+            num_nodes_to_select=s.krum_select or int(cfg.planned_cohort) - s.num_malicious,
+        ),
+        "bulyan": lambda: flwr_strategy.Bulyan(**common, num_malicious_nodes=s.num_malicious),
     }[s.name]()
 
 

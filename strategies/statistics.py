@@ -11,9 +11,10 @@ next state. In between it sums the replies, in reverse order of the client's lay
   with the reason, the others still count;
 - secure aggregation: the one :class:`~privacy.secagg.aggregator.SecureSumReply` holds the
   sum; nothing else is read;
-- a robust aggregator (``strategy.name`` in :data:`fedcore.robust.ROBUST`, without secure
-  aggregation or noise on the sum): each client's statistics are decoded alone and
-  :func:`fedcore.robust.combine` stands in for the sum;
+- a robust aggregator (``strategy.name`` in :data:`fedcore.robust.ROBUST`), server-side
+  clipping of each update (``strategy.server-clip-norm``) or a pre-aggregation (bucketing,
+  NNM), without secure aggregation or noise on the sum: each client's statistics are
+  decoded alone, clipped, mixed, and :func:`fedcore.robust.combine` stands in for the sum;
 - client-level DP: the server adds ``N(0, (z C)^2)`` to the sum (distributed DP: the clients'
   shares already did), and records the release as a DP event; under adaptive clipping
   (``privacy.adaptive``, Andrew et al. 2021) ``C`` is the round's norm, which then moves
@@ -34,12 +35,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from fedcore import seeding
+from fedcore import robust, seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
+from fedcore.config.rules import individual_updates
 from fedcore.keys import CLIP_NORM, METRICS, NORM_BIT, NUM_EXAMPLES, STATISTICS
-from fedcore.robust import ROBUST, combine
-from fedcore.statistics import INTEGER, Spec, broadcast_weight, clip_l2, decode
+from fedcore.statistics import INTEGER, Spec, Summed, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
 from privacy.ledger import PrivacyLedger
@@ -64,6 +65,10 @@ from strategies.cohort import Cohort, evaluation_mean
 # Relative slack of the bound and norm checks, by the dtype a wire vector arrived in: float64
 # end to end, or rounded once to float32 by a client (``Algorithm.wire_dtype``).
 _TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-6}
+# The largest entry a wire vector may hold whatever its spec's bound: a mean of such
+# entries, times a weight bound, squared (FedAdam's second moment) stays finite in float64.
+# Found by fuzzing (issue 17): one reply of 1e300 made FedAdam's moments inf for the run.
+WIRE_CEILING = 1e100
 
 
 def check_wire(
@@ -85,6 +90,11 @@ def _check_form(vector: np.ndarray, spec: Spec) -> None:
         raise ValueError(f"statistics of shape {vector.shape}, expected ({spec.size},)")
     if not np.isfinite(vector).all():
         raise ValueError("statistics are not finite")
+    if np.abs(vector).max(initial=0) > WIRE_CEILING:  # an unbounded spec's (plain FedAvg's)
+        raise ValueError(
+            f"statistics have an entry beyond {WIRE_CEILING:g}, past which the server's sums, "
+            "means and optimizer moments overflow"
+        )
 
 
 def _check_entries(vector: np.ndarray, spec: Spec, clipped: bool, tolerance: float) -> None:
@@ -159,6 +169,11 @@ class StatisticsStrategy(Strategy):
         self.stop_reason: str | None = None
         self._state: dict[str, np.ndarray] = {}
         self._spec: Spec | None = None
+        # the defences that read each client's update (fedcore.robust): whether any is on,
+        # and centered clipping's reference, the last aggregate's flat location (state to
+        # checkpoint; None: zeros)
+        self.individual = individual_updates(cfg.strategy) is not None
+        self.robust_reference: np.ndarray | None = None
 
     # -- what the secure aggregator and the round loop ask of it ------------------------
     def spec_of(self, arrays: ArrayRecord) -> Spec:
@@ -176,6 +191,22 @@ class StatisticsStrategy(Strategy):
         return self.plan.release_refusal(
             server_round, self.cfg.privacy.clip_norm, in_sum, self.ledger, self.budget
         )
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state(self) -> dict[str, object]:
+        """What this strategy carries from round to round (JSON values or NumPy arrays):
+        the round's clip norm (adaptive clipping moves it) and the server's privacy ledger
+        (the budget check reads it), and centered clipping's last aggregate. A checkpoint
+        keeps it; :meth:`load_state` restores it."""
+        state: dict[str, object] = {"clip": float(self.clip), "ledger": self.ledger.to_jsonl()}
+        if self.robust_reference is not None:
+            state["robust-reference"] = np.asarray(self.robust_reference)
+        return state
+
+    def load_state(self, state: dict[str, object]) -> None:
+        self.clip = float(state["clip"])
+        self.ledger = PrivacyLedger.from_jsonl(str(state["ledger"]))
+        self.robust_reference = state.get("robust-reference")
 
     def _over_budget(self, server_round: int, noise: float | None = None) -> str | None:
         if self.budget is None:
@@ -208,7 +239,7 @@ class StatisticsStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self.last_failures, self.last_dp_events = [], []
-        spec, p, s = self._spec, self.cfg.privacy, self.cfg.strategy
+        spec, p = self._spec, self.cfg.privacy
         total, clients, metrics = np.zeros(spec.size), 0, MetricMean()
         each: list[np.ndarray] = []  # a robust aggregator's: every client's wire vector
         clipped = 0  # adaptive clipping: how many updates were longer than the norm
@@ -236,7 +267,7 @@ class StatisticsStrategy(Strategy):
             except ValueError as err:
                 self.last_failures.append(f"node {node}: bad statistics: {err}")
                 continue
-            if s.name in ROBUST:
+            if self.individual:
                 each.append(vector)
             else:
                 total += vector
@@ -248,9 +279,13 @@ class StatisticsStrategy(Strategy):
         if clients == 0:
             return None, None
         exact = p.dp == "off" or (p.dp not in CLIENT_LEVEL_DP and p.dp != "record")
-        if s.name in ROBUST:
-            one_each = [decode(v, spec, 1, exact) for v in each]
-            summed = combine(s.name, one_each, s.trim_beta, s.num_malicious)
+        if self.individual:
+            try:
+                summed = self._robust(server_round, [decode(v, spec, 1, exact) for v in each])
+            except ValueError as err:  # a cohort too small for the rule (Bulyan): skip it
+                log(WARNING, "aggregate_train: round %d not aggregated: %s", server_round, err)
+                self.last_failures.append(f"robust aggregation: {err}")
+                return None, None
         else:
             summed = decode(self._noised(server_round, total, clients), spec, clients, exact)
         if self.adaptive is not None:
@@ -259,6 +294,35 @@ class StatisticsStrategy(Strategy):
         if self.algorithm.finished is not None and self.algorithm.finished(new_state):
             self.stop_reason = f"{self.algorithm.name} finished: its state is final"
         return to_record(new_state), MetricRecord({**metrics.result(), **server_metrics})
+
+    def _robust(self, server_round: int, one_each: list) -> Summed:
+        """The defences on each client's decoded statistics: server-side norm clipping, the
+        pre-aggregation (bucketing: permuted by the run seed and round), then the robust
+        rule, or the plain sum after an optimizer's name; centered clipping starts from the
+        last round's aggregate and leaves this one's for the next."""
+        s = self.cfg.strategy
+        if s.server_clip_norm > 0:
+            one_each = robust.clip_values(one_each, s.server_clip_norm)
+        rng = seeding.numpy_rng(self.cfg.seed, seeding.ROBUST_BUCKETS, server_round)
+        mixed = robust.pre_aggregate(
+            s.pre_aggregation, one_each, s.num_malicious, s.bucket_size, rng
+        )
+        reference = self.robust_reference
+        if reference is not None and reference.shape != (robust.flat_values(mixed).shape[1],):
+            reference = None  # the spec changed: start again from zeros
+        summed = robust.combine(
+            s.name if s.name in robust.ROBUST else "mean",
+            mixed,
+            s.trim_beta,
+            s.num_malicious,
+            select=s.krum_select,
+            reference=reference,
+            radius=s.cc_radius,
+            iterations=s.cc_iterations,
+        )
+        if s.name == "centered-clipping":
+            self.robust_reference = robust.location(summed)
+        return summed
 
     def _statistics(self, msg: Message) -> tuple[np.ndarray, float]:
         """The reply's wire vector as float64, and the checks' slack for the dtype it came in."""

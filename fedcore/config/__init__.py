@@ -25,11 +25,13 @@ from fedcore.config.export import (
 from fedcore.config.fields import option
 from fedcore.config.parse import load_scenario, parse_config, parse_override
 from fedcore.config.schema import (
+    ATTACKS,
     CLIENT_LEVEL_DP,
     ENGINES,
     NEEDS_INDIVIDUAL_UPDATES,
     STRATEGIES,
     TASKS,
+    AttackConfig,
     ConfigError,
     DataConfig,
     EngineConfig,
@@ -43,11 +45,13 @@ from fedcore.config.schema import (
 )
 
 __all__ = [
+    "ATTACKS",
     "CLIENT_LEVEL_DP",
     "ENGINES",
     "NEEDS_INDIVIDUAL_UPDATES",
     "STRATEGIES",
     "TASKS",
+    "AttackConfig",
     "ConfigError",
     "DataConfig",
     "EngineConfig",

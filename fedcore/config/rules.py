@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from fedcore.config.schema import (
     NEEDS_INDIVIDUAL_UPDATES,
     ConfigError,
     DataConfig,
     PrivacyConfig,
     RunConfig,
+    StrategyConfig,
 )
+from fedcore.datasets import input_width
+from fedcore.datasets.femnist import WRITERS
 
 
 def _check_combination(cfg: RunConfig) -> None:
@@ -37,6 +43,8 @@ def _check_combination(cfg: RunConfig) -> None:
             "train.sampling = 'poisson'"
         )
     _check_files(cfg.data)
+    _check_cohorts(cfg)
+    _check_model_size(cfg)
     if cfg.data.partition == "natural" and cfg.data.dataset not in ("femnist", "ml-100k", "files"):
         raise ConfigError(
             f"data.partition = 'natural' needs a dataset with natural clients "
@@ -44,12 +52,15 @@ def _check_combination(cfg: RunConfig) -> None:
         )
     _check_client_evaluation(cfg)
     noised_sum = cfg.privacy.dp in ("client", "distributed")
-    if noised_sum and cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+    individual = individual_updates(cfg.strategy)
+    if noised_sum and individual is not None:
         raise ConfigError(
-            f"strategy {cfg.strategy.name!r} needs each client's update, but privacy.dp = "
+            f"{individual} needs each client's update, but privacy.dp = "
             f"{cfg.privacy.dp!r} noises only their sum; use strategy 'fedavg' (or a server "
             f"optimizer) or privacy.dp = 'local'"
         )
+    _check_defence(cfg)
+    _check_attack(cfg)
 
 
 def _check_files(d: DataConfig) -> None:
@@ -63,6 +74,90 @@ def _check_files(d: DataConfig) -> None:
         raise ConfigError(
             f"data.train-file and data.test-file are read with data.dataset = 'files' only, "
             f"not {d.dataset!r}"
+        )
+
+
+# A Poisson round whose cohort is non-empty but below what secure aggregation can sum
+# aborts; refused above one round in 20 (an empty round is harmless: it is recorded "empty").
+MAX_SMALL_COHORT_CHANCE = 0.05
+# The largest model the built-in tasks build: 2^28 parameters, 1 GiB in float32, which the
+# server holds several float64 copies of (state, sum, a wire vector per reply); a width
+# beyond it is a typo, found before torch tries to allocate it.
+MAX_MODEL_PARAMETERS = 2**28
+
+
+def _check_cohorts(cfg: RunConfig) -> None:
+    """Cohorts that could only fail at run time: a minimum no run can reach (it waited for
+    nodes that never come), Krum's assumption beyond its cohort, Poisson cohorts too small
+    to sum securely, and FEMNIST writers merged into fewer clients."""
+    d, t, s = cfg.data, cfg.train, cfg.strategy
+    if t.min_clients > d.num_clients:
+        raise ConfigError(
+            f"train.min-clients = {t.min_clients} exceeds data.num-clients = {d.num_clients}: "
+            "no round could sample that many clients"
+        )
+    if s.name == "krum" and s.num_malicious > 0 and cfg.planned_cohort < 2 * s.num_malicious + 3:
+        raise ConfigError(
+            f"krum with strategy.num-malicious = {s.num_malicious} needs a cohort of at least "
+            f"2 f + 3 = {2 * s.num_malicious + 3} clients (Blanchard et al. 2017), not a cohort "
+            f"of {cfg.planned_cohort:g}; lower num-malicious or sample more clients"
+        )
+    if cfg.secagg.mode != "off" and t.sampling == "poisson":
+        least = _least_secure_cohort(cfg)
+        chance = _small_cohort_chance(d.num_clients, t.fraction, least)
+        if chance > MAX_SMALL_COHORT_CHANCE:
+            raise ConfigError(
+                f"train.sampling = 'poisson' at rate {t.fraction:g} of {d.num_clients} clients "
+                f"samples 1 to {least - 1} clients in {chance:.1%} of rounds, fewer than secure "
+                f"aggregation can sum (those rounds abort); raise train.fraction or "
+                f"data.num-clients, or use train.sampling = 'fixed-size'"
+            )
+    if d.dataset == "femnist" and d.partition == "natural" and d.num_clients != WRITERS:
+        raise ConfigError(
+            f"data.partition = 'natural' on femnist is one client per writer: its {WRITERS} "
+            f"writers need data.num-clients = {WRITERS}, not data.num-clients = {d.num_clients} "
+            "(fewer would merge writers into one client; more would leave clients empty)"
+        )
+
+
+def _least_secure_cohort(cfg: RunConfig) -> int:
+    """The fewest clients secure aggregation sums under ``cfg``'s floor (two in a demo)."""
+    from privacy.secagg.floor import floor_violations
+
+    if cfg.secagg.insecure_demo:
+        return 2
+    degree = None if cfg.secagg.mode == "full" else cfg.secagg.degree
+    # (past a few dozen clients only settings the floor refuses at any size fail it, and
+    # _check_secagg has refused those: the bound keeps a huge num-clients from looping)
+    for n in range(1, min(cfg.data.num_clients, 100) + 1):
+        if not floor_violations(cfg.secagg.threshold, n, degree, False):
+            return n
+    return cfg.data.num_clients + 1
+
+
+def _small_cohort_chance(clients: int, rate: float, least: int) -> float:
+    """P(1 <= X < least) for X ~ Binomial(clients, rate): a Poisson cohort that is not empty
+    but smaller than ``least``."""
+    return sum(
+        math.comb(clients, k) * rate**k * (1 - rate) ** (clients - k)
+        for k in range(1, min(least, clients + 1))
+    )
+
+
+def _check_model_size(cfg: RunConfig) -> None:
+    """Refuse ``model.hidden`` widths whose model would exceed :data:`MAX_MODEL_PARAMETERS`
+    (the widths chained from the dataset's features to at least one output, biases
+    included): torch would otherwise try to allocate it, and fail with no reason given."""
+    hidden = getattr(dict(cfg.sections).get("model"), "hidden", None)
+    if not hidden:
+        return
+    widths = (input_width(cfg.data.dataset), *hidden, 1)
+    parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
+    if parameters > MAX_MODEL_PARAMETERS:
+        raise ConfigError(
+            f"model.hidden = {list(hidden)} makes a model of at least {parameters:.3g} "
+            f"parameters ({parameters * 4 / 2**30:.3g} GiB in float32), more than the "
+            f"{MAX_MODEL_PARAMETERS:.3g} fedcore builds; use smaller widths"
         )
 
 
@@ -120,10 +215,12 @@ def _check_secagg(cfg: RunConfig) -> None:
             "secure aggregation below its security floor: " + "; ".join(below) + " (set "
             "secagg.insecure-demo = true for a demonstration in simulation)"
         )
-    if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+    if individual_updates(cfg.strategy) is not None:
         raise ConfigError(
-            f"strategy {cfg.strategy.name!r} needs each client's update, which secure "
-            f"aggregation hides; use a FedAvg-family strategy or secagg.mode = 'off'"
+            f"{individual_updates(cfg.strategy)} needs each client's update, which secure "
+            f"aggregation hides; use a FedAvg-family strategy or secagg.mode = 'off' (what "
+            f"composes with it: client-level DP's client-side clipping, whose secure sum "
+            f"the server checks against n x privacy.clip-norm)"
         )
     p = cfg.privacy
     if p.dp == "distributed" and p.adaptive:
@@ -188,3 +285,113 @@ def _check_client_evaluation(cfg: RunConfig) -> None:
     an algorithm that evaluates on clients sends them evaluation messages)."""
     if cfg.privacy.clear_evaluation and cfg.privacy.dp == "off":
         raise ConfigError("privacy.clear-evaluation applies under DP only (privacy.dp is 'off')")
+
+
+def individual_updates(s: StrategyConfig) -> str | None:
+    """The setting of ``s`` that needs each client's update (a robust rule, server-side
+    clipping of each update, a pre-aggregation), or None if the sum is enough."""
+    if s.name in NEEDS_INDIVIDUAL_UPDATES:
+        return f"strategy {s.name!r}"
+    if s.server_clip_norm > 0:
+        return "strategy.server-clip-norm"
+    if s.pre_aggregation != "none":
+        return f"strategy.pre-aggregation = {s.pre_aggregation!r}"
+    return None
+
+
+def _only_with(owner: str, active: bool, keys: list[tuple[str, object, object]]) -> None:
+    """ConfigError for the first of ``keys`` (name, value, default) set away from its
+    default while ``owner`` is not in use: a setting that would be silently ignored."""
+    if active:
+        return
+    for key, value, default in keys:
+        if value != default:
+            raise ConfigError(f"{key} applies only with {owner}; remove it or set {owner}")
+
+
+def _check_defence(cfg: RunConfig) -> None:
+    """A defence's parameters go with it, and its assumptions on the cohort hold."""
+    s, d = cfg.strategy, StrategyConfig()
+    _only_with(
+        "strategy.name = 'multikrum'",
+        s.name == "multikrum",
+        [("strategy.krum-select", s.krum_select, d.krum_select)],
+    )
+    _only_with(
+        "strategy.name = 'centered-clipping'",
+        s.name == "centered-clipping",
+        [
+            ("strategy.cc-radius", s.cc_radius, d.cc_radius),
+            ("strategy.cc-iterations", s.cc_iterations, d.cc_iterations),
+        ],
+    )
+    _only_with(
+        "strategy.pre-aggregation = 'bucketing'",
+        s.pre_aggregation == "bucketing",
+        [("strategy.bucket-size", s.bucket_size, d.bucket_size)],
+    )
+    if cfg.train.sampling != "fixed-size":
+        return  # a Poisson cohort's size is known only at the round; Bulyan skips it then
+    cohort = int(cfg.planned_cohort)
+    if s.pre_aggregation == "bucketing":
+        cohort = math.ceil(cohort / s.bucket_size)
+    f = s.num_malicious
+    if s.name == "bulyan" and f > 0 and cohort < 4 * f + 3:  # (f = 0: as Krum's rule)
+        raise ConfigError(
+            f"strategy 'bulyan' needs at least 4 f + 3 = {4 * f + 3} clients (or buckets) per "
+            f"round for strategy.num-malicious = {f}; the round has {cohort}"
+        )
+    if s.name == "multikrum" and f > 0 and cohort < 2 * f + 3:
+        raise ConfigError(
+            f"multikrum with strategy.num-malicious = {f} needs at least 2 f + 3 = {2 * f + 3} "
+            f"clients (or buckets) per round (Blanchard et al. 2017); the round has {cohort}"
+        )
+    if s.name == "multikrum" and s.krum_select > cohort:
+        raise ConfigError(
+            f"strategy.krum-select = {s.krum_select} is more than the {cohort} clients "
+            "(or buckets) of a round"
+        )
+    if s.pre_aggregation == "nnm" and f >= cfg.planned_cohort:
+        raise ConfigError(
+            f"strategy.pre-aggregation = 'nnm' mixes each update with its n - f nearest; "
+            f"strategy.num-malicious = {f} leaves none of the {int(cfg.planned_cohort)}"
+        )
+
+
+def _check_attack(cfg: RunConfig) -> None:
+    """A simulated attack names its malicious clients, replaces plain replies only, and its
+    parameters go with it."""
+    a = cfg.attack
+    if (a.name == "none") != (a.num_malicious == 0):
+        raise ConfigError(
+            "attack.name and attack.num-malicious go together: set both (an attack and at "
+            f"least one malicious client) or neither (attack.name = {a.name!r}, "
+            f"attack.num-malicious = {a.num_malicious})"
+        )
+    if a.name == "none":
+        return
+    if a.num_malicious > cfg.data.num_clients:
+        raise ConfigError(
+            f"attack.num-malicious = {a.num_malicious} is more than data.num-clients = "
+            f"{cfg.data.num_clients}"
+        )
+    if cfg.secagg.mode != "off" or cfg.privacy.dp != "off":
+        raise ConfigError(
+            "a simulated attack replaces a client's plain reply; it runs with "
+            "secagg.mode = 'off' and privacy.dp = 'off'"
+        )
+    majority = math.floor(cfg.planned_cohort / 2 + 1)
+    if a.name == "alie" and a.alie_z == 0 and a.num_malicious >= majority:
+        raise ConfigError(
+            f"attack 'alie' with {a.num_malicious} malicious clients of a cohort of "
+            f"{cfg.planned_cohort:g} already holds a majority: Baruch et al.'s z_max is "
+            "undefined; set attack.alie-z"
+        )
+    d = type(a)()
+    for attack, key, value, default in (
+        ("scale", "attack.scale", a.scale, d.scale),
+        ("gaussian", "attack.noise-std", a.noise_std, d.noise_std),
+        ("ipm", "attack.ipm-epsilon", a.ipm_epsilon, d.ipm_epsilon),
+        ("alie", "attack.alie-z", a.alie_z, d.alie_z),
+    ):
+        _only_with(f"attack.name = {attack!r}", a.name == attack, [(key, value, default)])

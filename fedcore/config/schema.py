@@ -23,9 +23,16 @@ STRATEGIES = (
     "fedmedian",
     "fedtrimmedavg",
     "krum",
+    "multikrum",
+    "bulyan",
+    "centered-clipping",
 )
 # Strategies whose server math needs each client's update, not only the (noised or masked) sum.
-NEEDS_INDIVIDUAL_UPDATES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
+NEEDS_INDIVIDUAL_UPDATES = frozenset(
+    {"fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "centered-clipping"}
+)
+# Simulated attacks of malicious clients (simulations/attacks.py).
+ATTACKS = ("none", "sign-flip", "gaussian", "label-flip", "scale", "alie", "ipm", "minmax")
 # privacy.dp modes whose unit of privacy is a client's whole data (not one example).
 CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
 ENGINES = ("inprocess", "ray")
@@ -106,6 +113,18 @@ class TrainConfig:
         doc="the run fails after this many rounds in a row that sampled clients but "
         "aggregated no update (0: only if no round aggregated one)",
     )
+    checkpoint_every: int = option(
+        1,
+        ge=0,
+        doc="write the run directory's checkpoint.bin every this many rounds, for "
+        "`fedcore simulate --resume` (0: never)",
+    )
+    resume_from: str = option(
+        "",
+        doc="a deployed run: the run directory, on the server, whose checkpoint this run "
+        "continues (`fedcore deploy-local --resume` sets it; simulations use "
+        "`fedcore simulate --resume`)",
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,28 @@ class StrategyConfig:
     beta_2: float = option(0.99, ge=0, le=1, doc="FedAdam/FedYogi second-moment decay")
     tau: float = option(1e-3, gt=0, doc="FedOpt adaptivity")
     trim_beta: float = option(0.2, ge=0, le=0.49, doc="FedTrimmedAvg fraction cut at each end")
-    num_malicious: int = option(0, ge=0, doc="Krum: assumed number of malicious clients")
+    num_malicious: int = option(
+        0, ge=0, doc="Krum, multi-Krum, Bulyan, NNM: assumed number f of malicious clients"
+    )
+    krum_select: int = option(
+        0, ge=0, doc="multikrum: clients of least Krum score averaged; 0: n - f"
+    )
+    cc_radius: float = option(1.0, gt=0, doc="centered-clipping: the clipping radius tau")
+    cc_iterations: int = option(1, ge=1, doc="centered-clipping: iterations per round")
+    pre_aggregation: str = option(
+        "none",
+        choices=("none", "bucketing", "nnm"),
+        doc="before the robust rule (or the mean): bucketing (means of seeded random buckets, "
+        "Karimireddy et al. 2022) or nnm (each update the mean of its n - f nearest, "
+        "Allouah et al. 2023)",
+    )
+    bucket_size: int = option(2, ge=1, doc="bucketing: clients per bucket")
+    server_clip_norm: float = option(
+        0.0,
+        ge=0,
+        doc="the server clips each client's update to this L2 norm before aggregating "
+        "(without secure aggregation); 0: no clipping",
+    )
 
 
 @dataclass(frozen=True)
@@ -160,6 +200,27 @@ class FaultConfig:
         choices=("train", "share-keys", "masked-input", "unmask"),
         doc="the message at which a failing client crashes (stages after train: secure "
         "aggregation only)",
+    )
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    name: str = option(
+        "none",
+        choices=ATTACKS,
+        doc="simulation only: what the malicious clients send (sign-flip, gaussian, "
+        "label-flip, scale; colluding: alie, ipm, minmax)",
+    )
+    num_malicious: int = option(
+        0, ge=0, doc="simulation only: malicious clients, drawn from the run seed"
+    )
+    scale: float = option(10.0, gt=0, doc="scale: factor on the honest update")
+    noise_std: float = option(10.0, gt=0, doc="gaussian: std of the noise added to the update")
+    ipm_epsilon: float = option(
+        0.1, gt=0, doc="ipm: the colluders send -epsilon times their benign mean"
+    )
+    alie_z: float = option(
+        0.0, ge=0, doc="alie: the colluders send mean - z std; 0: Baruch et al.'s z_max"
     )
 
 
@@ -308,6 +369,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # the task's own tables (fedcore.config.sections) as (name, instance) pairs, read as
