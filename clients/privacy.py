@@ -51,7 +51,15 @@ def dp_sgd_params(cfg: RunConfig, num_examples: int) -> DpSgdParams:
     if p.noise_multiplier > 0:
         return dp
     planned = planned_participations(cfg) * dp.steps(cfg.train.local_epochs)
-    z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
+    try:
+        z = calibrate_noise(p.target_epsilon, p.delta, q, planned, p.accountant)
+    except ValueError as err:  # a target below what the accountant certifies at any noise
+        from clients.handlers import ClientInputError
+
+        raise ClientInputError(
+            f"privacy.target-epsilon = {p.target_epsilon:g} is out of reach for this client "
+            f"({num_examples} examples, sampling rate {q:.4g}, {planned} steps): {err}"
+        ) from None
     return replace(dp, noise_multiplier=z)
 
 

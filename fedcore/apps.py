@@ -17,11 +17,11 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
-from fedcore.config import RunConfig, parse_config
+from fedcore.config import ConfigError, RunConfig, parse_config
 from privacy.secagg.mod import secagg_mod
 
 if TYPE_CHECKING:
-    from fedcore.server import RoundRecord
+    from fedcore.server import RoundRecord, ServerState
 
 
 def _resolve(cfg: RunConfig | None, context: Context) -> RunConfig:
@@ -65,6 +65,8 @@ def make_server_app(
     cfg: RunConfig | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
     on_done: Callable[[object], None] | None = None,
+    start: ServerState | None = None,
+    on_state: Callable[[ServerState], None] | None = None,
 ) -> ServerApp:
     """A ServerApp running :func:`fedcore.server.run_server`.
 
@@ -79,16 +81,32 @@ def make_server_app(
 
         run_cfg = _resolve(cfg, context)
         if on_round is not None:
-            arrays = run_server(grid, run_cfg, on_round=on_round)
+            arrays = run_server(grid, run_cfg, on_round=on_round, start=start, on_state=on_state)
             if on_done is not None:
                 on_done(arrays)
             return
+        from fedcore.server import ServerState
         from simulations.rundir import RunDirectory
 
-        with RunDirectory.create(
-            Path("runs"), run_cfg, engine="flwr-run", simulated=False
-        ) as run_dir:
-            run_dir.finish(run_server(grid, run_cfg, on_round=run_dir.append_round))
+        if run_cfg.attack.name != "none":  # the attack mods exist in simulations only
+            raise ConfigError(
+                f"attack.name = {run_cfg.attack.name!r} is a simulated attack; a deployed "
+                "run's clients are whatever their owners run"
+            )
+        ckpt = None
+        if run_cfg.train.resume_from:  # a restarted server continues its run
+            run_dir, ckpt = RunDirectory.reopen(Path(run_cfg.train.resume_from), run_cfg)
+        else:
+            run_dir = RunDirectory.create(Path("runs"), run_cfg, "flwr-run", simulated=False)
+        with run_dir:
+            arrays = run_server(
+                grid,
+                run_dir.cfg,
+                on_round=run_dir.append_round,
+                start=ServerState.of(ckpt),
+                on_state=lambda state: run_dir.on_state(state, lambda: None),
+            )
+            run_dir.finish(arrays)
 
     return app
 

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
-import logging
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from fedcore.checkpoint import CheckpointError
 from fedcore.config import ConfigError, load_scenario, parse_override
 from fedcore.datasets import DatasetError
+from fedcore.logs import configure_logging
 from fedcore.server import RunFailed
 from simulations.deploy import DeploymentError
 
 DEFAULT_SCENARIO = "digits-dirichlet"
+# The most SuperNodes `deploy-local` starts and `certs` makes key pairs for: a bound, so that
+# a typo cannot start processes or write files until the machine or the disk gives out.
+MAX_NODES = 1000
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -36,8 +42,48 @@ def scenario_path(name_or_path: str) -> Path:
     raise ConfigError(f"no scenario {name_or_path!r}: give a .toml path or one of {names}")
 
 
+def _node_count(text: str) -> int:
+    """``--nodes``: a whole number from 1 to :data:`MAX_NODES` (argparse's ``type``)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_NODES:
+        raise argparse.ArgumentTypeError(f"{count} is not between 1 and {MAX_NODES}")
+    return count
+
+
+def _version() -> str:
+    """The installed package's version (a source tree that was never installed has none)."""
+    try:
+        return importlib.metadata.version("fedcore")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run pip install -e .)"
+
+
+def check_out(path: Path | None) -> None:
+    """ConfigError unless directory ``path`` (None: the default ``runs``) can be made: found
+    before any data is loaded, not after. Probed by making and removing a directory in its
+    nearest existing folder, which also catches read-only file systems."""
+    target = Path("runs") if path is None else Path(path)
+    name = f"--out {target}" if path is not None else f"the run folder {target} (no --out)"
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        if folder == target:
+            return  # an existing file: the run directory refuses it, naming it
+        raise ConfigError(f"{name} is under {folder}, which is not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=".fedcore-", dir=folder)).rmdir()
+    except OSError as err:
+        reason = err.strerror or err
+        raise ConfigError(f"{name}: cannot create a directory in {folder} ({reason})") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedcore {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run a federated simulation")
     sim.add_argument(
@@ -55,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set train.rounds=5 (repeatable)",
     )
     sim.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
+    sim.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the unfinished run in RUN_DIR from its checkpoint (its own config: "
+        "no scenario, --set or --out)",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("config", help="print every setting with its default and meaning")
     part = sub.add_parser(
@@ -70,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO)
     dep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     dep.add_argument(
-        "--nodes", type=int, help="SuperNodes, one per client (default: data.num-clients)"
+        "--nodes",
+        type=_node_count,
+        help=f"SuperNodes, one per client, 1 to {MAX_NODES} (default: data.num-clients)",
     )
     dep.add_argument("--workdir", type=Path, help="certificates, logs, node data (default: temp)")
     dep.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
@@ -89,24 +144,44 @@ def _parser() -> argparse.ArgumentParser:
         help="a host name or IP the SuperLink is reached at (repeatable; default: "
         "localhost and 127.0.0.1)",
     )
-    certs.add_argument("--nodes", type=int, default=0, help="SuperNode key pairs to make")
+    certs.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=0,
+        help=f"SuperNode key pairs to make, 1 to {MAX_NODES} (default: none)",
+    )
+    certs.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the CA, certificates and keys --out holds (every certificate the old "
+        "CA issued stops working)",
+    )
     rep = sub.add_parser("report", help="write the privacy report of a run directory")
     rep.add_argument("run_dir", type=Path)
     return parser
 
 
 def _simulate(args: argparse.Namespace, console: Console) -> int:
-    from simulations.runner import simulate
+    from simulations.runner import resume, simulate
 
-    overrides = dict(parse_override(o) for o in args.overrides)
-    cfg = load_scenario(scenario_path(args.scenario), overrides)
-    result = simulate(cfg, out=args.out, progress=not args.quiet)
-    final = result.summary["final_metrics"]
-    acc = final.get("server-eval/accuracy")
+    if args.resume is not None:
+        if args.overrides or args.out or args.scenario != DEFAULT_SCENARIO:
+            raise ConfigError(
+                "--resume continues a run with its own config.toml: give no scenario, --set "
+                "or --out with it"
+            )
+        result = resume(args.resume, progress=not args.quiet)
+    else:
+        overrides = dict(parse_override(o) for o in args.overrides)
+        cfg = load_scenario(scenario_path(args.scenario), overrides)
+        check_out(args.out)
+        result = simulate(cfg, out=args.out, progress=not args.quiet)
+    from simulations.progress import final_quality
+
+    quality = final_quality(result.summary["final_metrics"])
     console.print(
         f"[green]done[/green] {result.summary['rounds']} rounds in "
-        f"{result.summary['wall_seconds']:.1f} s"
-        + (f", test accuracy {acc:.4f}" if acc is not None else "")
+        f"{result.summary['wall_seconds']:.1f} s" + (f", {quality}" if quality else "")
     )
     if "privacy" in result.summary:
         from privacy.report import headline
@@ -124,7 +199,10 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
     if not (args.run_dir / "config.toml").is_file():
         raise ConfigError(f"{args.run_dir} is not a run directory (no config.toml)")
-    report = write_report(args.run_dir)
+    try:  # a corrupt or unreadable config, ledger or metrics file of the run
+        report = write_report(args.run_dir)
+    except (ValueError, OSError) as err:  # (json.JSONDecodeError is a ValueError)
+        raise ConfigError(f"no report for {args.run_dir}: {err}") from None
     console.print(
         f"{headline(report['guarantee'], report['delta'])}; "
         f"wrote {args.run_dir}/privacy_report.{{json,md,html}}"
@@ -137,6 +215,7 @@ def _partition(args: argparse.Namespace, console: Console) -> int:
 
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_scenario(scenario_path(args.scenario), overrides)
+    check_out(args.out)
     paths = write_client_files(cfg, args.out)
     console.print(f"wrote {len(paths)} node files ({cfg.data.dataset}) to {args.out}")
     return 0
@@ -148,12 +227,17 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
     import time
 
     from simulations.deploy import LocalDeployment
+    from simulations.progress import final_quality, round_line
+    from simulations.rundir import _refuse_used
 
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = load_scenario(scenario_path(args.scenario), overrides)
-    nodes = args.nodes or cfg.data.num_clients
-    if args.out is not None and args.out.exists():  # refused before any process starts
-        raise FileExistsError(f"--out {args.out} already exists; give a new directory")
+    nodes = args.nodes if args.nodes is not None else cfg.data.num_clients
+    if nodes > MAX_NODES:
+        raise ConfigError(f"{nodes} SuperNodes (data.num-clients): at most {MAX_NODES}")
+    if args.out is not None:  # refused before any process starts, as simulate's --out
+        _refuse_used(args.out)
+    check_out(args.out)
     out = args.out or Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-deployed-{cfg.task}")
 
     def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops everything, as Ctrl-C
@@ -165,12 +249,17 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
         console.print(f"starting a SuperLink and {nodes} SuperNodes in {workdir} ...")
         with LocalDeployment(workdir, cfg, nodes, insecure=args.insecure) as deployment:
             console.print(f"running {cfg.train.rounds} rounds with flwr run ...")
-            run_dir = deployment.run(out)
+            run_dir = deployment.run(
+                out,
+                on_round=lambda record: console.print(
+                    round_line(record, cfg.train.rounds), markup=False, highlight=False
+                ),
+            )
     summary = json.loads((run_dir / "summary.json").read_text())
-    acc = summary["final_metrics"].get("server-eval/accuracy")
+    quality = final_quality(summary["final_metrics"])
     console.print(
         f"[green]done[/green] {summary['rounds']} rounds"
-        + (f", test accuracy {acc:.4f}" if acc is not None else "")
+        + (f", {quality}" if quality else "")
         + (f"; privacy report: {run_dir / 'privacy_report.html'}" if "privacy" in summary else "")
     )
     console.print(f"results: {run_dir}")
@@ -178,15 +267,13 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
 
 
 def _certs(args: argparse.Namespace, console: Console) -> int:
-    from fedcore.certs import write_node_keys, write_server_certs
+    from fedcore.certs import write_deployment_certs
 
     hosts = args.hosts or ["localhost", "127.0.0.1"]
     try:
-        files = write_server_certs(args.out, hosts)
+        files = write_deployment_certs(args.out, hosts, args.nodes, force=args.force)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    for i in range(args.nodes):
-        write_node_keys(args.out, f"node-{i}")
     console.print(
         f"wrote {files.ca_cert.name} (give it to every SuperNode and flwr), "
         f"{files.server_cert.name} + {files.server_key.name} (SuperLink, for {', '.join(hosts)})"
@@ -199,7 +286,7 @@ def _certs(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    configure_logging()
     try:
         if args.command == "config":
             from fedcore.config import describe
@@ -216,16 +303,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "deploy-local":
             return _deploy_local(args, console)
         return _simulate(args, console)
-    except (ConfigError, DatasetError, FileExistsError, DeploymentError) as err:
+    except (ConfigError, DatasetError, FileExistsError, DeploymentError, CheckpointError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     except RunFailed as err:  # the run went wrong, the program did not: no traceback
         notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))
         console.print(f"[red]run failed:[/red] {escape(str(err) + notes)}")
         return 1
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: the run directory keeps completed rounds")
-        return 130
+    except KeyboardInterrupt as err:
+        notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))
+        console.print(
+            "[yellow]interrupted[/yellow]: the run directory keeps every completed round"
+            + escape(notes)
+        )
+        return getattr(err, "exit_status", 130)
     # Anything else is a bug: it propagates, so its traceback reaches the log and the exit
     # status is 1 (the run directory, if there is one, already records it as failed).
 

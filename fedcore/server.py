@@ -26,6 +26,7 @@ from flwr.supercore import log
 
 from fedcore import seeding
 from fedcore.arrays import to_numpy, to_numpy_dict, to_record
+from fedcore.checkpoint import Checkpoint
 from fedcore.config import RunConfig
 from fedcore.exchange import send_and_receive
 from fedcore.keys import ACCURACY, BUDGET_DECLINE, DP_EVENT, DP_EVENT_JSON
@@ -207,27 +208,60 @@ def peak_memory_mb() -> float:
     return (own + children) / 1024
 
 
+@dataclass(frozen=True)
+class ServerState:
+    """The server's state after a completed round: what a checkpoint keeps of it (the
+    nodes' states are the engine's, :mod:`fedcore.checkpoint`)."""
+
+    round: int
+    arrays: ArrayRecord
+    strategy: dict[str, object]
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint | None) -> ServerState | None:
+        """The state a run resumed from ``ckpt`` starts from (None: a fresh run)."""
+        if ckpt is None:
+            return None
+        return cls(ckpt.round, to_record(ckpt.arrays), ckpt.strategy)
+
+
 def run_server(
     grid: Grid,
     cfg: RunConfig,
     on_round: Callable[[RoundRecord], None] | None = None,
     timeout: float | None = None,
+    *,
+    start: ServerState | None = None,
+    on_state: Callable[[ServerState], None] | None = None,
 ) -> ArrayRecord:
     """Run ``cfg.train.rounds`` rounds on ``grid`` and return the final global model
-    (``timeout``: seconds each exchange waits for replies; default ``engine.timeout``)."""
+    (``timeout``: seconds each exchange waits for replies; default ``engine.timeout``).
+
+    ``start``: continue after ``start.round`` from that state (a resumed run: the task's
+    setup ran before it, and the nodes hold its release). ``on_state`` is called after each
+    round's ``on_round`` with the state a checkpoint keeps."""
     if timeout is None:
         timeout = cfg.engine.timeout or None
     poll = cfg.engine.poll_interval
     task = checked_task(cfg)
     arrays, evaluate = _global_state(task, cfg, server_data(task, cfg))
     strategy = build_strategy(cfg)
+    first = 1
+    if start is not None:
+        if list(start.arrays.keys()) != list(arrays.keys()):
+            raise ValueError(
+                f"the checkpoint's global state has arrays {list(start.arrays.keys())}, this "
+                f"run's algorithm {list(arrays.keys())}"
+            )
+        arrays, first = start.arrays, start.round + 1
+        strategy.load_state(start.strategy)
     secure = None
     if cfg.secagg.mode != "off":  # the guard: distributed DP's noise floor and the budget
         secure = SecureAggregator(cfg, strategy.sum_format(), strategy.check_release)
         secure.check_encoding(arrays)
     setup = Traffic(cfg, 0)  # round 0: the task's setup, recorded with round 1
     setup_record = None
-    if task.setup is not None and task.setup.needed(cfg):
+    if first == 1 and task.setup is not None and task.setup.needed(cfg):
         try:
             setup_record = run_setup(
                 grid, cfg, task.setup, observe=setup.count_received, timeout=timeout
@@ -235,7 +269,7 @@ def run_server(
         except SetupFailed as err:
             raise RunFailed(str(err)) from None
         setup.dp_events.extend(e.to_dict() for e in task.setup.events(cfg))
-    for server_round in range(1, cfg.train.rounds + 1):
+    for server_round in range(first, cfg.train.rounds + 1):
         start = time.perf_counter()
         traffic = Traffic(cfg, server_round)
         record: RoundRecord = {"round": server_round, "status": EMPTY}
@@ -261,6 +295,8 @@ def run_server(
         if strategy.stop_reason:
             record["stopped"] = strategy.stop_reason
         record.update(_round_status(record, tally, new_arrays))
+        if secure is not None and secure.last_abort and record["status"] == ABORTED:
+            record["reason"] = secure.last_abort  # the protocol's cause, not "n of n failed"
         if record.get("non-finite"):  # never adopted; a later round would build on it
             record["stopped"] = record["reason"]
         elif new_arrays is not None:
@@ -291,6 +327,8 @@ def run_server(
         )
         if on_round is not None:
             on_round(record)
+        if on_state is not None:
+            on_state(ServerState(server_round, arrays, strategy.state()))
         if _reached(cfg, record) or "stopped" in record:
             break
     return arrays

@@ -7,21 +7,29 @@ Layout::
                        holds no client's data)
     metrics.jsonl      one JSON line per completed round, flushed as each round ends, with
                        its status (aggregated | aborted | empty) and, unless aggregated, why
-    summary.json       status (completed | failed), final_metrics, rounds, round_status,
-                       wall_seconds, engine (and the error if failed)
-    model.pt           final global model (torch state_dict); only for a completed run
+    summary.json       status (completed | failed | interrupted), final_metrics, rounds,
+                       round_status, train_failures, wall_seconds, engine (and the error
+                       if failed or interrupted)
+    model.pt           the global model (torch state_dict) of the last completed round:
+                       written when the run completes or is interrupted
+    checkpoint.bin     the state after the last checkpointed round (train.checkpoint-every),
+                       while the run is unfinished: `fedcore simulate --resume DIR` continues
+                       from it (:mod:`fedcore.checkpoint`); removed once the run completes
     accuracy.png, loss.png (mse.png, mae.png for mf): per-round curves
 
 A run whose rounds aggregated nothing ends ``failed`` (:class:`fedcore.server.FailurePolicy`).
 A directory is claimed atomically: two runs never share one, and ``--out`` must be new or
-empty.
+empty. JSON files hold no NaN or infinity (not JSON): a non-finite metric is written as null.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +37,13 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord
 
-from fedcore.config import RunConfig, to_toml
-from fedcore.server import FailurePolicy, RoundRecord, final_state
-from fedcore.tasks import checked_task, server_data
+from fedcore import checkpoint
+from fedcore.arrays import to_numpy_dict
+from fedcore.checkpoint import Checkpoint, CheckpointError
+from fedcore.config import RunConfig, load_scenario, to_toml
+from fedcore.server import FailurePolicy, RoundRecord, ServerState, final_state
+from fedcore.tasks import checked_task, get_algorithm, server_data
+from privacy.ledger import ledger_seal
 from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
 
@@ -45,6 +57,10 @@ class RunDirectory:
         self.engine = engine
         self.rounds: list[RoundRecord] = []
         self.policy = FailurePolicy(cfg.train.max_failed_rounds)
+        self.last_state: ServerState | None = None  # the last completed round's
+        self.resumes: tuple[int, ...] = ()  # the rounds earlier sessions ended at
+        self._elapsed_before = 0.0  # wall seconds of earlier sessions of this run
+        self.checkpoint_bytes = 0  # the size of the last checkpoint written
         self._start = time.perf_counter()
         self._done = False
 
@@ -80,6 +96,95 @@ class RunDirectory:
             _write_json(path / "partition.json", report)
         return run_dir
 
+    @classmethod
+    def reopen(
+        cls, path: Path, deployed: RunConfig | None = None
+    ) -> tuple[RunDirectory, Checkpoint]:
+        """Reopen an unfinished run to continue it from its checkpoint: its config, its
+        rounds up to the checkpoint (what later rounds wrote before the crash is cut off, and
+        they run again) and the checkpoint itself. Everything is checked before anything in
+        the directory changes; :class:`~fedcore.checkpoint.CheckpointError` says what is
+        wrong. ``deployed``: the config a deployed resumed run was started with, which must
+        be the directory's but for ``train.resume-from``."""
+        path = Path(path)
+        config = path / "config.toml"
+        if not config.is_file():
+            raise CheckpointError(f"{path} is not a run directory (it has no config.toml)")
+        status = _summary_status(path)
+        if status == "completed":
+            raise CheckpointError(f"{path} holds a completed run; there is nothing to resume")
+        cfg = load_scenario(config)
+        if deployed is not None and _without_resume(deployed) != cfg:
+            raise CheckpointError(
+                f"the resumed run's config differs from {config}: a run continues with the "
+                "settings it started with"
+            )
+        ckpt = checkpoint.load(path / checkpoint.FILENAME)
+        if ckpt.config_sha256 != checkpoint.file_sha256(config):
+            raise CheckpointError(
+                f"{path / checkpoint.FILENAME} was written for another config.toml than the one "
+                "in the directory (it was edited since, or the checkpoint is another run's)"
+            )
+        if ckpt.nodes is None and (reason := node_state_needed(cfg)) is not None:
+            raise CheckpointError(
+                f"this checkpoint holds no node states (the {cfg.engine.name} engine's nodes "
+                f"are out of fedcore's reach), and this run's nodes keep state: {reason}"
+            )
+        lines = {}
+        for name, size in ckpt.files.items():
+            data = (path / name).read_bytes() if (path / name).exists() else b""
+            if len(data) < size:
+                raise CheckpointError(
+                    f"{path / name} holds {len(data)} bytes, fewer than the {size} it held at "
+                    f"the checkpoint of round {ckpt.round}: it was truncated or edited"
+                )
+            lines[name] = data[:size]
+        try:
+            rounds = [json.loads(line) for line in lines["metrics.jsonl"].splitlines()]
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path / 'metrics.jsonl'} is not readable: {err}") from None
+        if [r.get("round") for r in rounds][-1:] not in ([ckpt.round], []):
+            raise CheckpointError(
+                f"{path / 'metrics.jsonl'} does not end at round {ckpt.round}, the checkpoint's"
+            )
+        # checked: now cut off the rounds after the checkpoint
+        for name, data in lines.items():
+            if (path / name).exists() or data:
+                (path / name).write_bytes(data)
+        (path / "summary.json").unlink(missing_ok=True)
+        (path / "model.pt").unlink(missing_ok=True)
+        run_dir = cls(path, cfg, "flwr-run" if deployed is not None else cfg.engine.name)
+        for record in rounds:
+            run_dir.rounds.append(record)
+            run_dir.policy.observe(record)
+        run_dir._elapsed_before = ckpt.elapsed
+        run_dir.resumes = (*ckpt.resumes, ckpt.round)
+        return run_dir, ckpt
+
+    def on_state(self, state: ServerState, nodes: Callable[[], dict[int, bytes] | None]) -> None:
+        """Keep the round's state and, every ``train.checkpoint-every`` rounds, write the
+        checkpoint (after the round's records: a crash between the two reruns the round)."""
+        self.last_state = state
+        every = self.cfg.train.checkpoint_every
+        if every == 0 or state.round % every != 0:
+            return
+        sizes = {
+            name: (self.path / name).stat().st_size if (self.path / name).exists() else 0
+            for name in ("metrics.jsonl", "ledger.jsonl")
+        }
+        ckpt = Checkpoint(
+            round=state.round,
+            arrays=to_numpy_dict(state.arrays),
+            strategy=dict(state.strategy),
+            nodes=nodes(),
+            files=sizes,
+            config_sha256=checkpoint.file_sha256(self.path / "config.toml"),
+            elapsed=self._elapsed(),
+            resumes=self.resumes,
+        )
+        checkpoint.save(self.path / checkpoint.FILENAME, ckpt)
+        self.checkpoint_bytes = (self.path / checkpoint.FILENAME).stat().st_size
+
     def append_round(self, record: RoundRecord) -> None:
         """Append the round to metrics.jsonl and its DP events to ledger.jsonl, then apply
         the failure policy (:class:`~fedcore.server.RunFailed` ends the run there)."""
@@ -87,10 +192,10 @@ class RunDirectory:
         events = record.pop("privacy-events", [])
         self.rounds.append(record)
         with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(_json(record) + "\n")
         if events:
             with open(self.path / "ledger.jsonl", "a") as f:
-                f.writelines(json.dumps(e) + "\n" for e in events)
+                f.writelines(_json(e) + "\n" for e in events)
         self.policy.observe(record)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -104,7 +209,8 @@ class RunDirectory:
             "engine": self.engine,
             "rounds": len(self.rounds),
             "rounds_planned": self.cfg.train.rounds,
-            "wall_seconds": time.perf_counter() - self._start,
+            "wall_seconds": self._elapsed(),
+            "train_failures": sum(len(r.get("train-failures", ())) for r in self.rounds),
             "final_metrics": final,
             "round_status": dict(self.policy.counts),
             "peak_memory_mb": max((r["peak-memory-mb"] for r in self.rounds), default=None),
@@ -113,7 +219,14 @@ class RunDirectory:
         }
         if error is not None:
             summary["error"] = error
+        if self.resumes:
+            summary["resumed_after_rounds"] = list(self.resumes)
+        if self.checkpoint_bytes:
+            summary["checkpoint_bytes"] = self.checkpoint_bytes
         return summary
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._start
 
     def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
         """Save the final model, the summary and the plots, and with DP the privacy report;
@@ -125,19 +238,35 @@ class RunDirectory:
         if self.cfg.privacy.dp != "off" or ledger.exists():  # the report, from the ledger only
             from privacy.report import write_report
 
-            report = write_report(self.path)
+            report = write_report(self.path, seal=ledger_seal(ledger))
             privacy = report["guarantee"] | {"delta": report["delta"]}
-        return self._close("completed", privacy=privacy)
+        summary = self._close("completed", privacy=privacy)
+        (self.path / checkpoint.FILENAME).unlink(missing_ok=True)
+        return summary
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._close("failed", f"{type(error).__name__}: {error}")
+
+    def interrupt(self, error: BaseException) -> dict[str, Any]:
+        """Ctrl-C or SIGTERM: keep the last completed round's model and say how to go on."""
+        if self.last_state is not None:
+            torch.save(final_state(self.cfg, self.last_state.arrays), self.path / "model.pt")
+        reason = str(error) or "interrupted (SIGINT)"
+        summary = self._close("interrupted", reason)
+        return summary
 
     def _close(
         self, status: str, error: str | None = None, privacy: dict | None = None
     ) -> dict[str, Any]:
         summary = self.summary(status, error)
+        summary["ledger"] = ledger_seal(self.path / "ledger.jsonl")  # the report checks it
         if privacy is not None:
             summary["privacy"] = privacy
+        if status != "completed":
+            ckpt = self.path / checkpoint.FILENAME
+            summary["resume"] = (
+                f"fedcore simulate --resume {self.path}" if ckpt.exists() else "no checkpoint"
+            )
         _write_json(self.path / "summary.json", summary)
         if self.rounds:
             plot_rounds(self.rounds, self.path)
@@ -149,8 +278,10 @@ class RunDirectory:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and not self._done:
-            self.fail(exc)
+            summary = self.interrupt(exc) if isinstance(exc, KeyboardInterrupt) else self.fail(exc)
             exc.add_note(f"run directory: {self.path}")
+            if isinstance(exc, KeyboardInterrupt) and summary["resume"] != "no checkpoint":
+                exc.add_note(f"continue it with: {summary['resume']}")
 
 
 def _refuse_used(path: Path) -> None:
@@ -194,7 +325,46 @@ def _claim_new(root: Path, cfg: RunConfig) -> Path:
     raise FileExistsError(f"{root} holds 9999 runs named {base}[-n]; choose another --out")
 
 
+def node_state_needed(cfg: RunConfig) -> str | None:
+    """Why ``cfg``'s nodes keep state between rounds that a resumed run needs back, or None:
+    a node-side privacy ledger, a task setup's release, an algorithm's node-local arrays."""
+    if cfg.privacy.dp in ("sample", "sample-distributed", "local", "distributed"):
+        return f"privacy.dp = {cfg.privacy.dp!r} keeps each node's privacy ledger on the node"
+    algorithm = get_algorithm(cfg.task)
+    if algorithm.setup is not None and algorithm.setup.needed(cfg):
+        return f"task {cfg.task!r} runs a setup whose release the nodes keep"
+    if algorithm.node_state:
+        return f"task {cfg.task!r} keeps arrays on each node between rounds"
+    return None
+
+
+def _without_resume(cfg: RunConfig) -> RunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume_from=""))
+
+
+def _summary_status(path: Path) -> str | None:
+    try:
+        return json.loads((path / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity replaced by None (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(_json(obj, indent=2) + "\n")
     tmp.replace(path)

@@ -115,6 +115,9 @@ class Algorithm:
             Lloyd's at a fixed point), so that the run ends after the round that reached it
             (its record says so) rather than resend the same statistics (and, under DP,
             spend budget on them); None: the run takes ``train.rounds``.
+        node_state: whether the client hook keeps arrays on the node between rounds
+            (``context.local``, the recommender's user factors), which a resumed run needs
+            back: an engine that cannot snapshot its nodes cannot resume it.
     """
 
     name: str
@@ -139,6 +142,7 @@ class Algorithm:
     sections: Mapping[str, type] = field(default_factory=dict)
     record_sensitivity: Callable[[RunConfig, State], tuple[float, float]] | None = None
     finished: Callable[[State], bool] | None = None
+    node_state: bool = False
 
     def __post_init__(self) -> None:
         if self.wire_dtype not in ("float64", "float32"):

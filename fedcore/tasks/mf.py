@@ -377,6 +377,7 @@ ALGORITHM = Algorithm(
     check_config=check_config,
     load_server=load_mf_server,
     sections=SECTIONS["mf"],
+    node_state=True,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fedcore.certs import write_node_keys, write_server_certs
 from fedcore.config import RunConfig, load_scenario, to_run_config
 from fedcore.config.export import _toml_value
-from fedcore.server import RunFailed
+from fedcore.server import RoundRecord, RunFailed
 from simulations.deploy.errors import DeploymentError
 from simulations.deploy.files import (
     _CLIENT_MODULES,
@@ -28,7 +31,10 @@ from simulations.deploy.files import (
     toml_string,
     write_client_files,
 )
+from simulations.deploy.follow import MetricsFollower
 from simulations.deploy.processes import _bin, _Process, _signal_group, free_port
+
+FOLLOW_INTERVAL = 0.5  # seconds between looks at the run's metrics.jsonl while flwr run runs
 
 
 def _holds(run_dir: Path, cfg: RunConfig) -> bool:
@@ -37,6 +43,20 @@ def _holds(run_dir: Path, cfg: RunConfig) -> bool:
         return load_scenario(run_dir / "config.toml") == cfg
     except (OSError, ValueError):  # not written yet, or not a config: not this run's
         return False
+
+
+def place_run(run_dir: Path, out: Path) -> Path:
+    """Move a finished run directory to ``out``, which must be new or an empty directory
+    (checked before the run; :class:`FileExistsError` if it was filled meanwhile)."""
+    try:
+        out.rmdir()  # an empty directory, as simulate's --out may be: the run takes its place
+    except FileNotFoundError:
+        pass
+    except OSError:
+        raise FileExistsError(f"{out} appeared during the run, which is in {run_dir}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(run_dir), out)
+    return out
 
 
 class LocalDeployment:
@@ -258,6 +278,30 @@ class LocalDeployment:
                 raise DeploymentError(f"node-{i} could not rejoin:\n{process.tail()}")
             time.sleep(5)
 
+    def kill_superlink(self) -> None:
+        """SIGKILL the SuperLink and the ServerApp it runs (a crash of the server machine's
+        processes; its database, ``workdir/superlink.db``, stays)."""
+        process = self.processes["superlink"]
+        _signal_group(process.popen.pid, signal.SIGKILL)
+        process.popen.wait()
+
+    def restart_superlink(self, timeout: float = 240) -> None:
+        """Start the SuperLink again on its database, which keeps the registered SuperNode
+        keys, and the SuperNodes with it (as after a reboot of the machine that runs them
+        all; each keeps its privacy ledger in its state directory). A SuperNode that had
+        lived through the outage would be reachable again only after its next heartbeat, up
+        to a minute later. A run the SuperLink was serving continues with :meth:`run`
+        ``(resume=RUN_DIR)`` from the run directory's checkpoint."""
+        for i in range(self.nodes):
+            if self.processes[f"node-{i}"].alive():
+                self.kill_node(i)
+        if self.processes["superlink"].alive():
+            self.kill_superlink()
+        self.start_superlink()
+        with ThreadPoolExecutor(self.nodes) as pool:  # each waits to see it is let in
+            list(pool.map(self.restart_node, range(self.nodes)))
+        self.wait_for_nodes(self.nodes, timeout)
+
     def kill_node(self, i: int) -> None:
         """SIGKILL SuperNode ``i`` and its ClientApp processes (a crash, not a shutdown)."""
         process = self.processes[f"node-{i}"]
@@ -301,18 +345,39 @@ class LocalDeployment:
 
     # -- running --------------------------------------------------------------------------
     def run(
-        self, out: Path | None = None, timeout: float = 1800, cfg: RunConfig | None = None
+        self,
+        out: Path | None = None,
+        timeout: float = 1800,
+        cfg: RunConfig | None = None,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        resume: Path | None = None,
     ) -> Path:
         """Run ``cfg`` (default: the deployment's) with ``flwr run`` and return its run
-        directory, moved to ``out``. A run that ended ``failed`` raises :class:`RunFailed`
-        once its directory is in place, so its rounds and log are kept. Where the nodes hold
-        data files, ``cfg`` must read the same data with the same seed as the deployment's,
-        with a task that reads such files; nodes without files load the partition of
-        whatever run they are sent (one per node: ``data.num-clients`` = the nodes)."""
+        directory, moved to ``out`` (new or an empty directory, as ``simulate``'s). A run
+        that ended ``failed`` raises :class:`RunFailed` once its directory is in place, so
+        its rounds and log are kept. Where the nodes hold data files, ``cfg`` must read the
+        same data with the same seed as the deployment's, with a task that reads such
+        files; nodes without files load the partition of whatever run they are sent (one
+        per node: ``data.num-clients`` = the nodes). ``on_round`` is called with each
+        round's record as the ServerApp writes it.
+
+        ``resume``: continue the unfinished run in that directory from its checkpoint (after
+        a crash of the server or of this process), with its own config; it stays where it
+        is (no ``out``, no ``cfg``)."""
+        from simulations.rundir import _refuse_used  # torch: only when a run starts
+
+        if resume is not None:
+            if out is not None or cfg is not None:
+                raise DeploymentError("a resumed run keeps its directory and its config")
+            resume = Path(resume).resolve()
+            cfg = load_scenario(resume / "config.toml")
+            cfg = dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, resume_from=str(resume))
+            )
         cfg = cfg or self.cfg
+        if out is not None:  # before the run, not after it
+            _refuse_used(Path(out))
         self._check_runnable(cfg)
-        if out is not None and Path(out).exists():  # before the run, not after it
-            raise FileExistsError(f"{out} already exists")
         # a file of its own per call: runs may be started side by side, from threads
         fd, name = tempfile.mkstemp(prefix="run-config-", suffix=".toml", dir=self.workdir)
         config = Path(name)
@@ -323,39 +388,67 @@ class LocalDeployment:
                 )
             )
         before = set(self._runs())
-        done = self.flwr(
-            "run",
-            str(app_dir()),
-            CONNECTION,
-            "--stream",
-            "--run-config",
-            str(config),
-            timeout=timeout,
-        )
-        (self.workdir / "logs" / f"flwr-{config.stem}.log").write_text(done.stdout + done.stderr)
-        new = [r for r in self._runs() if r not in before and _holds(r, cfg)]
+
+        def new_runs() -> list[Path]:
+            if resume is not None:
+                return [resume]
+            return [r for r in self._runs() if r not in before and _holds(r, cfg)]
+
+        log = self.workdir / "logs" / f"flwr-{config.stem}.log"
+        follower = MetricsFollower(lambda: next(iter(new_runs()), None))
+        returncode = self._flwr_run(config, log, timeout, follower, on_round)
+        output = log.read_text(errors="replace")
+        new = new_runs()
         if not new:
             raise DeploymentError(
-                f"flwr run produced no run directory (exit {done.returncode}):\n"
-                + "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+                f"flwr run produced no run directory (exit {returncode}):\n"
+                + "\n".join(output.splitlines()[-20:])
             )
         run_dir = new[-1]
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         if out is not None:  # first, so that a failed run's directory outlives the workdir
-            out = Path(out)
-            if out.exists():
-                raise FileExistsError(f"{out} appeared during the run, which is in {run_dir}")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(run_dir), out)
-            run_dir = out
+            run_dir = place_run(run_dir, Path(out))
         if summary.get("status") == "failed":
             raise RunFailed(f"{summary.get('error', 'the deployed run failed')}; see {run_dir}")
         if summary.get("status") != "completed":
-            raise DeploymentError(
-                f"the deployed run did not complete: {summary or done.stderr[-2000:]}"
-            )
+            raise DeploymentError(f"the deployed run did not complete: {summary or output[-2000:]}")
         return run_dir
+
+    def _flwr_run(
+        self,
+        config: Path,
+        log: Path,
+        timeout: float,
+        follower: MetricsFollower,
+        on_round: Callable[[RoundRecord], None] | None,
+    ) -> int:
+        """``flwr run`` of the app with ``config``, its output to ``log``; passes each round
+        to ``on_round`` as it lands and returns the exit status."""
+        args = [_bin("flwr"), "run", str(app_dir()), CONNECTION, "--stream"]
+        with open(log, "wb") as output:
+            popen = subprocess.Popen(
+                [*args, "--run-config", str(config)],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        try:
+            while popen.poll() is None:
+                if time.monotonic() > deadline:
+                    raise DeploymentError(f"flwr run did not end in {timeout:.0f} s; see {log}")
+                for record in follower.poll() if on_round else ():
+                    on_round(record)
+                time.sleep(FOLLOW_INTERVAL)
+            for record in follower.poll() if on_round else ():
+                on_round(record)
+        finally:
+            if popen.poll() is None:  # an error or Ctrl-C here: flwr run goes with it
+                popen.kill()
+                popen.wait()
+        return popen.returncode
 
     def _check_runnable(self, cfg: RunConfig) -> None:
         """DeploymentError unless the nodes hold what a run of ``cfg`` reads."""

@@ -6,16 +6,28 @@ from collections.abc import Callable
 
 from flwr.app import ArrayRecord
 
+from fedcore.checkpoint import Checkpoint
 from fedcore.config import RunConfig
-from fedcore.server import RoundRecord
+from fedcore.server import RoundRecord, ServerState
+
+# A round's server state and a function that snapshots the nodes' states (serialized
+# ``Context.state`` by node id; None where the engine does not hold the nodes), for a
+# checkpoint writer to call only when it writes.
+NodeStates = Callable[[], dict[int, bytes] | None]
+OnState = Callable[[ServerState, NodeStates], None]
 
 
-def run_engine(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
-    """Run ``cfg`` on the engine it names."""
+def run_engine(
+    cfg: RunConfig,
+    on_round: Callable[[RoundRecord], None],
+    resume: Checkpoint | None = None,
+    on_state: OnState | None = None,
+) -> ArrayRecord:
+    """Run ``cfg`` on the engine it names (``resume``: continue from that checkpoint)."""
     if cfg.engine.name == "ray":
         from simulations.engines.ray_engine import run_ray
 
-        return run_ray(cfg, on_round)
+        return run_ray(cfg, on_round, resume, on_state)
     from simulations.engines.inprocess import run_inprocess
 
-    return run_inprocess(cfg, on_round)
+    return run_inprocess(cfg, on_round, resume, on_state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
@@ -24,13 +25,17 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.handlers import ClientInputError
 from clients.policy import PolicyViolation
 from clients.privacy import BudgetExhausted
+from fedcore.checkpoint import Checkpoint, pack_node_state, unpack_node_state
 from fedcore.config import RunConfig, to_run_config
 from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
-from fedcore.server import RoundRecord, run_server
+from fedcore.server import RoundRecord, ServerState, run_server
 from privacy.secagg.crypto import TamperedError
 from privacy.secagg.mod import SecAggClientError
 from privacy.secagg.protocol import ProtocolViolation
 from simulations.faults import InjectedFault, simulation_client_app
+
+if TYPE_CHECKING:
+    from simulations.engines import OnState
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
@@ -222,6 +227,31 @@ class InProcessGrid(Grid):
                 tasks[worker][task] = None
             yield replies[position]
 
+    # -- checkpoints --------------------------------------------------------------------
+    def node_states(self) -> dict[int, bytes]:
+        """Every node's ``Context.state`` that holds anything, serialized, by node id."""
+        if not self._pools:
+            return _pack_states(self._contexts)
+        states: dict[int, bytes] = {}
+        for pool in self._pools:
+            states.update(pool.submit(_worker_node_states).result())
+        return states
+
+    def restore_node_states(self, states: dict[int, bytes]) -> None:
+        """Give the nodes the states a checkpoint kept (before any message is delivered)."""
+        unknown = set(states) - self._id_set
+        if unknown:
+            raise ValueError(
+                f"the checkpoint holds states of nodes {sorted(unknown)[:5]} that "
+                "this run does not have"
+            )
+        if not self._pools:
+            _unpack_states(self._contexts, states)
+            return
+        for w, pool in enumerate(self._pools):
+            mine = {n: s for n, s in states.items() if (n - FIRST_NODE_ID) % len(self._pools) == w}
+            pool.submit(_worker_restore, mine).result()
+
     def close(self) -> None:
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -248,17 +278,49 @@ def _worker_init(
     _WORKER.update(app=app_factory(cfg), contexts=make_contexts(cfg, ids))
 
 
+def _worker_node_states() -> dict[int, bytes]:
+    return _pack_states(_WORKER["contexts"])
+
+
+def _worker_restore(states: dict[int, bytes]) -> None:
+    _unpack_states(_WORKER["contexts"], states)
+
+
+def _pack_states(contexts: dict[int, Context]) -> dict[int, bytes]:
+    return {nid: pack_node_state(c.state) for nid, c in contexts.items() if _holds(c.state)}
+
+
+def _unpack_states(contexts: dict[int, Context], states: dict[int, bytes]) -> None:
+    for nid, data in states.items():
+        contexts[nid].state = unpack_node_state(data)
+
+
+def _holds(state: RecordDict) -> bool:
+    return bool(state.array_records or state.config_records or state.metric_records)
+
+
 def _worker_deliver(messages: list[Message]) -> list[Message]:
     app, contexts = _WORKER["app"], _WORKER["contexts"]
     return [deliver(app, msg, contexts[msg.metadata.dst_node_id]) for msg in messages]
 
 
-def run_inprocess(cfg: RunConfig, on_round: Callable[[RoundRecord], None]) -> ArrayRecord:
-    """Run ``cfg`` with the ServerApp's round loop on an :class:`InProcessGrid`."""
+def run_inprocess(
+    cfg: RunConfig,
+    on_round: Callable[[RoundRecord], None],
+    resume: Checkpoint | None = None,
+    on_state: OnState | None = None,
+) -> ArrayRecord:
+    """Run ``cfg`` with the ServerApp's round loop on an :class:`InProcessGrid`
+    (``resume``: from that checkpoint, nodes' states included)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(cfg.engine.threads)
     try:
         with InProcessGrid(cfg, workers=cfg.engine.workers, threads=cfg.engine.threads) as grid:
-            return run_server(grid, cfg, on_round=on_round)
+            if resume is not None:
+                grid.restore_node_states(resume.nodes or {})
+            hook = None if on_state is None else (lambda s: on_state(s, grid.node_states))
+            return run_server(
+                grid, cfg, on_round=on_round, start=ServerState.of(resume), on_state=hook
+            )
     finally:
         torch.set_num_threads(previous)

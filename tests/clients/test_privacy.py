@@ -191,3 +191,18 @@ def test_a_run_whose_clients_have_all_spent_their_budget_completes(tmp_path):
     rounds = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["status"] for r in rounds] == ["aggregated"] + ["empty"] * 7
     assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_an_unreachable_target_epsilon_is_a_clients_named_failure():
+    """No noise reaches epsilon 1e-6 at delta 1e-5 (the accountant's conversion has a
+    floor): the client says so in its error reply instead of crashing the run."""
+    from clients.handlers import ClientInputError
+
+    cfg = parse_config(
+        {
+            "evaluate": {"fraction": 0.0},
+            "privacy": {"dp": "sample", "clip-norm": 1.0, "target-epsilon": 1e-6},
+        }
+    )
+    with pytest.raises(ClientInputError, match="target-epsilon = 1e-06 is out of reach"):
+        dp_sgd_params(cfg, 500)

@@ -1,7 +1,8 @@
 """The classic algorithms on deployed SuperNodes: one SuperLink and two SuperNodes as
 separate processes on loopback (TLS, node authentication), started once and sent a run of
 each task by ``flwr run``, side by side; each ends in the state the in-process engine
-reaches, and a run that fails beside them is reported as failed, its directory kept."""
+reaches, and a run that fails beside them is reported as failed, its directory kept. (A
+restarted SuperLink continuing a run from its checkpoint: benchmarks/deploy_resume.py.)"""
 
 import json
 import threading

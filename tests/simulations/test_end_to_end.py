@@ -30,13 +30,13 @@ def test_run_failing_midway_keeps_completed_rounds(tmp_path, monkeypatch):
     cfg = parse_config({"train": {"rounds": 4}, "model": {"hidden": [16]}})
     real_run_engine = runner.run_engine
 
-    def failing_after_two_rounds(cfg, on_round):
+    def failing_after_two_rounds(cfg, on_round, *resume):
         def on_round_then_fail(record):
             on_round(record)
             if record["round"] == 2:
                 raise RuntimeError("worker lost")
 
-        return real_run_engine(cfg, on_round_then_fail)
+        return real_run_engine(cfg, on_round_then_fail, *resume)
 
     monkeypatch.setattr(runner, "run_engine", failing_after_two_rounds)
     with pytest.raises(RuntimeError, match="worker lost"):
