@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("--workdir", type=Path, help="certificates, logs, node data (default: temp)")
     dep.add_argument("--out", type=Path, help="run directory (default: a new folder in runs/)")
     dep.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the unfinished deployed run in RUN_DIR from its checkpoint on a fresh "
+        "deployment (its own config: no scenario, --set or --out)",
+    )
+    dep.add_argument(
         "--insecure", action="store_true", help="no TLS, no node authentication (debugging)"
     )
     certs = sub.add_parser(
@@ -227,11 +234,20 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
     import time
 
     from simulations.deploy import LocalDeployment
+    from simulations.deploy.local import place_run
     from simulations.progress import final_quality, round_line
     from simulations.rundir import _refuse_used
 
-    overrides = dict(parse_override(o) for o in args.overrides)
-    cfg = load_scenario(scenario_path(args.scenario), overrides)
+    if args.resume is not None:  # the run's own config; it stays where it is
+        if args.overrides or args.out or args.scenario != DEFAULT_SCENARIO:
+            raise ConfigError(
+                "--resume continues a run with its own config.toml: give no scenario, --set "
+                "or --out with it"
+            )
+        cfg = load_scenario(args.resume / "config.toml")
+    else:
+        overrides = dict(parse_override(o) for o in args.overrides)
+        cfg = load_scenario(scenario_path(args.scenario), overrides)
     nodes = args.nodes if args.nodes is not None else cfg.data.num_clients
     if nodes > MAX_NODES:
         raise ConfigError(f"{nodes} SuperNodes (data.num-clients): at most {MAX_NODES}")
@@ -244,17 +260,28 @@ def _deploy_local(args: argparse.Namespace, console: Console) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+    def on_round(record: dict) -> None:
+        console.print(round_line(record, cfg.train.rounds), markup=False, highlight=False)
+
     with tempfile.TemporaryDirectory(prefix="fedcore-deploy-") as tmp:
         workdir = args.workdir or Path(tmp)
         console.print(f"starting a SuperLink and {nodes} SuperNodes in {workdir} ...")
-        with LocalDeployment(workdir, cfg, nodes, insecure=args.insecure) as deployment:
-            console.print(f"running {cfg.train.rounds} rounds with flwr run ...")
-            run_dir = deployment.run(
-                out,
-                on_round=lambda record: console.print(
-                    round_line(record, cfg.train.rounds), markup=False, highlight=False
-                ),
-            )
+        deployment = LocalDeployment(workdir, cfg, nodes, insecure=args.insecure)
+        try:
+            with deployment:
+                console.print(f"running {cfg.train.rounds} rounds with flwr run ...")
+                if args.resume is not None:
+                    run_dir = deployment.run(on_round=on_round, resume=args.resume)
+                else:
+                    run_dir = deployment.run(out, on_round=on_round)
+        except BaseException as err:  # an unfinished run outlives the (temporary) workdir
+            left = None if args.resume is not None else deployment.current_run()
+            if left is not None and (left / "checkpoint.bin").exists():
+                place_run(left, out)
+                err.add_note(f"run directory: {out}")
+                err.add_note(f"continue it with: fedcore deploy-local --resume {out}")
+            raise
     summary = json.loads((run_dir / "summary.json").read_text())
     quality = final_quality(summary["final_metrics"])
     console.print(

@@ -128,3 +128,17 @@ def test_the_follower_waits_for_metrics_in_a_new_run_directory(tmp_path):
     assert follower.poll() == []
     (tmp_path / "metrics.jsonl").write_text(_record(1))
     assert [r["round"] for r in follower.poll()] == [1]
+
+
+def test_deploy_local_resume_takes_the_runs_own_config_only(tmp_path, capsys):
+    """``--resume`` continues a run with its own config.toml: anything that would change it
+    is refused before a process starts."""
+    from fedcore.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('task = "mlp"\n')
+    assert main(["deploy-local", "--resume", str(run), "--set", "train.rounds=2"]) == 2
+    assert "its own config.toml" in capsys.readouterr().err
+    assert main(["deploy-local", "--resume", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
