@@ -39,6 +39,10 @@ from strategies import build_strategy
 
 RoundRecord = dict[str, object]
 
+# in a checkpoint's strategy state: the run ended after this round (target accuracy, budget,
+# an algorithm at its final state), so a resumed run only finishes it
+ENDED = "run-ended"
+
 # What became of a round (its record's "status"): the model took >= 1 client update; clients
 # were sampled but no update was aggregated (the record's "reason" says why); nobody was asked.
 AGGREGATED, ABORTED, EMPTY = "aggregated", "aborted", "empty"
@@ -254,6 +258,8 @@ def run_server(
                 f"run's algorithm {list(arrays.keys())}"
             )
         arrays, first = start.arrays, start.round + 1
+        if start.strategy.get(ENDED):  # it stopped there (target, budget, finished)
+            return arrays
         strategy.load_state(start.strategy)
     secure = None
     if cfg.secagg.mode != "off":  # the guard: distributed DP's noise floor and the budget
@@ -327,9 +333,10 @@ def run_server(
         )
         if on_round is not None:
             on_round(record)
-        if on_state is not None:
-            on_state(ServerState(server_round, arrays, strategy.state()))
-        if _reached(cfg, record) or "stopped" in record:
+        ended = _reached(cfg, record) or "stopped" in record
+        if on_state is not None:  # a run that ended early stays ended when resumed
+            on_state(ServerState(server_round, arrays, {**strategy.state(), ENDED: ended}))
+        if ended:
             break
     return arrays
 

@@ -148,15 +148,18 @@ class RunDirectory:
                 f"{path / 'metrics.jsonl'} does not end at round {ckpt.round}, the checkpoint's"
             )
         # checked: now cut off the rounds after the checkpoint
-        for name, data in lines.items():
+        for name, data in lines.items():  # each replaced whole: a crash here cuts nothing
             if (path / name).exists() or data:
-                (path / name).write_bytes(data)
+                tmp = path / f"{name}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, path / name)
         (path / "summary.json").unlink(missing_ok=True)
         (path / "model.pt").unlink(missing_ok=True)
         run_dir = cls(path, cfg, "flwr-run" if deployed is not None else cfg.engine.name)
         for record in rounds:
             run_dir.rounds.append(record)
             run_dir.policy.observe(record)
+        run_dir.last_state = ServerState.of(ckpt)  # Ctrl-C before a new round keeps its model
         run_dir._elapsed_before = ckpt.elapsed
         run_dir.resumes = (*ckpt.resumes, ckpt.round)
         return run_dir, ckpt

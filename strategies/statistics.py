@@ -225,12 +225,12 @@ class StatisticsStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self._state = to_numpy_dict(arrays)  # (aggregate_train reads them even after a stop)
+        self._spec = self.algorithm.spec(self.cfg, self._state)
         if self.plan is not None:
             self.stop_reason = self._over_budget(server_round)
             if self.stop_reason is not None:
                 return []
-        self._state = to_numpy_dict(arrays)
-        self._spec = self.algorithm.spec(self.cfg, self._state)
         if self.adaptive is not None and self.cfg.privacy.clipping == "client":
             config = ConfigRecord({**config, CLIP_NORM: self.clip})
         return self.cohort.configure_train(server_round, self._for_clients(arrays), config, grid)

@@ -316,3 +316,36 @@ def test_checkpoint_round_trip_keeps_every_field(tmp_path):
     assert np.array_equal(node["a"]["u"].numpy(), np.arange(6.0).reshape(2, 3))
     assert node["c"]["k"] == "v"
     assert not os.path.exists(tmp_path / "c.bin.tmp")
+
+
+def _crashed_before_finish(tmp_path: Path, overrides: list[str]) -> Path:
+    """A run whose round loop ended but whose process died before ``finish``."""
+    cfg = _cfg(overrides)
+    run_dir = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
+    run_engine(cfg, run_dir.append_round, None, run_dir.on_state)
+    return run_dir.path
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.rounds=8", "train.target-accuracy=0.5"],  # stops at the target
+        [  # stops when the next round would pass the budget
+            "privacy.dp=client",
+            "privacy.noise-multiplier=1.0",
+            "privacy.clip-norm=1.0",
+            "privacy.budget-epsilon=13",
+            "privacy.seeded-noise=true",
+        ],
+    ],
+    ids=["target-accuracy", "budget"],
+)
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path, overrides):
+    reference = simulate(_cfg(overrides), out=tmp_path / "whole", progress=False)
+    assert reference.summary["rounds"] < _cfg(overrides).train.rounds  # it did stop early
+    run = _crashed_before_finish(tmp_path, overrides)
+    result = resume(run, progress=False)
+    assert result.summary["status"] == "completed"
+    assert result.summary["rounds"] == reference.summary["rounds"]
+    a, b = _state(run), _state(reference.path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
