@@ -34,6 +34,7 @@ from fedcore.setup_round import SetupFailed, run_setup
 from fedcore.tasks import Algorithm, ServerData, checked_task, get_algorithm, server_data
 from privacy.accounting import epsilon
 from privacy.ledger import DpEvent
+from privacy.report.audit import CLIENT_UNIT
 from privacy.secagg.aggregator import SecureAggregator, SecureSumReply
 from strategies import build_strategy
 
@@ -160,15 +161,6 @@ class Traffic:
             yield reply
 
 
-# privacy.dp -> the unit a client's own DP event protects (no entry: clients report none)
-_REPORTED_UNIT = {
-    "sample": "example",
-    "sample-distributed": "example",
-    "distributed": "client",
-    "local": "local",
-}
-
-
 def _reported_event(record: ConfigRecord, cfg: RunConfig, server_round: int) -> dict | str:
     """The DP event a client reports it applied, validated before it can reach the run's
     ledger, or why it is not one: well formed, a client's own event of this round for the
@@ -179,7 +171,7 @@ def _reported_event(record: ConfigRecord, cfg: RunConfig, server_round: int) -> 
     except (KeyError, ValueError, TypeError) as err:
         return f"{type(err).__name__}: {err}"
     p = cfg.privacy
-    unit = _REPORTED_UNIT.get(p.dp)
+    unit = CLIENT_UNIT.get(p.dp)
     if event.client is None or event.round != server_round or event.neighbouring != unit:
         return (
             f"client {event.client}, round {event.round}, unit {event.neighbouring!r}: a "
