@@ -15,7 +15,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import ConfigRecord, Context, RecordDict
 
 from clients.dp_training import DpSgdParams
 from fedcore.config import RunConfig
@@ -143,6 +143,14 @@ def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(events))
         os.replace(tmp, path)
+
+
+def charge(state: RecordDict, events: list[DpEvent]) -> None:
+    """Add ``events`` to the ledger a node keeps in ``state``: a resumed run charges the
+    releases of the rounds it runs again, which the node's restored state does not hold."""
+    record = state.config_records.get(LEDGER)
+    kept = list(record["events"]) if record is not None else []
+    state[LEDGER] = ConfigRecord({"events": kept + [e.to_json() for e in events]})
 
 
 def event_record(event: DpEvent) -> ConfigRecord:

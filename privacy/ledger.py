@@ -197,6 +197,9 @@ class DpEvent:
             Laplace); kept for the audit trail, epsilon does not depend on it.
         noise_multiplier: the configured noise scale divided by `clip_norm`, as the mechanism
             drew it (policy checks and reports read it; accounting reads the tree).
+        rerun: the mechanism ran in a round that a resumed run then ran again (its records
+            were cut off, its release was not: it was seen, so it still counts). Written to
+            JSON only when true.
     """
 
     mechanism: str
@@ -207,6 +210,7 @@ class DpEvent:
     client: int | None
     clip_norm: float
     noise_multiplier: float
+    rerun: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.mechanism, str) or not self.mechanism:
@@ -222,6 +226,8 @@ class DpEvent:
         _integer("round", self.round, 0)
         if self.client is not None:
             _integer("client", self.client, 0)
+        if not isinstance(self.rerun, bool):
+            raise ValueError(f"DpEvent.rerun must be a bool, got {self.rerun!r}")
         _check_relation(self)
 
     @classmethod
@@ -367,6 +373,8 @@ class DpEvent:
         """The event as a JSON-ready dictionary, the tree as nested dicts (`tree_to_dict`)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["dp_event"] = tree_to_dict(self.dp_event)
+        if not self.rerun:  # ledgers without resumes read as they always did
+            del out["rerun"]
         return out
 
     def to_json(self) -> str:
@@ -388,7 +396,8 @@ class DpEvent:
         if "dp_event" not in data and "sampling" in data:
             return _from_flat(data)
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(data.keys() - fields), sorted(fields - data.keys())
+        unknown = sorted(data.keys() - fields)
+        missing = sorted(fields - {"rerun"} - data.keys())
         if unknown or missing:
             raise ValueError(f"DpEvent keys: unknown {unknown}, missing {missing}")
         return cls(**(data | {"dp_event": tree_from_dict(data["dp_event"])}))

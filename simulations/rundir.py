@@ -16,6 +16,7 @@ Layout::
                        while the run is unfinished: `fedcore simulate --resume DIR` continues
                        from it (:mod:`fedcore.checkpoint`); removed once the run completes
     accuracy.png, loss.png (mse.png, mae.png for mf): per-round curves
+    run.lock           held (flock) by the process running the run: a second one is refused
 
 A run whose rounds aggregated nothing ends ``failed`` (:class:`fedcore.server.FailurePolicy`).
 A directory is claimed atomically: two runs never share one, and ``--out`` must be new or
@@ -24,7 +25,9 @@ empty. JSON files hold no NaN or infinity (not JSON): a non-finite metric is wri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -41,11 +44,14 @@ from fedcore import checkpoint
 from fedcore.arrays import to_numpy_dict
 from fedcore.checkpoint import Checkpoint, CheckpointError
 from fedcore.config import RunConfig, load_scenario, to_toml
-from fedcore.server import FailurePolicy, RoundRecord, ServerState, final_state
+from fedcore.server import FailurePolicy, RoundRecord, RunFailed, ServerState, final_state
 from fedcore.tasks import checked_task, get_algorithm, server_data
-from privacy.ledger import ledger_seal
+from privacy.ledger import DpEvent, PrivacyLedger, ledger_seal
+from simulations.engines.inprocess import charge_nodes
 from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
+
+LOCKFILE = "run.lock"
 
 
 class RunDirectory:
@@ -58,11 +64,13 @@ class RunDirectory:
         self.rounds: list[RoundRecord] = []
         self.policy = FailurePolicy(cfg.train.max_failed_rounds)
         self.last_state: ServerState | None = None  # the last completed round's
+        self._sizes: dict[str, int] = {}  # metrics' and ledger's bytes at last_state
         self.resumes: tuple[int, ...] = ()  # the rounds earlier sessions ended at
         self._elapsed_before = 0.0  # wall seconds of earlier sessions of this run
         self.checkpoint_bytes = 0  # the size of the last checkpoint written
         self._start = time.perf_counter()
         self._done = False
+        self._lock: int | None = None  # the run.lock descriptor while this process runs it
 
     @classmethod
     def create(
@@ -89,6 +97,7 @@ class RunDirectory:
         build_strategy(cfg)  # and so does a setting only the strategy can judge (its noise)
         path = _claim_exact(Path(exact)) if exact is not None else _claim_new(root, cfg)
         run_dir = cls(path, cfg, engine)
+        run_dir._lock = _lock(path)
         with open(path / "config.toml", "x") as f:  # "x": two runs never write one directory
             f.write(to_toml(cfg))
         (path / "metrics.jsonl").write_text("")
@@ -105,11 +114,28 @@ class RunDirectory:
         they run again) and the checkpoint itself. Everything is checked before anything in
         the directory changes; :class:`~fedcore.checkpoint.CheckpointError` says what is
         wrong. ``deployed``: the config a deployed resumed run was started with, which must
-        be the directory's but for ``train.resume-from``."""
+        be the directory's but for ``train.resume-from``.
+
+        DP releases of the rounds after the checkpoint are not cut off with their records
+        unless the noise is seeded (then the rerun draws the same noise and releases nothing
+        new): they were seen, so they stay in ``ledger.jsonl`` marked ``rerun`` and are
+        charged to the server's and the nodes' ledgers the run continues with."""
         path = Path(path)
         config = path / "config.toml"
         if not config.is_file():
             raise CheckpointError(f"{path} is not a run directory (it has no config.toml)")
+        lock = _lock(path)  # one process continues a run, and not while it still runs
+        try:
+            return cls._reopen(path, deployed, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _reopen(
+        cls, path: Path, deployed: RunConfig | None, lock: int
+    ) -> tuple[RunDirectory, Checkpoint]:
+        config = path / "config.toml"
         status = _summary_status(path)
         if status == "completed":
             raise CheckpointError(f"{path} holds a completed run; there is nothing to resume")
@@ -125,12 +151,17 @@ class RunDirectory:
                 f"{path / checkpoint.FILENAME} was written for another config.toml than the one "
                 "in the directory (it was edited since, or the checkpoint is another run's)"
             )
-        if ckpt.nodes is None and (reason := node_state_needed(cfg)) is not None:
+        # only the in-process engine holds its nodes; a deployed run's SuperNodes start
+        # from their own state whatever engine wrote the checkpoint
+        if (ckpt.nodes is None or deployed is not None) and (
+            reason := node_state_needed(cfg)
+        ) is not None:
+            where = "deployed SuperNodes" if deployed is not None else f"{cfg.engine.name} nodes"
             raise CheckpointError(
-                f"this checkpoint holds no node states (the {cfg.engine.name} engine's nodes "
-                f"are out of fedcore's reach), and this run's nodes keep state: {reason}"
+                f"the resumed run's nodes cannot get their states back (fedcore holds none of "
+                f"{where}), and this run's nodes keep state: {reason}"
             )
-        lines = {}
+        lines, whole = {}, {}
         for name, size in ckpt.files.items():
             data = (path / name).read_bytes() if (path / name).exists() else b""
             if len(data) < size:
@@ -138,7 +169,7 @@ class RunDirectory:
                     f"{path / name} holds {len(data)} bytes, fewer than the {size} it held at "
                     f"the checkpoint of round {ckpt.round}: it was truncated or edited"
                 )
-            lines[name] = data[:size]
+            lines[name], whole[name] = data[:size], data
         try:
             rounds = [json.loads(line) for line in lines["metrics.jsonl"].splitlines()]
         except (KeyError, ValueError) as err:
@@ -147,6 +178,11 @@ class RunDirectory:
             raise CheckpointError(
                 f"{path / 'metrics.jsonl'} does not end at round {ckpt.round}, the checkpoint's"
             )
+        kept = lines.get("ledger.jsonl", b"")
+        reruns = _rerun_events(whole.get("ledger.jsonl", b"")[len(kept) :])
+        if reruns and not cfg.privacy.seeded_noise:  # kept, marked: their releases were seen
+            lines["ledger.jsonl"] += "".join(e.to_json() + "\n" for e in reruns).encode()
+            ckpt = charge_reruns(ckpt, reruns)
         # checked: now cut off the rounds after the checkpoint
         for name, data in lines.items():  # each replaced whole: a crash here cuts nothing
             if (path / name).exists() or data:
@@ -156,31 +192,40 @@ class RunDirectory:
         (path / "summary.json").unlink(missing_ok=True)
         (path / "model.pt").unlink(missing_ok=True)
         run_dir = cls(path, cfg, "flwr-run" if deployed is not None else cfg.engine.name)
+        run_dir._lock = lock
         for record in rounds:
             run_dir.rounds.append(record)
             run_dir.policy.observe(record)
         run_dir.last_state = ServerState.of(ckpt)  # Ctrl-C before a new round keeps its model
+        run_dir._sizes = {name: len(data) for name, data in lines.items()}
         run_dir._elapsed_before = ckpt.elapsed
         run_dir.resumes = (*ckpt.resumes, ckpt.round)
         return run_dir, ckpt
 
-    def on_state(self, state: ServerState, nodes: Callable[[], dict[int, bytes] | None]) -> None:
-        """Keep the round's state and, every ``train.checkpoint-every`` rounds, write the
-        checkpoint (after the round's records: a crash between the two reruns the round)."""
-        self.last_state = state
+    def on_state(
+        self,
+        state: ServerState,
+        nodes: Callable[[], dict[int, bytes] | None],
+        force: bool = False,
+    ) -> None:
+        """Keep the round's state and, every ``train.checkpoint-every`` rounds (``force``:
+        now), write the checkpoint (after the round's records: a crash between the two reruns
+        the round)."""
+        if not force:  # (forced: the files have grown since; their sizes then count)
+            self.last_state = state
+            self._sizes = {
+                name: (self.path / name).stat().st_size if (self.path / name).exists() else 0
+                for name in ("metrics.jsonl", "ledger.jsonl")
+            }
         every = self.cfg.train.checkpoint_every
-        if every == 0 or state.round % every != 0:
+        if not force and (every == 0 or state.round % every != 0):
             return
-        sizes = {
-            name: (self.path / name).stat().st_size if (self.path / name).exists() else 0
-            for name in ("metrics.jsonl", "ledger.jsonl")
-        }
         ckpt = Checkpoint(
             round=state.round,
             arrays=to_numpy_dict(state.arrays),
             strategy=dict(state.strategy),
             nodes=nodes(),
-            files=sizes,
+            files=dict(self._sizes),
             config_sha256=checkpoint.file_sha256(self.path / "config.toml"),
             elapsed=self._elapsed(),
             resumes=self.resumes,
@@ -194,11 +239,9 @@ class RunDirectory:
         record = dict(record)
         events = record.pop("privacy-events", [])
         self.rounds.append(record)
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(_json(record) + "\n")
+        _append(self.path / "metrics.jsonl", [_json(record)])
         if events:
-            with open(self.path / "ledger.jsonl", "a") as f:
-                f.writelines(_json(e) + "\n" for e in events)
+            _append(self.path / "ledger.jsonl", [_json(e) for e in events])
         self.policy.observe(record)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -248,18 +291,38 @@ class RunDirectory:
         return summary
 
     def fail(self, error: BaseException) -> dict[str, Any]:
-        return self._close("failed", f"{type(error).__name__}: {error}")
+        recurs = isinstance(error, RunFailed)  # the rounds' own outcome: a rerun repeats it
+        if not recurs:
+            self._checkpoint_last()
+        return self._close("failed", f"{type(error).__name__}: {error}", resumable=not recurs)
 
     def interrupt(self, error: BaseException) -> dict[str, Any]:
-        """Ctrl-C or SIGTERM: keep the last completed round's model and say how to go on."""
+        """Ctrl-C or SIGTERM: keep the last completed round's model and checkpoint, and say
+        how to go on."""
         if self.last_state is not None:
             torch.save(final_state(self.cfg, self.last_state.arrays), self.path / "model.pt")
+        self._checkpoint_last()
         reason = str(error) or "interrupted (SIGINT)"
         summary = self._close("interrupted", reason)
         return summary
 
+    def _checkpoint_last(self) -> None:
+        """Checkpoint the last completed round if the last checkpoint is older (with
+        ``train.checkpoint-every`` > 1), so a resumed run reruns nothing that ran: possible
+        where the nodes keep no state (theirs are gone with the engine by now)."""
+        state, every = self.last_state, self.cfg.train.checkpoint_every
+        if state is None or every == 0 or state.round % every == 0:
+            return
+        if node_state_needed(self.cfg) is None:
+            with contextlib.suppress(OSError):  # (a full disk) the older one still resumes
+                self.on_state(state, lambda: None, force=True)
+
     def _close(
-        self, status: str, error: str | None = None, privacy: dict | None = None
+        self,
+        status: str,
+        error: str | None = None,
+        privacy: dict | None = None,
+        resumable: bool = True,
     ) -> dict[str, Any]:
         summary = self.summary(status, error)
         summary["ledger"] = ledger_seal(self.path / "ledger.jsonl")  # the report checks it
@@ -268,13 +331,22 @@ class RunDirectory:
         if status != "completed":
             ckpt = self.path / checkpoint.FILENAME
             summary["resume"] = (
-                f"fedcore simulate --resume {self.path}" if ckpt.exists() else "no checkpoint"
+                ("no checkpoint" if not ckpt.exists() else f"fedcore simulate --resume {self.path}")
+                if resumable
+                else "not offered: resuming would rerun the rounds that failed it"
             )
         _write_json(self.path / "summary.json", summary)
         if self.rounds:
             plot_rounds(self.rounds, self.path)
         self._done = True
+        self.release()
         return summary
+
+    def release(self) -> None:
+        """Let another process continue the run (``--resume``); the OS does so at exit too."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> RunDirectory:
         return self
@@ -285,6 +357,54 @@ class RunDirectory:
             exc.add_note(f"run directory: {self.path}")
             if isinstance(exc, KeyboardInterrupt) and summary["resume"] != "no checkpoint":
                 exc.add_note(f"continue it with: {summary['resume']}")
+
+
+def _lock(path: Path) -> int:
+    """Hold ``path/run.lock`` exclusively (``flock``, released when the process ends, even
+    killed), or raise :class:`CheckpointError`: another process is running this run."""
+    fd = os.open(path / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(
+            f"{path} is in use by another process (it holds {path / LOCKFILE}): a run is "
+            "continued by one process at a time, and not while it still runs"
+        ) from None
+    return fd
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    """Append whole lines and fsync: a checkpoint taken after them never counts bytes a
+    power cut could lose."""
+    with open(path, "a") as f:
+        f.writelines(line + "\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rerun_events(tail: bytes) -> list[DpEvent]:
+    """The ledger's events after the checkpoint, marked ``rerun``; a line cut short by the
+    crash (no newline) is no event."""
+    complete = tail[: tail.rfind(b"\n") + 1].decode("utf-8", "replace")
+    try:
+        ledger = PrivacyLedger.from_jsonl(complete)
+    except ValueError as err:
+        raise CheckpointError(f"ledger.jsonl after the checkpoint is not readable: {err}") from None
+    return [dataclasses.replace(e, rerun=True) for e in ledger.events]
+
+
+def charge_reruns(ckpt: Checkpoint, events: list[DpEvent]) -> Checkpoint:
+    """``ckpt`` with ``events`` (releases of rounds the resumed run reruns) added to the
+    server's ledger (the budget check reads it) and to each in-process node's own."""
+    strategy = dict(ckpt.strategy)
+    server = [e for e in events if e.client is None]
+    if "ledger" in strategy and server:
+        strategy["ledger"] = str(strategy["ledger"]) + "".join(e.to_json() + "\n" for e in server)
+    nodes = ckpt.nodes
+    if nodes is not None:
+        nodes = charge_nodes(nodes, [e for e in events if e.client is not None])
+    return dataclasses.replace(ckpt, strategy=strategy, nodes=nodes)
 
 
 def _refuse_used(path: Path) -> None:

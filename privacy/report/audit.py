@@ -13,6 +13,11 @@ against two things the run wrote itself:
   round aggregated, at most as many as it sampled); a task setup's events (round 0) only
   after a setup ran.
 
+Events marked ``rerun`` (:attr:`privacy.ledger.DpEvent.rerun`) ran in a round that a resumed
+run then ran again: that round's records were cut off and rewritten, so these events match no
+record, and are left out of the matching. They still count towards epsilon: their release was
+seen.
+
 Any mismatch raises :class:`LedgerMismatch` naming it. All functions here are pure.
 """
 
@@ -66,7 +71,8 @@ def mismatches(
     problems: list[str] = []
     events: dict[int, list[DpEvent]] = {}
     for e in ledger.events:
-        events.setdefault(e.round, []).append(e)
+        if not e.rerun:
+            events.setdefault(e.round, []).append(e)
     for r in sorted(events):
         if r == 0:
             problems += _setup_mismatches(events[0], by_round.get(1))

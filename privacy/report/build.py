@@ -247,6 +247,8 @@ def report_of(everything: PrivacyLedger, config: dict, records: list[dict]) -> d
         "utility": utility,
         "assumptions": _assumptions(everything, privacy),
         "events": len(everything.events),
+        # releases of rounds a resumed run ran again: counted above like any other
+        "rerun_events": sum(e.rerun for e in everything.events),
     }
 
 

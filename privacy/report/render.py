@@ -161,6 +161,12 @@ def _guarantee_lines(report: dict) -> list[str]:
     lines.append(
         f"Neighbouring relation: {', '.join(g['neighbouring']) or 'none'}; accountant: "
         f"{report['accountant']}; {report['events']} recorded mechanism applications."
+        + (
+            f" {report['rerun_events']} of them ran in rounds that a resumed run ran again;"
+            " their releases were seen, so they count."
+            if report.get("rerun_events")
+            else ""
+        )
     )
     if g.get("target_epsilon"):
         over = g.get("clients_over_target") or []

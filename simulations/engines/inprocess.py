@@ -24,11 +24,12 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.handlers import ClientInputError
 from clients.policy import PolicyViolation
-from clients.privacy import BudgetExhausted
+from clients.privacy import BudgetExhausted, charge
 from fedcore.checkpoint import Checkpoint, pack_node_state, unpack_node_state
 from fedcore.config import RunConfig, to_run_config
 from fedcore.keys import NUM_PARTITIONS, PARTITION_ID
 from fedcore.server import RoundRecord, ServerState, run_server
+from privacy.ledger import DpEvent
 from privacy.secagg.crypto import TamperedError
 from privacy.secagg.mod import SecAggClientError
 from privacy.secagg.protocol import ProtocolViolation
@@ -44,6 +45,18 @@ BATCH = 8  # messages a worker process takes per task
 
 def node_ids(num_nodes: int) -> list[int]:
     return [FIRST_NODE_ID + p for p in range(num_nodes)]
+
+
+def charge_nodes(states: dict[int, bytes], events: list[DpEvent]) -> dict[int, bytes]:
+    """Checkpointed node states with each client's ``events`` (releases of rounds a resumed
+    run reruns) added to that client's node's ledger (:func:`clients.privacy.charge`)."""
+    states = dict(states)
+    for client in sorted({e.client for e in events}):
+        nid = FIRST_NODE_ID + client
+        state = unpack_node_state(states[nid]) if nid in states else RecordDict()
+        charge(state, [e for e in events if e.client == client])
+        states[nid] = pack_node_state(state)
+    return states
 
 
 def make_contexts(cfg: RunConfig, ids: Iterable[int]) -> dict[int, Context]:

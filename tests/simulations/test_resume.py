@@ -141,15 +141,60 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_model(tmp_path, nam
     assert not (killed / "checkpoint.bin").exists()  # a completed run has nothing to resume
 
 
-def test_with_noise_from_the_os_the_ledger_holds_one_event_per_mechanism_run(tmp_path):
-    """Unseeded DP noise: the models differ, the record of what ran does not."""
+def _events(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+
+
+def test_with_noise_from_the_os_a_rerun_round_is_charged_twice(tmp_path):
+    """Unseeded DP noise: round 3's release reached the server before the interrupt, and the
+    resumed run releases round 3 again with fresh noise. Both were seen, so the ledger keeps
+    both (one event per mechanism run, none lost), the report counts both, and the server's
+    budget check, resumed from its checkpoint, charges the first too."""
+    from privacy.report import write_report
+
     overrides = [o for o in SETTINGS["fedadam-dp-secagg"] if "seeded-noise" not in o]
     reference = simulate(_cfg(overrides), out=tmp_path / "whole", progress=False)
-    run = _interrupted(tmp_path, overrides=overrides)
+    run = _interrupted(tmp_path, overrides=overrides)  # round 3 recorded, checkpoint at 2
+    run_dir, ckpt = RunDirectory.reopen(run)
+    run_dir.release()
+    assert json.loads(_ledger_line(ckpt.strategy["ledger"], -1)) == _events(run)[2]
     resume(run, progress=False)
-    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
-    assert [e["round"] for e in ledger] == [1, 2, 3, 4, 5]
-    assert (run / "ledger.jsonl").read_text() == (reference.path / "ledger.jsonl").read_text()
+    events = _events(run)
+    assert [(e["round"], e.get("rerun", False)) for e in events] == [
+        (1, False),
+        (2, False),
+        (3, True),
+        (3, False),
+        (4, False),
+        (5, False),
+    ]
+    report, whole = write_report(run), write_report(reference.path)
+    assert report["events"] == 6 and report["rerun_events"] == 1
+    eps = report["guarantee"]["max_client_epsilon"]
+    assert eps > whole["guarantee"]["max_client_epsilon"]
+
+
+def _ledger_line(jsonl: str, i: int) -> str:
+    return jsonl.splitlines()[i]
+
+
+def test_ctrl_c_checkpoints_the_last_completed_round(tmp_path):
+    """train.checkpoint-every = 3 and Ctrl-C in round 5: the interrupt checkpoints round 4,
+    the model it saves, so the resumed run reruns only the round that never finished
+    (round 5's DP release, seen before the interrupt, stays charged)."""
+    overrides = [
+        *[o for o in SETTINGS["fedadam-dp-secagg"] if "seeded-noise" not in o],
+        "train.checkpoint-every=3",
+    ]
+    run = _interrupted(tmp_path, after=5, overrides=overrides)
+    ckpt = checkpoint.load(run / "checkpoint.bin")
+    assert ckpt.round == 4
+    model = _state(run)
+    assert all(torch.equal(model[k], torch.from_numpy(ckpt.arrays[k])) for k in model)
+    result = resume(run, progress=False)
+    assert result.summary["resumed_after_rounds"] == [4]
+    rounds = [(e["round"], e.get("rerun", False)) for e in _events(run)]
+    assert rounds == [(1, False), (2, False), (3, False), (4, False), (5, True), (5, False)]
 
 
 def test_nodes_states_come_back_on_their_worker_processes(tmp_path):
@@ -280,6 +325,72 @@ def test_a_checkpoint_without_node_states_refuses_a_run_whose_nodes_keep_some(tm
     assert _snapshot(run) == before
 
 
+def test_a_simulated_run_whose_nodes_keep_state_does_not_resume_deployed(tmp_path):
+    """Deployed SuperNodes start from their own state, not the checkpoint's: a simulated
+    run with node-side ledgers would continue with its nodes' budgets forgotten."""
+    import dataclasses
+
+    run = _interrupted(tmp_path, overrides=LOCAL_DP)
+    assert checkpoint.load(run / "checkpoint.bin").nodes  # the simulation kept them
+    cfg = load_scenario(run / "config.toml")
+    deployed = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, resume_from=str(run))
+    )
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="deployed SuperNodes.*privacy ledger"):
+        RunDirectory.reopen(run, deployed)
+    assert _snapshot(run) == before
+
+
+def test_a_resumed_nodes_ledger_is_charged_for_the_rounds_it_reruns(tmp_path):
+    """Local DP, unseeded: each node's restored ledger gets its release of the rerun round,
+    so its own budget check counts it."""
+    from clients.privacy import LEDGER
+    from simulations.engines.inprocess import FIRST_NODE_ID
+
+    overrides = [o for o in LOCAL_DP if "seeded-noise" not in o]
+    run = _interrupted(tmp_path, overrides=overrides)  # round 3 recorded, checkpoint at 2
+    third = [e for e in _events(run) if e["round"] == 3]
+    assert third
+    run_dir, ckpt = RunDirectory.reopen(run)
+    run_dir.release()
+    for e in third:
+        state = checkpoint.unpack_node_state(ckpt.nodes[FIRST_NODE_ID + e["client"]])
+        kept = [json.loads(x) for x in state.config_records[LEDGER]["events"]]
+        assert kept[-1] == {**e, "rerun": True}
+
+
+def test_a_run_is_continued_by_one_process_at_a_time(tmp_path):
+    run = _interrupted(tmp_path)
+    first, _ = RunDirectory.reopen(run)  # holds the run, as a resumed process does
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="in use by another process"):
+        RunDirectory.reopen(run)
+    assert _snapshot(run) == before
+    first.release()
+    RunDirectory.reopen(run)[0].release()
+
+
+def test_a_running_run_cannot_be_resumed_beside_it(tmp_path):
+    cfg = _cfg([])
+    live = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
+    with pytest.raises(CheckpointError, match="in use by another process"):
+        RunDirectory.reopen(live.path)
+    live.release()
+
+
+def test_a_run_that_failed_on_its_own_rounds_is_not_offered_a_resume(tmp_path):
+    """Every client fails: the failure policy ends the run, and a resume would rerun the
+    same seeded rounds into the same failure."""
+    from fedcore.server import RunFailed
+
+    cfg = _cfg(["faults.client-failure-rate=1.0", "train.max-failed-rounds=2"])
+    with pytest.raises(RunFailed):
+        simulate(cfg, out=tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["resume"].startswith("not offered")
+
+
 def test_which_runs_need_their_nodes_states_back():
     assert node_state_needed(_cfg([])) is None
     assert "ledger" in node_state_needed(_cfg(LOCAL_DP))
@@ -323,6 +434,7 @@ def _crashed_before_finish(tmp_path: Path, overrides: list[str]) -> Path:
     cfg = _cfg(overrides)
     run_dir = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
     run_engine(cfg, run_dir.append_round, None, run_dir.on_state)
+    run_dir.release()  # as the dead process's lock was
     return run_dir.path
 
 
