@@ -8,6 +8,7 @@ per-round callback directly.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
 from fedcore.config import ConfigError, RunConfig, parse_config
+from fedcore.exchange import StoppableGrid
 from privacy.secagg.mod import secagg_mod
 
 if TYPE_CHECKING:
@@ -67,8 +69,12 @@ def make_server_app(
     on_done: Callable[[object], None] | None = None,
     start: ServerState | None = None,
     on_state: Callable[[ServerState], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> ServerApp:
     """A ServerApp running :func:`fedcore.server.run_server`.
+
+    ``stop``: set by the runtime hosting it to end the round loop at its next poll
+    (:class:`fedcore.exchange.StoppableGrid`).
 
     Without ``on_round`` (as under ``flwr run``) it records the run in a fresh run directory
     under ``runs/``, the same layout as ``fedcore simulate``.
@@ -80,6 +86,8 @@ def make_server_app(
         from fedcore.server import run_server
 
         run_cfg = _resolve(cfg, context)
+        if stop is not None:
+            grid = StoppableGrid(grid, stop)
         if on_round is not None:
             arrays = run_server(grid, run_cfg, on_round=on_round, start=start, on_state=on_state)
             if on_done is not None:

@@ -9,8 +9,10 @@ in-process engine) always keeps it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -36,3 +38,30 @@ def send_and_receive(
             break
         time.sleep(poll if end is None else max(0.0, min(poll, end - time.monotonic())))
     return replies
+
+
+class Stopped(RuntimeError):
+    """The runtime hosting the round loop stopped it (the run was interrupted)."""
+
+
+class StoppableGrid:
+    """``grid``, whose next pull raises :class:`Stopped` once ``stop`` is set: a round loop
+    on a thread of its own (Flower's simulation runs the ServerApp so) then ends at its next
+    poll instead of waiting forever for replies from a runtime that has stopped."""
+
+    def __init__(self, grid: Grid, stop: threading.Event) -> None:
+        self._grid, self._stop = grid, stop
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        poll = getattr(self._grid, "pull_interval", DEFAULT_POLL) or DEFAULT_POLL
+        return send_and_receive(self, messages, timeout, poll)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        if self._stop.is_set():
+            raise Stopped("the simulation runtime stopped; the round loop ends here")
+        return self._grid.pull_messages(message_ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)

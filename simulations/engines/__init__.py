@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from flwr.app import ArrayRecord
@@ -25,6 +26,10 @@ def run_engine(
 ) -> ArrayRecord:
     """Run ``cfg`` on the engine it names (``resume``: continue from that checkpoint)."""
     if cfg.engine.name == "ray":
+        # Ray's failure signal handler turns SIGTERM into a stack dump and an abort (exit
+        # 134); fedcore handles SIGTERM itself (interrupted, resumable, 143). Ray reads this
+        # when first imported, which in a fedcore process is the line after.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         from simulations.engines.ray_engine import run_ray
 
         return run_ray(cfg, on_round, resume, on_state)

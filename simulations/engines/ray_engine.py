@@ -6,15 +6,21 @@ same ClientApp handlers as the in-process engine.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import ray
 from flwr.app import ArrayRecord
 from flwr.simulation import run_simulation
 
 from fedcore.apps import make_server_app
 from fedcore.checkpoint import Checkpoint
 from fedcore.config import RunConfig
+from fedcore.exchange import Stopped
 from fedcore.server import RoundRecord, ServerState
 from simulations.engines.ray_reasons import one_line_failures, plain_failures
 from simulations.faults import simulation_client_app
@@ -36,25 +42,68 @@ def run_ray(
     :func:`simulations.rundir.node_state_needed`)."""
     result: list[ArrayRecord] = []
     hook = None if on_state is None else (lambda s: on_state(s, lambda: None))
-    with one_line_failures():  # Flower's Ray backend logs each failure as ~90 lines
-        run_simulation(
-            server_app=make_server_app(
-                cfg,
-                on_round=lambda record: on_round(plain_failures(record)),
-                on_done=result.append,
-                start=ServerState.of(resume),
-                on_state=hook,
-            ),
-            client_app=simulation_client_app(cfg),
-            num_supernodes=cfg.data.num_clients,
-            backend_config={
-                "client_resources": {"num_cpus": cfg.engine.threads, "num_gpus": 0.0},
-                "init_args": {
-                    "num_cpus": cfg.engine.workers * cfg.engine.threads,
-                    "include_dashboard": False,
-                },
-            },
-        )
+    stop = threading.Event()  # an interrupt ends the ServerApp's thread too
+
+    def stoppable(record: RoundRecord) -> None:  # nothing reaches the run after it ended
+        if stop.is_set():
+            raise Stopped("the run was interrupted")
+        on_round(plain_failures(record))
+
+    started = _init_ray(cfg)
+    try:
+        with one_line_failures():  # Flower's Ray backend logs each failure as ~90 lines
+            _run(cfg, stoppable, resume, hook, result, stop)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if started and ray.is_initialized():  # (Flower shuts it down unless interrupted)
+            ray.shutdown()
     if not result:
         raise RuntimeError("the Ray simulation ended without a final model (see its log)")
     return result[0]
+
+
+def _init_ray(cfg: RunConfig) -> bool:
+    """Start Ray here, as Flower's backend would (it skips its own ``ray.init`` then), so
+    that the SIGTERM handler ``ray.init`` replaces (with ``sys.exit``, which ends a run
+    "failed") is put back: SIGTERM then ends the run "interrupted", resumable. Returns
+    whether this call started Ray."""
+    if ray.is_initialized():
+        return False
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    pythonpath = os.pathsep.join(sys.path)  # the actors import fedcore as this process does
+    ray.init(
+        num_cpus=cfg.engine.workers * cfg.engine.threads,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
+    if main and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+    return True
+
+
+def _run(
+    cfg: RunConfig,
+    on_round: Callable[[RoundRecord], None],
+    resume: Checkpoint | None,
+    hook: Callable[[ServerState], None] | None,
+    result: list[ArrayRecord],
+    stop: threading.Event,
+) -> None:
+    run_simulation(
+        server_app=make_server_app(
+            cfg,
+            on_round=on_round,
+            on_done=result.append,
+            start=ServerState.of(resume),
+            on_state=hook,
+            stop=stop,
+        ),
+        client_app=simulation_client_app(cfg),
+        num_supernodes=cfg.data.num_clients,
+        backend_config={
+            "client_resources": {"num_cpus": cfg.engine.threads, "num_gpus": 0.0},
+        },
+    )

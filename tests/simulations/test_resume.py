@@ -239,6 +239,47 @@ def test_sigterm_leaves_an_interrupted_run_with_its_model_and_a_checkpoint(tmp_p
     assert json.loads((out / "summary.json").read_text())["rounds"] == 40
 
 
+@pytest.mark.slow
+def test_the_ray_engine_is_interrupted_as_the_in_process_one(tmp_path):
+    """Ray puts its own SIGTERM handler in (``sys.exit``: the run ended "failed", then its
+    failure handler aborted the process, exit 134) and Flower's ServerApp thread outlived an
+    interrupt (the process never exited, after Ctrl-C too). SIGTERM now ends a Ray run as
+    the in-process one: interrupted, resumable. (Ctrl-C takes the same path; checked by
+    hand, it costs the suite another Ray start.)"""
+    sig = signal.SIGTERM
+    out = tmp_path / "run"
+    scenario = tmp_path / "scenario.toml"
+    from fedcore.config import to_toml
+
+    scenario.write_text(to_toml(_cfg(["engine.name=ray", "train.rounds=40"])))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fedcore", "simulate", str(scenario), "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while (
+            not (out / "metrics.jsonl").exists()
+            or (out / "metrics.jsonl").read_text().count("\n") < 1
+        ):
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+            time.sleep(0.05)
+        os.killpg(child.pid, sig)
+        _, err = child.communicate(timeout=90)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 128 + sig, err[-2000:]
+    assert f"--resume {out}" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["engine"] == "ray"
+    assert (out / "model.pt").exists() and checkpoint.load(out / "checkpoint.bin").round >= 1
+
+
 def _interrupted(tmp_path: Path, after: int = 3, overrides: list[str] = ()) -> Path:
     """A run stopped by Ctrl-C in round ``after`` (its checkpoint: round ``after - 1``)."""
     cfg = _cfg(list(overrides))
@@ -333,11 +374,9 @@ def test_a_simulated_run_whose_nodes_keep_state_does_not_resume_deployed(tmp_pat
     run = _interrupted(tmp_path, overrides=LOCAL_DP)
     assert checkpoint.load(run / "checkpoint.bin").nodes  # the simulation kept them
     cfg = load_scenario(run / "config.toml")
-    deployed = dataclasses.replace(
-        cfg, train=dataclasses.replace(cfg.train, resume_from=str(run))
-    )
+    deployed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume_from=str(run)))
     before = _snapshot(run)
-    with pytest.raises(CheckpointError, match="deployed SuperNodes.*privacy ledger"):
+    with pytest.raises(CheckpointError, match=r"deployed SuperNodes.*privacy ledger"):
         RunDirectory.reopen(run, deployed)
     assert _snapshot(run) == before
 
