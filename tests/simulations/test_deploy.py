@@ -29,7 +29,9 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
+# session-scoped: pytest-xdist may interleave another module's test among these, and a
+# module-scoped deployment would then be torn down and started again (40 s each time)
+@pytest.fixture(scope="session")
 def deployment(tmp_path_factory):
     with LocalDeployment(tmp_path_factory.mktemp("deploy"), parse_config(SETTINGS), 5) as d:
         yield d
