@@ -30,12 +30,14 @@ from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.keys import (
     ARRAYS,
     CLIP_NORM,
+    COMPRESSED,
     DP_EVENT,
     EPSILON,
     LOCAL_MODEL,
     METRICS,
     NORM_BIT,
     NUM_EXAMPLES,
+    RESIDUAL,
     SERVER_ROUND,
     STATISTICS,
     WIRE,
@@ -51,10 +53,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     policy = node_policy(context)
     policy.enforce(cfg)
     data, pid = client_data(context, cfg)
-    arrays = msg.content.array_records.get(ARRAYS)
-    if arrays is None:
-        raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
-    state = to_numpy_dict(arrays)
+    state = received_state(msg)
     server_round = int(message_config(msg).get(SERVER_ROUND, 0))
     try:
         spec = algo.spec(cfg, state)
@@ -87,7 +86,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
         raise ClientInputError(f"{algo.name!r} computed bad statistics: {err}") from None
     if p.dp == "off":
         reply_metrics = {NUM_EXAMPLES: data.num_train, **metrics}
-        return _reply(msg, wire, spec, cfg, algo, reply_metrics, {})
+        return _reply(msg, wire, spec, cfg, algo, reply_metrics, {}, context, pid)
     extra, bit = {}, {}
     if p.dp in CLIENT_LEVEL_DP and (p.dp != "client" or p.clipping == "client"):
         clip = _round_clip(msg, cfg)
@@ -107,7 +106,7 @@ def handle_statistics(msg: Message, context: Context, cfg: RunConfig, algo: Algo
     # (DP-SGD's accounting takes the number of examples as public; client-level DP hides it)
     count = 1 if p.dp in CLIENT_LEVEL_DP else data.num_train
     reply_metrics = {NUM_EXAMPLES: count, **metrics, **bit}
-    return _reply(msg, wire, spec, cfg, algo, reply_metrics, extra)
+    return _reply(msg, wire, spec, cfg, algo, reply_metrics, extra, context, pid)
 
 
 def handle_evaluate_statistics(
@@ -118,15 +117,13 @@ def handle_evaluate_statistics(
     if algo.evaluate_client is None:
         raise ClientInputError(f"algorithm {algo.name!r} does not evaluate on clients")
     data, pid = client_data(context, cfg)
-    arrays = msg.content.array_records.get(ARRAYS)
-    if arrays is None:
-        raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r}")
+    state = received_state(msg)
     if len(data.y_test) == 0:  # expected (half of MovieLens' users rate nothing in u1.test):
         # weight 0 and no metrics; as an error reply it was a warning per node and round
         return Message(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 0})}), reply_to=msg)
     server_round = int(message_config(msg).get(SERVER_ROUND, 0))
     ctx = RoundContext(cfg, server_round, pid, _local(context))
-    metrics = algo.evaluate_client(to_numpy_dict(arrays), data, ctx)
+    metrics = algo.evaluate_client(state, data, ctx)
     count = 1 if cfg.privacy.dp in CLIENT_LEVEL_DP else len(data.y_test)
     return Message(
         RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: count, **metrics})}), reply_to=msg
@@ -165,6 +162,39 @@ def on_wire(
     return wire.astype(algo.wire_dtype, copy=False), spec.bound
 
 
+def received_state(msg: Message) -> dict[str, np.ndarray]:
+    """The global state a message brings: its arrays, or the compressed model it carries
+    (``compression.downlink``, :func:`fedcore.compressed.unpack_model`)."""
+    records = msg.content.array_records
+    if ARRAYS in records:
+        return to_numpy_dict(records[ARRAYS])
+    if COMPRESSED in records:
+        from fedcore.compressed import unpack_model  # (only runs that compress load it)
+
+        try:
+            return unpack_model(to_numpy_dict(records[COMPRESSED]))
+        except ValueError as err:
+            raise ClientInputError(f"the compressed global model: {err}") from None
+    raise ClientInputError(f"message has no ArrayRecord {ARRAYS!r} or {COMPRESSED!r}")
+
+
+def _compressed(
+    wire: np.ndarray, spec: Spec, cfg: RunConfig, context: Context, server_round: int, pid: int
+) -> ArrayRecord:
+    """The wire vector compressed (``compression.uplink``; after any DP noise, so it is
+    post-processing), error feedback's residual kept in the node's state."""
+    from fedcore.compressed import pack
+
+    c = cfg.compression
+    saved = context.state.array_records.get(RESIDUAL)
+    residual = None if saved is None else to_numpy(saved["residual"])
+    rng = seeding.numpy_rng(cfg.seed, seeding.COMPRESSION, server_round, pid)
+    arrays, residual = pack(wire, spec, c, rng, residual)
+    if residual is not None:
+        context.state[RESIDUAL] = ArrayRecord({"residual": from_numpy(residual)})
+    return ArrayRecord({k: from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
 def _reply(
     msg: Message,
     wire: np.ndarray,
@@ -173,8 +203,20 @@ def _reply(
     algo: Algorithm,
     metrics: dict,
     extra: dict,
+    context: Context,
+    pid: int,
 ) -> Message:
-    """The reply holding the wire vector as it travels (:func:`on_wire`)."""
+    """The reply holding the wire vector as it travels (:func:`on_wire`), or compressed."""
+    if cfg.compression.uplink != "none":
+        server_round = int(message_config(msg).get(SERVER_ROUND, 0))
+        content = RecordDict(
+            {
+                COMPRESSED: _compressed(wire, spec, cfg, context, server_round, pid),
+                METRICS: MetricRecord(metrics),
+                **extra,
+            }
+        )
+        return Message(content, reply_to=msg)
     wire, bound = on_wire(wire, spec, cfg, algo)
     content = RecordDict(
         {

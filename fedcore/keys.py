@@ -17,6 +17,8 @@ RELEASE = "release"  # CONFIG entry of a setup's broadcast: the release's id
 # ArrayRecord entries (client -> server) beside the model's arrays
 STATISTICS = "statistics"  # an algorithm's reply: its wire vector (fedcore.statistics)
 WIRE = "wire"  # ConfigRecord in an algorithm's reply: its spec's bound, for the secagg mod
+COMPRESSED = "compressed"  # ArrayRecord of a compressed reply or model (fedcore.compressed)
+RESIDUAL = "compression-residual"  # ArrayRecord in Context.state: error feedback's residual
 
 # MetricRecord entries (client -> server)
 NUM_EXAMPLES = "num-examples"  # the aggregation weight, Flower's default `weighted_by_key`

@@ -26,6 +26,7 @@ SECAGG = 7
 DP_BATCHES = 8
 ATTACKS = 9  # simulations: who is malicious, an attack's own noise
 ROBUST_BUCKETS = 10  # the server's bucketing permutation (fedcore.robust)
+COMPRESSION = 11  # a compressor's own randomness (stochastic rounding, random-k)
 
 
 def numpy_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

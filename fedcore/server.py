@@ -21,6 +21,7 @@ from logging import WARNING
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -132,8 +133,9 @@ class _Tally:
 
 @dataclass
 class Traffic:
-    """What crossed the wire in a round: array payload bytes each way, and the DP events
-    that clients report having applied (the raw material of the privacy ledger)."""
+    """What crossed the wire in a round: serialized message bytes each way (``sent``: the
+    downlink, ``received``: the uplink), and the DP events that clients report having
+    applied (the raw material of the privacy ledger)."""
 
     cfg: RunConfig  # with the round: what a reported event must fit
     server_round: int
@@ -186,15 +188,9 @@ def _reported_event(record: ConfigRecord, cfg: RunConfig, server_round: int) -> 
 
 
 def _payload_bytes(msg: Message) -> int:
-    """Bytes of arrays and of byte strings (keys, ciphertexts) in a message's records."""
-    total = sum(len(a.data) for rec in msg.content.array_records.values() for a in rec.values())
-    for rec in msg.content.config_records.values():
-        for value in rec.values():
-            if isinstance(value, bytes):
-                total += len(value)
-            elif isinstance(value, list) and value and isinstance(value[0], bytes):
-                total += sum(len(v) for v in value)
-    return total
+    """The bytes of ``msg`` as Flower puts it on the wire: its protobuf serialization
+    (records, metadata), not the lengths of its arrays."""
+    return message_to_proto(msg).ByteSize()
 
 
 def peak_memory_mb() -> float:

@@ -450,7 +450,8 @@ def _claim_new(root: Path, cfg: RunConfig) -> Path:
 
 def node_state_needed(cfg: RunConfig) -> str | None:
     """Why ``cfg``'s nodes keep state between rounds that a resumed run needs back, or None:
-    a node-side privacy ledger, a task setup's release, an algorithm's node-local arrays."""
+    a node-side privacy ledger, a task setup's release, an algorithm's node-local arrays,
+    error feedback's residual."""
     if cfg.privacy.dp in ("sample", "sample-distributed", "local", "distributed"):
         return f"privacy.dp = {cfg.privacy.dp!r} keeps each node's privacy ledger on the node"
     algorithm = get_algorithm(cfg.task)
@@ -458,6 +459,8 @@ def node_state_needed(cfg: RunConfig) -> str | None:
         return f"task {cfg.task!r} runs a setup whose release the nodes keep"
     if algorithm.node_state:
         return f"task {cfg.task!r} keeps arrays on each node between rounds"
+    if cfg.compression.uplink != "none" and cfg.compression.error_feedback:
+        return "compression.error-feedback keeps what each node's compressor left out"
     return None
 
 

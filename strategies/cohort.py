@@ -108,24 +108,34 @@ class Cohort:
         return [nodes[i] for i in sorted(chosen)]
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        key: str = ARRAYS,
     ) -> list[Message]:
-        """A training message with ``arrays`` for each sampled node."""
+        """A training message with ``arrays`` (as record ``key``) for each sampled node."""
         if self.fraction_train == 0.0:
             return []
         nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, _TRAIN)
-        return _messages(server_round, arrays, config, nodes, MessageType.TRAIN)
+        return _messages(server_round, arrays, config, nodes, MessageType.TRAIN, key)
 
     def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        key: str = ARRAYS,
     ) -> list[Message]:
-        """An evaluation message with ``arrays`` for each sampled node."""
+        """An evaluation message with ``arrays`` (as record ``key``) for each sampled node."""
         if self.fraction_evaluate == 0.0:
             return []
         nodes = self.sample(
             grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, _EVALUATE
         )
-        return _messages(server_round, arrays, config, nodes, MessageType.EVALUATE)
+        return _messages(server_round, arrays, config, nodes, MessageType.EVALUATE, key)
 
 
 def _messages(
@@ -134,9 +144,10 @@ def _messages(
     config: ConfigRecord,
     node_ids: list[int],
     message_type: str,
+    key: str = ARRAYS,
 ) -> list[Message]:
     config = ConfigRecord({**config, SERVER_ROUND: server_round})
-    record = RecordDict({ARRAYS: arrays, CONFIG: config})
+    record = RecordDict({key: arrays, CONFIG: config})
     return [Message(record, dst_node_id=n, message_type=message_type) for n in node_ids]
 
 

@@ -36,10 +36,18 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from fedcore import robust, seeding
-from fedcore.arrays import to_numpy, to_numpy_dict, to_record
+from fedcore.arrays import from_numpy, to_numpy, to_numpy_dict, to_record
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.config.rules import individual_updates
-from fedcore.keys import CLIP_NORM, METRICS, NORM_BIT, NUM_EXAMPLES, STATISTICS
+from fedcore.keys import (
+    ARRAYS,
+    CLIP_NORM,
+    COMPRESSED,
+    METRICS,
+    NORM_BIT,
+    NUM_EXAMPLES,
+    STATISTICS,
+)
 from fedcore.statistics import INTEGER, Spec, Summed, broadcast_weight, clip_l2, decode
 from fedcore.tasks import Algorithm
 from privacy.accounting import would_exceed
@@ -65,6 +73,7 @@ from strategies.cohort import Cohort, evaluation_mean
 # Relative slack of the bound and norm checks, by the dtype a wire vector arrived in: float64
 # end to end, or rounded once to float32 by a client (``Algorithm.wire_dtype``).
 _TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-6}
+DOWNLINK = 2**31 - 1  # the compressed model's stream key (clients' keys are partition ids)
 # The largest entry a wire vector may hold whatever its spec's bound: a mean of such
 # entries, times a weight bound, squared (FedAdam's second moment) stays finite in float64.
 # Found by fuzzing (issue 17): one reply of 1e300 made FedAdam's moments inf for the run.
@@ -173,6 +182,7 @@ class StatisticsStrategy(Strategy):
         # and centered clipping's reference, the last aggregate's flat location (state to
         # checkpoint; None: zeros)
         self.individual = individual_updates(cfg.strategy) is not None
+        self.compressed = cfg.compression.uplink != "none"  # replies decoded (fedcore.compressed)
         self.robust_reference: np.ndarray | None = None
 
     # -- what the secure aggregator and the round loop ask of it ------------------------
@@ -233,7 +243,8 @@ class StatisticsStrategy(Strategy):
                 return []
         if self.adaptive is not None and self.cfg.privacy.clipping == "client":
             config = ConfigRecord({**config, CLIP_NORM: self.clip})
-        return self.cohort.configure_train(server_round, self._for_clients(arrays), config, grid)
+        arrays, key = self._for_clients(arrays, server_round)
+        return self.cohort.configure_train(server_round, arrays, config, grid, key)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -258,8 +269,8 @@ class StatisticsStrategy(Strategy):
                 self._check(msg, vector, tolerance)
                 record = msg.content.metric_records.get(METRICS, MetricRecord())
                 bit = self._norm_bit(vector, record)
-                if p.dp == "client" and p.clipping == "server":
-                    vector = clip_l2(vector, self.clip)
+                if p.dp == "client" and (p.clipping == "server" or self.compressed):
+                    vector = clip_l2(vector, self.clip)  # (compressed: the decoded vector's)
                 scalars = MetricMean.scalars(record, NUM_EXAMPLES)
                 scalars.pop(NORM_BIT, None)  # released only noised, in the count below
                 in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
@@ -325,7 +336,15 @@ class StatisticsStrategy(Strategy):
         return summed
 
     def _statistics(self, msg: Message) -> tuple[np.ndarray, float]:
-        """The reply's wire vector as float64, and the checks' slack for the dtype it came in."""
+        """The reply's wire vector as float64, and the checks' slack for the dtype it came
+        in; a compressed reply (``compression.uplink``) decoded first."""
+        compressed = msg.content.array_records.get(COMPRESSED)
+        if self.cfg.compression.uplink != "none" and not isinstance(msg, SecureSumReply):
+            from fedcore.compressed import unpack
+
+            if compressed is None or len(msg.content.array_records) != 1:
+                raise ValueError(f"expected one ArrayRecord {COMPRESSED!r} (compression.uplink)")
+            return unpack(to_numpy_dict(compressed), self._spec), _TOLERANCE[np.dtype(np.float64)]
         records = list(msg.content.array_records.values())
         if len(records) != 1 or STATISTICS not in records[0]:
             raise ValueError(f"expected one ArrayRecord with {STATISTICS!r}")
@@ -353,6 +372,12 @@ class StatisticsStrategy(Strategy):
             if p.dp not in CLIENT_LEVEL_DP:  # whole counts: each client's within its bound
                 _check_secure_counts(vector, spec, len(msg.clients), tolerance)
             return  # (distributed DP: the clients' noise shares, which no clip bounds)
+        if self.compressed:  # decoded: its entries checked; its norm, which compression
+            # moves, is clipped again under client-level DP (aggregate_train), and under
+            # local DP compression came after the noise (post-processing)
+            if p.dp != "local":
+                _check_entries(vector, spec, p.dp in CLIENT_LEVEL_DP, tolerance)
+            return
         if p.dp == "local":
             limit = noise_norm_limit(spec.size, clip, local_noise(self.cfg))
             if norm > limit:
@@ -436,13 +461,23 @@ class StatisticsStrategy(Strategy):
     ) -> Iterable[Message]:
         if self.algorithm.evaluate_client is None:  # the server evaluates (evaluate.server)
             return []
-        return self.cohort.configure_evaluate(server_round, self._for_clients(arrays), config, grid)
+        arrays, key = self._for_clients(arrays, server_round)
+        return self.cohort.configure_evaluate(server_round, arrays, config, grid, key)
 
-    def _for_clients(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The state without the algorithm's server-only arrays (an optimizer's buffers)."""
-        if not self.algorithm.server_only:
-            return arrays
-        return ArrayRecord(self.algorithm.client_state(arrays))
+    def _for_clients(self, arrays: ArrayRecord, server_round: int) -> tuple[ArrayRecord, str]:
+        """The state the clients receive, and the record it travels as: without the
+        algorithm's server-only arrays (an optimizer's buffers), and under
+        ``compression.downlink`` quantized (one draw per round, every client gets it)."""
+        if self.algorithm.server_only:
+            arrays = ArrayRecord(self.algorithm.client_state(arrays))
+        c = self.cfg.compression
+        if c.downlink == "none":
+            return arrays, ARRAYS
+        from fedcore.compressed import pack_model  # (only runs that compress load it)
+
+        rng = seeding.numpy_rng(self.cfg.seed, seeding.COMPRESSION, server_round, DOWNLINK)
+        packed = pack_model(to_numpy_dict(arrays), c.downlink_bits, c.block, rng)
+        return ArrayRecord({k: from_numpy(v) for k, v in packed.items()}), COMPRESSED
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

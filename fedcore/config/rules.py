@@ -7,6 +7,7 @@ import math
 
 from fedcore.config.schema import (
     NEEDS_INDIVIDUAL_UPDATES,
+    CompressionConfig,
     ConfigError,
     DataConfig,
     PrivacyConfig,
@@ -61,6 +62,7 @@ def _check_combination(cfg: RunConfig) -> None:
         )
     _check_defence(cfg)
     _check_attack(cfg)
+    _check_compression(cfg)
 
 
 def _check_files(d: DataConfig) -> None:
@@ -395,3 +397,50 @@ def _check_attack(cfg: RunConfig) -> None:
         ("alie", "attack.alie-z", a.alie_z, d.alie_z),
     ):
         _only_with(f"attack.name = {attack!r}", a.name == attack, [(key, value, default)])
+
+
+def _check_compression(cfg: RunConfig) -> None:
+    """A compressor's parameters go with it, and it composes with the rest of the run."""
+    c, d = cfg.compression, CompressionConfig()
+    _only_with(
+        "compression.uplink = 'qsgd'", c.uplink == "qsgd", [("compression.bits", c.bits, d.bits)]
+    )
+    _only_with(
+        "compression.uplink = 'topk' or 'randk'",
+        c.uplink in ("topk", "randk"),
+        [("compression.fraction", c.fraction, d.fraction)],
+    )
+    _only_with(
+        "compression.uplink = 'qsgd' or 'sign', or compression.downlink = 'qsgd'",
+        c.uplink in ("qsgd", "sign") or c.downlink == "qsgd",
+        [("compression.block", c.block, d.block)],
+    )
+    _only_with(
+        "a compression.uplink",
+        c.uplink != "none",
+        [("compression.error-feedback", c.error_feedback, d.error_feedback)],
+    )
+    _only_with(
+        "compression.downlink = 'qsgd'",
+        c.downlink == "qsgd",
+        [("compression.downlink-bits", c.downlink_bits, d.downlink_bits)],
+    )
+    if c.uplink == "none":
+        return
+    if cfg.secagg.mode != "off":
+        raise ConfigError(
+            f"compression.uplink = {c.uplink!r} with secure aggregation: "
+            + (
+                "the masked sum needs every client's entries on one support, and a client's "
+                "own choice of entries (or signs with its own scale) would not add up; "
+                if c.uplink != "qsgd"
+                else "a client's own quantization scale would not add up in the masked sum; "
+            )
+            + "secure aggregation already sends fixed-point integers (secagg.frac-bits sets "
+            "their precision): use compression.uplink = 'none' with it"
+        )
+    if cfg.attack.name != "none":
+        raise ConfigError(
+            "a simulated attack replaces a client's uncompressed reply; run it with "
+            "compression.uplink = 'none'"
+        )

@@ -36,6 +36,7 @@ ATTACKS = ("none", "sign-flip", "gaussian", "label-flip", "scale", "alie", "ipm"
 # privacy.dp modes whose unit of privacy is a client's whole data (not one example).
 CLIENT_LEVEL_DP = frozenset({"client", "distributed", "local"})
 ENGINES = ("inprocess", "ray")
+UPLINK_COMPRESSORS = ("none", "qsgd", "topk", "randk", "sign")
 TASKS = tuple(BUILTIN_TASKS)
 
 
@@ -266,6 +267,35 @@ class SecAggConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    uplink: str = option(
+        "none",
+        choices=UPLINK_COMPRESSORS,
+        doc="compress each client's update (after its DP noise): none; qsgd (stochastic "
+        "b-bit quantization, unbiased; Alistarh et al. 2017); topk / randk (send a fraction "
+        "of the entries: the largest / random ones); sign (scaled signs, 1 bit per entry; "
+        "Karimireddy et al. 2019)",
+    )
+    bits: int = option(8, ge=1, le=16, doc="qsgd: bits per entry, its sign included")
+    block: int = option(
+        0, ge=0, doc="qsgd, sign: entries that share one scale; 0: one scale per update"
+    )
+    fraction: float = option(0.01, gt=0, le=1, doc="topk, randk: the fraction of entries sent")
+    error_feedback: bool = option(
+        True,
+        doc="add what compression left out of an update to the node's next one (Stich et al. "
+        "2018); the residual stays in the node's state",
+    )
+    downlink: str = option(
+        "none",
+        choices=("none", "qsgd"),
+        doc="compress the global model sent to the clients: none, or qsgd (stochastic "
+        "quantization, downlink-bits per entry, one scale per block); clients train from it",
+    )
+    downlink_bits: int = option(8, ge=2, le=16, doc="downlink = qsgd: bits per entry")
+
+
+@dataclass(frozen=True)
 class PrivacyConfig:
     dp: str = option(
         "off",
@@ -371,6 +401,7 @@ class RunConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # the task's own tables (fedcore.config.sections) as (name, instance) pairs, read as
     # attributes (cfg.graph); any the task declares and this lacks is at its defaults

@@ -118,6 +118,9 @@ class Algorithm:
         node_state: whether the client hook keeps arrays on the node between rounds
             (``context.local``, the recommender's user factors), which a resumed run needs
             back: an engine that cannot snapshot its nodes cannot resume it.
+        compressible: whether its real statistics may travel compressed
+            (``compression.*``): unbounded real arrays (a model's update), whose decoded
+            values no bound check can refuse. Bounded sums (k-means, count tables) are not.
     """
 
     name: str
@@ -143,6 +146,7 @@ class Algorithm:
     record_sensitivity: Callable[[RunConfig, State], tuple[float, float]] | None = None
     finished: Callable[[State], bool] | None = None
     node_state: bool = False
+    compressible: bool = False
 
     def __post_init__(self) -> None:
         if self.wire_dtype not in ("float64", "float32"):
@@ -193,6 +197,13 @@ def check_algorithm_config(algorithm: Algorithm, cfg: RunConfig) -> None:
         raise ConfigError(
             f"algorithm {name!r} has no per-example mechanism (DP-SGD): privacy.dp = {p.dp!r} "
             f"is for model training; use 'client', 'distributed' or 'local'"
+        )
+    c = cfg.compression
+    if (c.uplink != "none" or c.downlink != "none") and not algorithm.compressible:
+        raise ConfigError(
+            f"algorithm {name!r} sends bounded statistics, which the server checks entry by "
+            "entry; compressed, they would decode past their bounds: compression.uplink and "
+            "compression.downlink are for model tasks (FedAvg and its server optimizers)"
         )
     evaluates = algorithm.evaluate_client is not None and cfg.evaluate.fraction > 0
     if p.dp != "off" and evaluates and not p.clear_evaluation:

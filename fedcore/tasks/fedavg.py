@@ -174,4 +174,5 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         node_files=task.node_files,
         wire_dtype=wire_dtype,
         sections=task.sections,
+        compressible=True,
     )

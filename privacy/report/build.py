@@ -76,6 +76,13 @@ ASSUMPTIONS = {
         "carried each client's un-noised loss and accuracy, and under sample-level DP its "
         "test-set size."
     ),
+    "compression": (
+        "Compression ({uplink}) changes each client's update after its DP mechanism: after "
+        "DP-SGD's and local DP's noise, so it is post-processing; under client-level DP "
+        "the server clips each decoded update to the clip norm before adding its noise, so "
+        "the noise is sized for what one client moves the sum by whatever the compressor "
+        "did. The guarantee above is unchanged by it."
+    ),
     "none": "No sampling amplification: the mechanism saw every unit each time it ran.",
     "node": (
         "FedGCN pre-communication: neighbouring graphs differ in one node's feature vector "
@@ -100,14 +107,20 @@ ASSUMPTIONS = {
 }
 
 
-def _assumptions(ledger: PrivacyLedger, privacy: dict) -> dict[str, str]:
+def _assumptions(ledger: PrivacyLedger, privacy: dict, uplink: str = "none") -> dict[str, str]:
     present = {e.neighbouring for e in ledger.events} | {e.sampling for e in ledger.events}
     present.add(privacy.get("dp", "off"))
     if privacy.get("seeded-noise", False):
         present.add("seeded")
     if privacy.get("clear-evaluation", False):
         present.add("clear-evaluation")
-    return {k: v for k, v in ASSUMPTIONS.items() if k in present or k == "not-covered"}
+    if uplink != "none" and ledger.events:
+        present.add("compression")
+    return {
+        k: v.format(uplink=uplink) if k == "compression" else v
+        for k, v in ASSUMPTIONS.items()
+        if k in present or k == "not-covered"
+    }
 
 
 EVERY_CLIENT = "all"
@@ -245,7 +258,9 @@ def report_of(everything: PrivacyLedger, config: dict, records: list[dict]) -> d
         "clients": clients,
         "epsilon_bands": bands,
         "utility": utility,
-        "assumptions": _assumptions(everything, privacy),
+        "assumptions": _assumptions(
+            everything, privacy, config.get("compression", {}).get("uplink", "none")
+        ),
         "events": len(everything.events),
         # releases of rounds a resumed run ran again: counted above like any other
         "rerun_events": sum(e.rerun for e in everything.events),
