@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep = sub.add_parser("report", help="write the privacy report of a run directory")
     rep.add_argument("run_dir", type=Path)
+    comp = sub.add_parser(
+        "compact", help="export a run's model as int8 and pruned; measure size, accuracy, latency"
+    )
+    comp.add_argument("run_dir", type=Path)
+    comp.add_argument(
+        "--prune", type=float, default=0.5, help="sparsity of the pruned model (default: 0.5)"
+    )
     return parser
 
 
@@ -214,6 +221,20 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         f"{headline(report['guarantee'], report['delta'])}; "
         f"wrote {args.run_dir}/privacy_report.{{json,md,html}}"
     )
+    return 0
+
+
+def _compact(args: argparse.Namespace, console: Console) -> int:
+    from simulations.compact import compact
+
+    result = compact(args.run_dir, prune=args.prune)
+    for name, v in result["variants"].items():
+        print(
+            f"{name:7} {v['size_bytes'] / 1024:9.1f} KB ({v['size_ratio']:.2f}x)  "
+            f"accuracy {v['accuracy']:.4f}  "
+            f"latency {v['latency_ms']:.3f} ms ({v['latency_ratio']:.2f}x, 1 thread)"
+        )
+    console.print(f"wrote {args.run_dir / 'compact'}: model-int8.pt, model-pruned.pt, compact.json")
     return 0
 
 
@@ -323,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args, console)
+        if args.command == "compact":
+            return _compact(args, console)
         if args.command == "partition":
             return _partition(args, console)
         if args.command == "certs":
