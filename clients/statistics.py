@@ -187,11 +187,11 @@ def _compressed(
 
     c = cfg.compression
     saved = context.state.array_records.get(RESIDUAL)
-    residual = None if saved is None else to_numpy(saved["residual"])
+    residual = None if saved is None else to_numpy(saved["residual"]).astype(np.float64)
     rng = seeding.numpy_rng(cfg.seed, seeding.COMPRESSION, server_round, pid)
     arrays, residual = pack(wire, spec, c, rng, residual)
-    if residual is not None:
-        context.state[RESIDUAL] = ArrayRecord({"residual": from_numpy(residual)})
+    if residual is not None:  # float32: a model's precision, half a float64's checkpoint
+        context.state[RESIDUAL] = ArrayRecord({"residual": from_numpy(residual.astype(np.float32))})
     return ArrayRecord({k: from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 

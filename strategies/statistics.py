@@ -271,6 +271,9 @@ class StatisticsStrategy(Strategy):
                 bit = self._norm_bit(vector, record)
                 if p.dp == "client" and (p.clipping == "server" or self.compressed):
                     vector = clip_l2(vector, self.clip)  # (compressed: the decoded vector's)
+                elif p.dp == "local" and self.compressed:  # no more than an honest one moves
+                    limit = noise_norm_limit(spec.size, self.clip, local_noise(self.cfg))
+                    vector = clip_l2(vector, limit)
                 scalars = MetricMean.scalars(record, NUM_EXAMPLES)
                 scalars.pop(NORM_BIT, None)  # released only noised, in the count below
                 in_reply = len(msg.clients) if isinstance(msg, SecureSumReply) else 1
@@ -373,8 +376,8 @@ class StatisticsStrategy(Strategy):
                 _check_secure_counts(vector, spec, len(msg.clients), tolerance)
             return  # (distributed DP: the clients' noise shares, which no clip bounds)
         if self.compressed:  # decoded: its entries checked; its norm, which compression
-            # moves, is clipped again under client-level DP (aggregate_train), and under
-            # local DP compression came after the noise (post-processing)
+            # moves, is clipped in aggregate_train: to the clip norm under central DP, to
+            # what local DP's noise reaches under local DP (compression came after the noise)
             if p.dp != "local":
                 _check_entries(vector, spec, p.dp in CLIENT_LEVEL_DP, tolerance)
             return

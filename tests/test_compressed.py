@@ -199,3 +199,53 @@ def test_dp_with_compression_is_stated_in_the_report(tmp_path):
     assert all(r["train-failures"] == [] for r in rounds)  # decoded norms clipped, not refused
     report = json.loads((tmp_path / "run" / "privacy_report.json").read_text())
     assert "post-processing" in report["assumptions"]["compression"]
+
+
+def _strategy(overrides: dict):
+    from strategies.statistics import StatisticsStrategy
+
+    cfg = parse_config(BASE | overrides)
+    algo = checked_task(cfg)
+    strategy = StatisticsStrategy(algo, cfg)
+    strategy._state = algo.init(cfg, model_shape(algo, cfg), np.random.default_rng(0))
+    strategy._spec = algo.spec(cfg, strategy._state)
+    return strategy, cfg
+
+
+def test_a_compressed_reply_moves_the_model_no_more_than_an_honest_local_dp_one():
+    """Local DP: an uncompressed reply past what the noise reaches is refused; a compressed
+    one cannot be (compression moves the norm), so its decoded vector is clipped to that
+    limit: a client sending 3e38 everywhere left the model infinite before."""
+    from flwr.app import ArrayRecord, MetricRecord
+
+    from fedcore.arrays import from_numpy, to_numpy_dict
+    from fedcore.compression import to_arrays, topk
+    from fedcore.keys import METRICS, NUM_EXAMPLES
+    from simulations.engines.inprocess import InProcessGrid
+    from strategies.statistics import noise_norm_limit
+
+    local = {"dp": "local", "clip-norm": 1.0, "noise-multiplier": 1.0}
+    strategy, cfg = _strategy(
+        {"privacy": local, "compression": {"uplink": "topk", "fraction": 0.1}}
+    )
+    with InProcessGrid(cfg) as grid:
+        (out, *_) = strategy.configure_train(1, to_record(strategy._state), ConfigRecord(), grid)
+    real = real_entries(strategy._spec)
+    evil = np.where(real, 3e38, 1.0)
+    arrays = to_arrays(topk(evil[real], 1.0)) | {EXACT: evil[~real]}
+    record = ArrayRecord({k: from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    reply = Message(
+        RecordDict({COMPRESSED: record, METRICS: MetricRecord({NUM_EXAMPLES: 1})}), reply_to=out
+    )
+    before = {k: np.asarray(v, np.float64) for k, v in strategy._state.items()}
+    new, _ = strategy.aggregate_train(1, [reply])
+    after = to_numpy_dict(new)
+    moved = np.concatenate([(after[k] - before[k]).ravel() for k in before])
+    limit = noise_norm_limit(strategy._spec.size, 1.0, 1.0)
+    assert np.isfinite(moved).all() and np.linalg.norm(moved) <= limit * 1.001
+
+
+def test_an_attack_is_refused_with_a_compressed_downlink_too():
+    attack = {"attack": {"name": "sign-flip", "num-malicious": 1}}
+    with pytest.raises(ConfigError, match="simulated attack"):
+        parse_config(BASE | attack | {"compression": {"downlink": "qsgd"}})

@@ -425,6 +425,11 @@ def _check_compression(cfg: RunConfig) -> None:
         c.downlink == "qsgd",
         [("compression.downlink-bits", c.downlink_bits, d.downlink_bits)],
     )
+    if cfg.attack.name != "none" and (c.uplink != "none" or c.downlink != "none"):
+        raise ConfigError(
+            "a simulated attack reads and replaces uncompressed messages; run it with "
+            "compression.uplink = 'none' and compression.downlink = 'none'"
+        )
     if c.uplink == "none":
         return
     if cfg.secagg.mode != "off":
@@ -438,9 +443,4 @@ def _check_compression(cfg: RunConfig) -> None:
             )
             + "secure aggregation already sends fixed-point integers (secagg.frac-bits sets "
             "their precision): use compression.uplink = 'none' with it"
-        )
-    if cfg.attack.name != "none":
-        raise ConfigError(
-            "a simulated attack replaces a client's uncompressed reply; run it with "
-            "compression.uplink = 'none'"
         )

@@ -78,10 +78,10 @@ ASSUMPTIONS = {
     ),
     "compression": (
         "Compression ({uplink}) changes each client's update after its DP mechanism: after "
-        "DP-SGD's and local DP's noise, so it is post-processing; under client-level DP "
-        "the server clips each decoded update to the clip norm before adding its noise, so "
-        "the noise is sized for what one client moves the sum by whatever the compressor "
-        "did. The guarantee above is unchanged by it."
+        "DP-SGD's and local DP's noise, so it is post-processing; under central client-level "
+        "DP (privacy.dp = 'client') the server clips each decoded update to the clip norm "
+        "before adding its noise, so the noise is sized for what one client moves the sum by "
+        "whatever the compressor did. The guarantee above is unchanged by it."
     ),
     "none": "No sampling amplification: the mechanism saw every unit each time it ran.",
     "node": (

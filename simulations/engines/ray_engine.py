@@ -41,8 +41,13 @@ def run_ray(
     hold no node states (``resume`` refuses a run whose nodes keep any,
     :func:`simulations.rundir.node_state_needed`)."""
     result: list[ArrayRecord] = []
-    hook = None if on_state is None else (lambda s: on_state(s, lambda: None))
     stop = threading.Event()  # an interrupt ends the ServerApp's thread too
+
+    def hook(state: ServerState) -> None:  # no checkpoint after the run was interrupted
+        if stop.is_set():
+            raise Stopped("the run was interrupted")
+        if on_state is not None:
+            on_state(state, lambda: None)
 
     def stoppable(record: RoundRecord) -> None:  # nothing reaches the run after it ended
         if stop.is_set():
