@@ -70,6 +70,7 @@ def make_server_app(
     start: ServerState | None = None,
     on_state: Callable[[ServerState], None] | None = None,
     stop: threading.Event | None = None,
+    on_release: Callable[[int, list[dict]], None] | None = None,
 ) -> ServerApp:
     """A ServerApp running :func:`fedcore.server.run_server`.
 
@@ -89,7 +90,14 @@ def make_server_app(
         if stop is not None:
             grid = StoppableGrid(grid, stop)
         if on_round is not None:
-            arrays = run_server(grid, run_cfg, on_round=on_round, start=start, on_state=on_state)
+            arrays = run_server(
+                grid,
+                run_cfg,
+                on_round=on_round,
+                start=start,
+                on_state=on_state,
+                on_release=on_release,
+            )
             if on_done is not None:
                 on_done(arrays)
             return
@@ -113,6 +121,7 @@ def make_server_app(
                 on_round=run_dir.append_round,
                 start=ServerState.of(ckpt),
                 on_state=lambda state: run_dir.on_state(state, lambda: None),
+                on_release=run_dir.append_release,
             )
             run_dir.finish(arrays)
 

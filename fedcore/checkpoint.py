@@ -27,6 +27,7 @@ file; it is no signature (whoever can write the run directory can write a valid 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -59,6 +60,7 @@ class Checkpoint:
         nodes: each node's ``Context.state``, serialized (:func:`pack_node_state`), or None
             where the engine does not hold the nodes.
         files: bytes of the run directory's append-only files at this round.
+        digests: the SHA-256 of those bytes, so an edit before a resume is refused.
         config_sha256: the digest of the run's ``config.toml``.
         elapsed: wall seconds the run had taken up to this round, over all its sessions.
         resumes: the rounds at which earlier sessions of the run were resumed.
@@ -72,6 +74,7 @@ class Checkpoint:
     config_sha256: str
     elapsed: float
     resumes: tuple[int, ...] = ()
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def pack_node_state(state: RecordDict) -> bytes:
@@ -110,6 +113,7 @@ def save(path: Path, ckpt: Checkpoint) -> None:
         "config-sha256": ckpt.config_sha256,
         "elapsed": ckpt.elapsed,
         "resumes": list(ckpt.resumes),
+        "digests": ckpt.digests,
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     buffer = io.BytesIO()
@@ -169,6 +173,7 @@ def load(path: Path) -> Checkpoint:
             config_sha256=str(meta["config-sha256"]),
             elapsed=float(meta["elapsed"]),
             resumes=tuple(int(r) for r in meta["resumes"]),
+            digests={str(k): str(v) for k, v in meta.get("digests", {}).items()},
         )
     except (KeyError, ValueError, TypeError, OSError) as err:  # a valid digest, bad content
         raise CheckpointError(f"{path} does not hold a checkpoint's fields: {err}") from None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ from simulations.plots import plot_rounds
 from strategies.registry import build_strategy
 
 LOCKFILE = "run.lock"
+APPENDED = ("metrics.jsonl", "ledger.jsonl")  # the files a run appends to, round by round
 
 
 class RunDirectory:
@@ -65,12 +67,16 @@ class RunDirectory:
         self.policy = FailurePolicy(cfg.train.max_failed_rounds)
         self.last_state: ServerState | None = None  # the last completed round's
         self._sizes: dict[str, int] = {}  # metrics' and ledger's bytes at last_state
+        self._digests: dict[str, str] = {}  # and their SHA-256 there
+        # running SHA-256 of what this process appended (after what reopen kept)
+        self._hashes = {name: hashlib.sha256() for name in APPENDED}
         self.resumes: tuple[int, ...] = ()  # the rounds earlier sessions ended at
         self._elapsed_before = 0.0  # wall seconds of earlier sessions of this run
         self.checkpoint_bytes = 0  # the size of the last checkpoint written
         self._start = time.perf_counter()
         self._done = False
         self._lock: int | None = None  # the run.lock descriptor while this process runs it
+        self._released: int | None = None  # the round whose DP events append_release wrote
 
     @classmethod
     def create(
@@ -170,6 +176,12 @@ class RunDirectory:
                     f"the checkpoint of round {ckpt.round}: it was truncated or edited"
                 )
             lines[name], whole[name] = data[:size], data
+            digest = ckpt.digests.get(name)
+            if digest is not None and hashlib.sha256(lines[name]).hexdigest() != digest:
+                raise CheckpointError(
+                    f"{path / name} was edited since the checkpoint of round {ckpt.round}: "
+                    "its first bytes are not the ones the checkpoint sealed"
+                )
         try:
             rounds = [json.loads(line) for line in lines["metrics.jsonl"].splitlines()]
         except (KeyError, ValueError) as err:
@@ -198,6 +210,9 @@ class RunDirectory:
             run_dir.policy.observe(record)
         run_dir.last_state = ServerState.of(ckpt)  # Ctrl-C before a new round keeps its model
         run_dir._sizes = {name: len(data) for name, data in lines.items()}
+        for name, data in lines.items():
+            run_dir._hashes[name] = hashlib.sha256(data)
+        run_dir._digests = {name: h.hexdigest() for name, h in run_dir._hashes.items()}
         run_dir._elapsed_before = ckpt.elapsed
         run_dir.resumes = (*ckpt.resumes, ckpt.round)
         return run_dir, ckpt
@@ -215,8 +230,9 @@ class RunDirectory:
             self.last_state = state
             self._sizes = {
                 name: (self.path / name).stat().st_size if (self.path / name).exists() else 0
-                for name in ("metrics.jsonl", "ledger.jsonl")
+                for name in APPENDED
             }
+            self._digests = {name: h.hexdigest() for name, h in self._hashes.items()}
         every = self.cfg.train.checkpoint_every
         if not force and (every == 0 or state.round % every != 0):
             return
@@ -226,6 +242,7 @@ class RunDirectory:
             strategy=dict(state.strategy),
             nodes=nodes(),
             files=dict(self._sizes),
+            digests=dict(self._digests),
             config_sha256=checkpoint.file_sha256(self.path / "config.toml"),
             elapsed=self._elapsed(),
             resumes=self.resumes,
@@ -233,15 +250,28 @@ class RunDirectory:
         checkpoint.save(self.path / checkpoint.FILENAME, ckpt)
         self.checkpoint_bytes = (self.path / checkpoint.FILENAME).stat().st_size
 
+    def _append(self, name: str, lines: list[str]) -> None:
+        data = "".join(line + "\n" for line in lines).encode()
+        _append(self.path / name, data)
+        self._hashes[name].update(data)
+
+    def append_release(self, server_round: int, events: list[dict]) -> None:
+        """Append a round's DP events to ledger.jsonl as soon as its release exists (before
+        the round's record, which may never be written): a release seen before a crash is
+        charged, and a resumed run that reruns the round charges it again (``rerun``)."""
+        self._append("ledger.jsonl", [_json(e) for e in events])
+        self._released = server_round
+
     def append_round(self, record: RoundRecord) -> None:
-        """Append the round to metrics.jsonl and its DP events to ledger.jsonl, then apply
-        the failure policy (:class:`~fedcore.server.RunFailed` ends the run there)."""
+        """Append the round to metrics.jsonl and its DP events to ledger.jsonl (unless
+        :meth:`append_release` did), then apply the failure policy
+        (:class:`~fedcore.server.RunFailed` ends the run there)."""
         record = dict(record)
         events = record.pop("privacy-events", [])
         self.rounds.append(record)
-        _append(self.path / "metrics.jsonl", [_json(record)])
-        if events:
-            _append(self.path / "ledger.jsonl", [_json(e) for e in events])
+        self._append("metrics.jsonl", [_json(record)])
+        if events and self._released != record["round"]:
+            self._append("ledger.jsonl", [_json(e) for e in events])
         self.policy.observe(record)
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -339,10 +369,10 @@ class RunDirectory:
         if self.rounds:
             plot_rounds(self.rounds, self.path)
         self._done = True
-        self.release()
+        self.unlock()
         return summary
 
-    def release(self) -> None:
+    def unlock(self) -> None:
         """Let another process continue the run (``--resume``); the OS does so at exit too."""
         if self._lock is not None:
             os.close(self._lock)
@@ -374,11 +404,11 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _append(path: Path, lines: list[str]) -> None:
-    """Append whole lines and fsync: a checkpoint taken after them never counts bytes a
-    power cut could lose."""
-    with open(path, "a") as f:
-        f.writelines(line + "\n" for line in lines)
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync: a checkpoint taken after it never counts bytes a power
+    cut could lose."""
+    with open(path, "ab") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 

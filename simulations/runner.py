@@ -68,7 +68,7 @@ def _run(run_dir: RunDirectory, ckpt: Checkpoint | None, progress: bool) -> RunR
             run_dir.append_round(record)
             bar(record)
 
-        arrays = run_engine(cfg, on_round, ckpt, run_dir.on_state)
+        arrays = run_engine(cfg, on_round, ckpt, run_dir.on_state, run_dir.append_release)
         summary = run_dir.finish(arrays)
     return RunResult(run_dir.path, summary)
 

@@ -124,7 +124,8 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
 
     def server(state: State, summed, cfg: RunConfig):
         """The optimizer's step on the mean update; a round whose mean is not finite (no
-        weight summed) leaves the state as it is."""
+        weight summed), or whose step leaves the model's dtype's range (one client's update
+        of 1e38s, which float64 holds and float32 does not), leaves the state as it is."""
         glob = weights(state)
         denominator = dp_denominator(cfg, summed) if cfg.privacy.dp in CLIENT_LEVEL_DP else None
         update = {k: summed[k] / denominator if denominator else summed.mean(k) for k in glob}
@@ -139,9 +140,12 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         step = int(state[STEPS]) + 1 if STEPS in state else 1
         as_float = {k: v.astype(np.float64) for k, v in glob.items()}
         new, new_buffers = optimizers.server_step(_optimizer(cfg), step, as_float, update, buffers)
-        out = {k: new[k].astype(glob[k].dtype) for k in glob}
-        for b, arrays in new_buffers.items():
-            out |= {_buffer(b, k): v.astype(glob[k].dtype) for k, v in arrays.items()}
+        with np.errstate(over="ignore"):  # (checked below)
+            out = {k: new[k].astype(glob[k].dtype) for k in glob}
+            for b, arrays in new_buffers.items():
+                out |= {_buffer(b, k): v.astype(glob[k].dtype) for k, v in arrays.items()}
+        if any(not np.isfinite(v).all() for v in out.values()):  # past float32's range
+            return dict(state), {"skipped": 1.0}
         if STEPS in state:
             out[STEPS] = np.array(float(step))
         return out, {}

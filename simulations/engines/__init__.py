@@ -16,6 +16,7 @@ from fedcore.server import RoundRecord, ServerState
 # checkpoint writer to call only when it writes.
 NodeStates = Callable[[], dict[int, bytes] | None]
 OnState = Callable[[ServerState, NodeStates], None]
+OnRelease = Callable[[int, list[dict]], None]  # (round, its DP events)
 
 
 def run_engine(
@@ -23,8 +24,11 @@ def run_engine(
     on_round: Callable[[RoundRecord], None],
     resume: Checkpoint | None = None,
     on_state: OnState | None = None,
+    on_release: OnRelease | None = None,
 ) -> ArrayRecord:
-    """Run ``cfg`` on the engine it names (``resume``: continue from that checkpoint)."""
+    """Run ``cfg`` on the engine it names (``resume``: continue from that checkpoint;
+    ``on_release``: a round's DP events as soon as they exist, as
+    :func:`fedcore.server.run_server` says)."""
     if cfg.engine.name == "ray":
         # Ray's failure signal handler turns SIGTERM into a stack dump and an abort (exit
         # 134); fedcore handles SIGTERM itself (interrupted, resumable, 143). Ray reads this
@@ -32,7 +36,7 @@ def run_engine(
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         from simulations.engines.ray_engine import run_ray
 
-        return run_ray(cfg, on_round, resume, on_state)
+        return run_ray(cfg, on_round, resume, on_state, on_release)
     from simulations.engines.inprocess import run_inprocess
 
-    return run_inprocess(cfg, on_round, resume, on_state)
+    return run_inprocess(cfg, on_round, resume, on_state, on_release)

@@ -36,7 +36,7 @@ from privacy.secagg.protocol import ProtocolViolation
 from simulations.faults import InjectedFault, simulation_client_app
 
 if TYPE_CHECKING:
-    from simulations.engines import OnState
+    from simulations.engines import OnRelease, OnState
 
 RUN_ID = 1
 FIRST_NODE_ID = 10_000  # clear of Flower's SUPERLINK_NODE_ID
@@ -322,6 +322,7 @@ def run_inprocess(
     on_round: Callable[[RoundRecord], None],
     resume: Checkpoint | None = None,
     on_state: OnState | None = None,
+    on_release: OnRelease | None = None,
 ) -> ArrayRecord:
     """Run ``cfg`` with the ServerApp's round loop on an :class:`InProcessGrid`
     (``resume``: from that checkpoint, nodes' states included)."""
@@ -333,7 +334,12 @@ def run_inprocess(
                 grid.restore_node_states(resume.nodes or {})
             hook = None if on_state is None else (lambda s: on_state(s, grid.node_states))
             return run_server(
-                grid, cfg, on_round=on_round, start=ServerState.of(resume), on_state=hook
+                grid,
+                cfg,
+                on_round=on_round,
+                start=ServerState.of(resume),
+                on_state=hook,
+                on_release=on_release,
             )
     finally:
         torch.set_num_threads(previous)

@@ -26,7 +26,7 @@ from simulations.engines.ray_reasons import one_line_failures, plain_failures
 from simulations.faults import simulation_client_app
 
 if TYPE_CHECKING:
-    from simulations.engines import OnState
+    from simulations.engines import OnRelease, OnState
 
 
 def run_ray(
@@ -34,6 +34,7 @@ def run_ray(
     on_round: Callable[[RoundRecord], None],
     resume: Checkpoint | None = None,
     on_state: OnState | None = None,
+    on_release: OnRelease | None = None,
 ) -> ArrayRecord:
     """Run ``cfg`` on Flower's Ray simulation engine and return the final global model.
 
@@ -54,10 +55,16 @@ def run_ray(
             raise Stopped("the run was interrupted")
         on_round(plain_failures(record))
 
+    def released(server_round: int, events: list[dict]) -> None:
+        if stop.is_set():
+            raise Stopped("the run was interrupted")
+        if on_release is not None:
+            on_release(server_round, events)
+
     started = _init_ray(cfg)
     try:
         with one_line_failures():  # Flower's Ray backend logs each failure as ~90 lines
-            _run(cfg, stoppable, resume, hook, result, stop)
+            _run(cfg, stoppable, resume, hook, released, result, stop)
     except BaseException:
         stop.set()
         raise
@@ -94,6 +101,7 @@ def _run(
     on_round: Callable[[RoundRecord], None],
     resume: Checkpoint | None,
     hook: Callable[[ServerState], None] | None,
+    released: Callable[[int, list[dict]], None],
     result: list[ArrayRecord],
     stop: threading.Event,
 ) -> None:
@@ -104,6 +112,7 @@ def _run(
             on_done=result.append,
             start=ServerState.of(resume),
             on_state=hook,
+            on_release=released,
             stop=stop,
         ),
         client_app=simulation_client_app(cfg),

@@ -156,7 +156,7 @@ def test_with_noise_from_the_os_a_rerun_round_is_charged_twice(tmp_path):
     reference = simulate(_cfg(overrides), out=tmp_path / "whole", progress=False)
     run = _interrupted(tmp_path, overrides=overrides)  # round 3 recorded, checkpoint at 2
     run_dir, ckpt = RunDirectory.reopen(run)
-    run_dir.release()
+    run_dir.unlock()
     assert json.loads(_ledger_line(ckpt.strategy["ledger"], -1)) == _events(run)[2]
     resume(run, progress=False)
     events = _events(run)
@@ -172,6 +172,41 @@ def test_with_noise_from_the_os_a_rerun_round_is_charged_twice(tmp_path):
     assert report["events"] == 6 and report["rerun_events"] == 1
     eps = report["guarantee"]["max_client_epsilon"]
     assert eps > whole["guarantee"]["max_client_epsilon"]
+
+
+def test_a_release_seen_before_its_round_ended_is_charged(tmp_path, monkeypatch):
+    """Central DP with client evaluation: round 2's noised model reaches the evaluating
+    clients before the round's record is written. Ctrl-C right then, and the resumed run
+    releases round 2 again with fresh noise: both releases must be in the ledger (before,
+    only the rerun's was: the first was written with the record that never came)."""
+    from strategies.statistics import StatisticsStrategy
+
+    cfg = _cfg(
+        [
+            "evaluate.fraction=1.0",
+            "privacy.dp=client",
+            "privacy.clip-norm=1.0",
+            "privacy.noise-multiplier=1.0",
+            "privacy.clear-evaluation=true",
+        ]
+    )
+    evaluate = StatisticsStrategy.aggregate_evaluate
+    session = {"first": True}
+
+    def interrupted(self, server_round, replies):
+        result = evaluate(self, server_round, replies)
+        if session["first"] and server_round == 2:  # Ctrl-C as the evaluations come in
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(StatisticsStrategy, "aggregate_evaluate", interrupted)
+    run_dir = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt), run_dir:
+        run_engine(cfg, run_dir.append_round, None, run_dir.on_state, run_dir.append_release)
+    session["first"] = False
+    resume(run_dir.path, progress=False)
+    rounds = [(e["round"], e.get("rerun", False)) for e in _events(run_dir.path)]
+    assert rounds == [(1, False), (2, True), (2, False), (3, False), (4, False), (5, False)]
 
 
 def _ledger_line(jsonl: str, i: int) -> str:
@@ -291,7 +326,7 @@ def _interrupted(tmp_path: Path, after: int = 3, overrides: list[str] = ()) -> P
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt), run_dir:
-        run_engine(cfg, on_round, None, run_dir.on_state)
+        run_engine(cfg, on_round, None, run_dir.on_state, run_dir.append_release)
     return run_dir.path
 
 
@@ -346,6 +381,22 @@ def test_resume_refuses_a_run_whose_files_do_not_match_its_checkpoint(tmp_path, 
     assert "another config.toml" in capsys.readouterr().err
 
 
+def test_a_ledger_edited_between_the_crash_and_the_resume_is_refused(tmp_path):
+    """Before, the checkpoint kept only each file's length: a ledger rewritten at the same
+    length (a larger noise multiplier: a smaller epsilon) was resumed and then sealed."""
+    overrides = [o for o in SETTINGS["fedadam-dp-secagg"] if "seeded-noise" not in o]
+    run = _interrupted(tmp_path, overrides=overrides)
+    ledger = run / "ledger.jsonl"
+    text = ledger.read_text()
+    forged = text.replace('"noise_multiplier": 0.5', '"noise_multiplier": 9.5', 1)
+    assert forged != text and len(forged) == len(text)
+    ledger.write_text(forged)
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="edited since the checkpoint"):
+        resume(run, progress=False)
+    assert _snapshot(run) == before
+
+
 def test_resume_refuses_a_completed_run_and_arguments_it_would_ignore(tmp_path, capsys):
     done = simulate(_cfg(["train.rounds=1"]), out=tmp_path / "done", progress=False).path
     assert main(["simulate", "--resume", str(done)]) == 2
@@ -392,7 +443,7 @@ def test_a_resumed_nodes_ledger_is_charged_for_the_rounds_it_reruns(tmp_path):
     third = [e for e in _events(run) if e["round"] == 3]
     assert third
     run_dir, ckpt = RunDirectory.reopen(run)
-    run_dir.release()
+    run_dir.unlock()
     for e in third:
         state = checkpoint.unpack_node_state(ckpt.nodes[FIRST_NODE_ID + e["client"]])
         kept = [json.loads(x) for x in state.config_records[LEDGER]["events"]]
@@ -406,8 +457,8 @@ def test_a_run_is_continued_by_one_process_at_a_time(tmp_path):
     with pytest.raises(CheckpointError, match="in use by another process"):
         RunDirectory.reopen(run)
     assert _snapshot(run) == before
-    first.release()
-    RunDirectory.reopen(run)[0].release()
+    first.unlock()
+    RunDirectory.reopen(run)[0].unlock()
 
 
 def test_a_running_run_cannot_be_resumed_beside_it(tmp_path):
@@ -415,7 +466,7 @@ def test_a_running_run_cannot_be_resumed_beside_it(tmp_path):
     live = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
     with pytest.raises(CheckpointError, match="in use by another process"):
         RunDirectory.reopen(live.path)
-    live.release()
+    live.unlock()
 
 
 def test_a_run_that_failed_on_its_own_rounds_is_not_offered_a_resume(tmp_path):
@@ -473,7 +524,7 @@ def _crashed_before_finish(tmp_path: Path, overrides: list[str]) -> Path:
     cfg = _cfg(overrides)
     run_dir = RunDirectory.create(tmp_path, cfg, "inprocess", exact=tmp_path / "run")
     run_engine(cfg, run_dir.append_round, None, run_dir.on_state)
-    run_dir.release()  # as the dead process's lock was
+    run_dir.unlock()  # as the dead process's lock was
     return run_dir.path
 
 
