@@ -9,10 +9,11 @@ Bytes are the serialized Flower messages of every round up to and including the 
 reached 97% (``bytes-received``: uplink, ``bytes-sent``: downlink). The goals: 97% with
 >= 8x fewer uplink bytes than fp32 at <= 1.1x its rounds, and >= 32x fewer at <= 1.5x.
 
-Compressed updates do not compose with secure aggregation yet (the configuration refuses
-them): the ``q8-secagg`` row records the refusal, and ``--secagg-rounds`` rounds of plain
-secure aggregation (``secagg.mode = "full"``, fp32) are timed against as many plain fp32
-rounds, as the reference such a row would be measured against.
+Under secure aggregation only qsgd composes, as the secure sum's own encoding at
+``compression.bits`` bits in a 16-bit modulus, and only under local DP (the configuration
+says why): the ``q8-secagg`` row records the refusal of the FedAvg row without DP, and
+``--secagg-rounds`` rounds are timed of plain fp32, of secure aggregation under local DP
+(fp32 encoding, ``secagg.frac-bits``) and of the same with qsgd 8-bit.
 
     export FEDCORE_DATA=/work/shared/data
     .venv/bin/python benchmarks/compression.py --json out.jsonl             # IID, all rows
@@ -116,10 +117,17 @@ def time_secagg(partition: str, rounds: int, seed: int) -> list[dict]:
     """``rounds`` rounds of fp32 FedAvg without, then with, full secure aggregation (no
     target: every round runs): the reference a compressed secure-aggregation row would have."""
     results = []
-    for mode in ("off", "full"):
+    local = {"privacy.dp": "local", "privacy.clip-norm": 1.0, "privacy.noise-multiplier": 0.1}
+    q8 = {"compression.uplink": "qsgd", "compression.bits": 8, "compression.error-feedback": False}
+    variants = {
+        "off": {},
+        "full, local DP": {"secagg.mode": "full", **local},
+        "full, local DP, qsgd 8-bit": {"secagg.mode": "full", **local, **q8},
+    }
+    for mode, overrides in variants.items():
         cfg = load_scenario(
             scenario_path(SCENARIOS[partition]),
-            {"seed": seed, "train.rounds": rounds, "secagg.mode": mode},
+            {"seed": seed, "train.rounds": rounds, **overrides},
         )
         records: list[dict] = []
         run_engine(cfg, records.append)

@@ -207,7 +207,8 @@ def _reply(
     pid: int,
 ) -> Message:
     """The reply holding the wire vector as it travels (:func:`on_wire`), or compressed."""
-    if cfg.compression.uplink != "none":
+    if cfg.compression.uplink != "none" and cfg.secagg.mode == "off":  # (under secure
+        # aggregation the mod's fixed-point encoding is the quantizer: privacy.secagg.encoding)
         server_round = int(message_config(msg).get(SERVER_ROUND, 0))
         content = RecordDict(
             {

@@ -182,7 +182,8 @@ class StatisticsStrategy(Strategy):
         # and centered clipping's reference, the last aggregate's flat location (state to
         # checkpoint; None: zeros)
         self.individual = individual_updates(cfg.strategy) is not None
-        self.compressed = cfg.compression.uplink != "none"  # replies decoded (fedcore.compressed)
+        # replies decoded (fedcore.compressed); under secure aggregation the sum is exact
+        self.compressed = cfg.compression.uplink != "none" and cfg.secagg.mode == "off"
         self.robust_reference: np.ndarray | None = None
 
     # -- what the secure aggregator and the round loop ask of it ------------------------

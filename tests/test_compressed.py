@@ -249,3 +249,76 @@ def test_an_attack_is_refused_with_a_compressed_downlink_too():
     attack = {"attack": {"name": "sign-flip", "num-malicious": 1}}
     with pytest.raises(ConfigError, match="simulated attack"):
         parse_config(BASE | attack | {"compression": {"downlink": "qsgd"}})
+
+
+# -- qsgd under secure aggregation: the masked integers are the quantized values ----------
+
+SECURE_LOCAL = {
+    "secagg": {"mode": "full"},
+    "privacy": {"dp": "local", "clip-norm": 1.0, "noise-multiplier": 0.05},
+}
+
+
+def test_the_secure_sum_of_quantized_updates_is_their_plain_sum_exactly():
+    """8-bit encoding in a 16-bit modulus: unmasked, the sum is the sum of the same
+    quantized values, bit for bit (the masks cancel mod 2^16)."""
+    from privacy.secagg.protocol import SecAggClient, SecAggServer
+    from privacy.secagg.quantize import encode, fixed_point, quantized_frac_bits
+
+    n, bound = 6, 1.5
+    fp = fixed_point(n, bound, quantized_frac_bits(bound, 8), smallest=16)
+    assert fp.bits == 16 and bound * fp.scale <= 127
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(-bound, bound, (n, 300))
+    ids = list(range(1, n + 1))
+    server = SecAggServer(7, fp, 0.5, None, seed=3)
+    clients = {i: SecAggClient(i, 7, fp, 0.5) for i in ids}
+    graph = server.collect_keys({i: clients[i].advertise() for i in ids})
+    inbox = server.route_shares({i: clients[i].share_keys(server.roster, graph[i]) for i in ids})
+    encoded = {i: encode(xs[i - 1], fp, np.random.default_rng(i)) for i in ids}
+    assert all(np.abs(e.view(np.int16)).max() <= 127 for e in encoded.values())  # 8 bits
+    masked = {i: clients[i].masked_input(encoded[i], inbox[i]) for i in ids}
+    survivors = server.collect_masked(masked)
+    total = server.unmask({i: clients[i].unmask(survivors) for i in survivors})
+    plain = sum(encoded[i].view(np.int16).astype(np.int64) for i in ids)
+    np.testing.assert_array_equal(total.view(np.int16).astype(np.int64), plain)
+
+
+def test_quantized_secure_rounds_send_about_half_the_bytes():
+    wide = BASE | WIDE | SECURE_LOCAL
+    plain: list[dict] = []
+    run_inprocess(parse_config(wide), plain.append)
+    squeezed: list[dict] = []
+    compression = {"uplink": "qsgd", "bits": 8, "error-feedback": False}
+    run_inprocess(parse_config(wide | {"compression": compression}), squeezed.append)
+    assert squeezed[-1]["status"] == "aggregated"
+    assert plain[-1]["bytes-received"] / squeezed[-1]["bytes-received"] > 1.8
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (
+            {
+                "privacy": {
+                    "dp": "client",
+                    "clipping": "client",
+                    "clip-norm": 1.0,
+                    "noise-multiplier": 1.0,
+                }
+            },
+            "sensitivity",
+        ),
+        ({}, "example counts"),
+        (
+            {"privacy": SECURE_LOCAL["privacy"], "compression": {"error-feedback": True}},
+            "error-feedback = false",
+        ),
+    ],
+)
+def test_qsgd_under_secure_aggregation_is_refused_where_it_would_not_hold(settings, match):
+    compression = {"uplink": "qsgd", "bits": 8, "error-feedback": False}
+    compression |= settings.pop("compression", {})
+    cfg = BASE | {"secagg": {"mode": "full"}} | settings | {"compression": compression}
+    with pytest.raises(ConfigError, match=match):
+        parse_config(cfg)

@@ -203,10 +203,15 @@ def _check_secagg(cfg: RunConfig) -> None:
         PrecisionConfigError,
         fixed_point,
         input_bound,
+        quantized_frac_bits,
     )
 
+    bound = input_bound(cfg.secagg.bound)
+    frac_bits, smallest = cfg.secagg.frac_bits, 32
+    if cfg.compression.uplink == "qsgd":  # (privacy.secagg.encoding.encoding_bits)
+        frac_bits, smallest = quantized_frac_bits(bound, cfg.compression.bits), 16
     try:  # the largest cohort is every client
-        fixed_point(cfg.data.num_clients, input_bound(cfg.secagg.bound), cfg.secagg.frac_bits)
+        fixed_point(cfg.data.num_clients, bound, frac_bits, smallest)
     except (OverflowConfigError, PrecisionConfigError) as err:
         raise ConfigError(str(err)) from None
     cohort = cfg.planned_cohort
@@ -430,17 +435,28 @@ def _check_compression(cfg: RunConfig) -> None:
             "a simulated attack reads and replaces uncompressed messages; run it with "
             "compression.uplink = 'none' and compression.downlink = 'none'"
         )
-    if c.uplink == "none":
+    if c.uplink == "none" or cfg.secagg.mode == "off":
         return
-    if cfg.secagg.mode != "off":
+    if c.uplink != "qsgd":
         raise ConfigError(
-            f"compression.uplink = {c.uplink!r} with secure aggregation: "
-            + (
-                "the masked sum needs every client's entries on one support, and a client's "
-                "own choice of entries (or signs with its own scale) would not add up; "
-                if c.uplink != "qsgd"
-                else "a client's own quantization scale would not add up in the masked sum; "
-            )
-            + "secure aggregation already sends fixed-point integers (secagg.frac-bits sets "
-            "their precision): use compression.uplink = 'none' with it"
+            f"compression.uplink = {c.uplink!r} with secure aggregation: the masked sum needs "
+            "every client's entries on one support, and a client's own choice of entries (or "
+            "signs with its own scale) would not add up; use compression.uplink = 'qsgd', "
+            "whose levels secure aggregation masks directly"
+        )
+    if cfg.privacy.dp != "local":
+        raise ConfigError(
+            "compression.uplink = 'qsgd' with secure aggregation quantizes every masked entry "
+            f"to compression.bits = {c.bits} bits: FedAvg's example counts need more (without "
+            "DP), and under central or distributed DP each client's rounding error (up to "
+            "one level a weight) would add to the sensitivity the server's noise is sized for "
+            "(conditional rounding is not built); it composes with privacy.dp = 'local', "
+            "whose noise comes before the rounding (post-processing)"
+        )
+    if c.block != d.block or c.error_feedback:
+        raise ConfigError(
+            "compression.uplink = 'qsgd' with secure aggregation is the secure sum's own "
+            "fixed-point encoding at compression.bits bits: one public scale for every "
+            "client (no compression.block) and unbiased stochastic rounding by the masking "
+            "mod, with no residual to feed back: set compression.error-feedback = false"
         )

@@ -31,7 +31,7 @@ from fedcore.config import ConfigError, RunConfig
 from fedcore.keys import ARRAYS, METRICS, NUM_EXAMPLES, STATISTICS
 from fedcore.statistics import Spec
 from privacy.plan import min_in_sum
-from privacy.secagg.encoding import from_encoding, statistics_bound, wire_bound
+from privacy.secagg.encoding import encoding_bits, from_encoding, statistics_bound, wire_bound
 from privacy.secagg.protocol import SecAggAbort
 from privacy.secagg.quantize import fixed_point
 from privacy.secagg.service import Observe, ProtocolAbort, run_protocol
@@ -101,7 +101,7 @@ class SecureAggregator:
         ``arrays`` could overflow or lose its rounding with every client in the sum."""
         try:
             bound = self.format.input_bound(arrays)
-            fixed_point(self.cfg.data.num_clients, bound, self.cfg.secagg.frac_bits)
+            fixed_point(self.cfg.data.num_clients, bound, *encoding_bits(self.cfg, bound))
         except ValueError as err:  # OverflowConfigError, PrecisionConfigError, no bound
             raise ConfigError(f"secure aggregation of this run's statistics: {err}") from None
 
@@ -122,7 +122,8 @@ class SecureAggregator:
             _refuse_insecure_demo_when_deployed(grid)
         if not messages:
             return []
-        fp = fixed_point(len(messages), self.format.input_bound(arrays), s.frac_bits)
+        bound = self.format.input_bound(arrays)
+        fp = fixed_point(len(messages), bound, *encoding_bits(self.cfg, bound))
         by_node = {m.metadata.dst_node_id: m for m in messages}
 
         def before_unmask(survivors: int) -> None:

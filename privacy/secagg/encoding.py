@@ -20,7 +20,7 @@ import numpy as np
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig
 from fedcore.statistics import INTEGER, Spec
 from privacy.plan import dp_plan, local_noise
-from privacy.secagg.quantize import input_bound
+from privacy.secagg.quantize import input_bound, quantized_frac_bits
 
 
 def statistics_bound(spec_bound: float, cfg: RunConfig) -> float:
@@ -41,6 +41,17 @@ def statistics_bound(spec_bound: float, cfg: RunConfig) -> float:
     else:
         return input_bound(spec_bound)
     return input_bound(min(spec_bound, p.clip_norm) + 8 * std)
+
+
+def encoding_bits(cfg: RunConfig, bound: float) -> tuple[int, int]:
+    """The round's encoding of ``[-bound, bound]``: its fraction bits and the smallest
+    modulus it may use. ``secagg.frac-bits`` in 2^32 or more; under
+    ``compression.uplink = "qsgd"`` a ``compression.bits``-bit encoding
+    (:func:`~privacy.secagg.quantize.quantized_frac_bits`: QSGD's levels on one public
+    scale) in the smallest modulus, from 2^16, that holds the cohort's sum."""
+    if cfg.compression.uplink == "qsgd":
+        return quantized_frac_bits(bound, cfg.compression.bits), 16
+    return cfg.secagg.frac_bits, 32
 
 
 def _units(spec: Spec, cfg: RunConfig) -> np.ndarray | None:

@@ -59,7 +59,7 @@ from fedcore.keys import (
 )
 from privacy.plan import dp_plan
 from privacy.secagg import shamir
-from privacy.secagg.encoding import statistics_bound
+from privacy.secagg.encoding import encoding_bits, statistics_bound
 from privacy.secagg.protocol import PublicKeys, SecAggClient, client_from_state, client_state
 from privacy.secagg.quantize import FixedPoint, encode
 
@@ -71,9 +71,11 @@ class SecAggClientError(ValueError):
 def fixed_point_of(cfg: RunConfig, bits: int, spec_bound: float) -> FixedPoint:
     """The round's encoding: the server picks the modulus for the cohort it sampled; the
     range is the statistics' spec bound, widened for distributed DP's noise."""
-    if bits not in (32, 64):
-        raise SecAggClientError(f"modulus of 2^{bits} is not supported")
-    return FixedPoint(statistics_bound(spec_bound, cfg), cfg.secagg.frac_bits, bits)
+    bound = statistics_bound(spec_bound, cfg)
+    frac_bits, smallest = encoding_bits(cfg, bound)
+    if bits not in (16, 32, 64) or bits < smallest:
+        raise SecAggClientError(f"modulus of 2^{bits} is not supported for this run's encoding")
+    return FixedPoint(bound, frac_bits, bits)
 
 
 def secagg_mod(resolve: Callable[[Context], RunConfig]) -> Mod:

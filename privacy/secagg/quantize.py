@@ -5,7 +5,9 @@ An update coordinate ``x`` clipped to ``[-bound, bound]`` becomes the integer
 ``x * 2^f``), stored modulo ``2^k`` in two's complement, so numpy's unsigned wrap-around is the
 modular arithmetic. The sum over ``n`` clients stays within ``n * (bound * 2^f + 1)`` in
 absolute value, which must be below ``2^(k-1)`` for the sum to decode; :func:`modulus_bits`
-picks the smallest ``k`` in {32, 64} for which it is, and refuses otherwise. The scaling is
+picks the smallest ``k`` in {32, 64} for which it is (in {16, 32, 64} for an encoding of few
+bits, ``compression.uplink = "qsgd"``: the masked integers, and the round's uplink, are then
+half the size), and refuses otherwise. The scaling is
 done in float64, whose 52-bit mantissa must hold ``bound * 2^f`` with room for the dither: past
 ``2^52`` the spacing of doubles reaches 1, ``u`` is rounded away and the rounding is no longer
 stochastic, so such an encoding is refused (:class:`PrecisionConfigError`).
@@ -18,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DTYPES = {32: np.uint32, 64: np.uint64}
-_SIGNED = {32: np.int32, 64: np.int64}
+DTYPES = {16: np.uint16, 32: np.uint32, 64: np.uint64}
+_SIGNED = {16: np.int16, 32: np.int32, 64: np.int64}
 
 
 MAX_SCALED = 2**52  # float64 spacing is 1 from here on: the stochastic-rounding dither is lost
@@ -59,7 +61,7 @@ class FixedPoint:
 
     def __post_init__(self) -> None:
         if self.bits not in DTYPES:
-            raise ValueError(f"the modulus is 2^32 or 2^64, not 2^{self.bits}")
+            raise ValueError(f"the modulus is 2^16, 2^32 or 2^64, not 2^{self.bits}")
         check_precision(self.bound, self.frac_bits)
 
     @property
@@ -76,14 +78,15 @@ class FixedPoint:
         return clients / self.scale
 
 
-def modulus_bits(clients: int, bound: float, frac_bits: int) -> int:
-    """The smallest of 32 and 64 bits whose modulus holds the sum of ``clients`` encoded
-    values; :class:`OverflowConfigError` with the arithmetic if neither does (and
-    :class:`PrecisionConfigError` if float64 could not encode the values stochastically)."""
+def modulus_bits(clients: int, bound: float, frac_bits: int, smallest: int = 32) -> int:
+    """The smallest of 32 and 64 bits (``smallest = 16``: of 16, 32 and 64) whose modulus
+    holds the sum of ``clients`` encoded values; :class:`OverflowConfigError` with the
+    arithmetic if none does (and :class:`PrecisionConfigError` if float64 could not encode
+    the values stochastically)."""
     if clients < 1 or not bound > 0 or frac_bits < 0:
         raise ValueError("clients >= 1, bound > 0 and frac_bits >= 0 are required")
     largest = clients * (math.ceil(bound * 2**frac_bits) + 1)
-    for bits in (32, 64):
+    for bits in [b for b in DTYPES if b >= smallest]:
         if largest < 2 ** (bits - 1):
             check_precision(bound, frac_bits)
             return bits
@@ -99,9 +102,19 @@ def input_bound(clip_bound: float) -> float:
     return max(clip_bound, 1.0)
 
 
-def fixed_point(clients: int, bound: float, frac_bits: int) -> FixedPoint:
-    """The encoding for a cohort of at most ``clients``."""
-    return FixedPoint(bound, frac_bits, modulus_bits(clients, bound, frac_bits))
+def fixed_point(clients: int, bound: float, frac_bits: int, smallest: int = 32) -> FixedPoint:
+    """The encoding for a cohort of at most ``clients`` (``smallest``: as
+    :func:`modulus_bits`)."""
+    return FixedPoint(bound, frac_bits, modulus_bits(clients, bound, frac_bits, smallest))
+
+
+def quantized_frac_bits(bound: float, bits: int) -> int:
+    """The fraction bits of a ``bits``-bit encoding of ``[-bound, bound]``, sign included:
+    the largest ``f`` with ``bound * 2^f <= 2^(bits - 1) - 1`` (at least 0). The encoded
+    values are then QSGD's levels with one public scale, ``2^-f``, that every client
+    shares, so their masked sum is the sum of the quantized values exactly."""
+    f = math.floor(math.log2((2 ** (bits - 1) - 1) / bound)) if bits > 1 else 0
+    return max(0, f)
 
 
 def encode(x: np.ndarray, fp: FixedPoint, rng: np.random.Generator) -> np.ndarray:
