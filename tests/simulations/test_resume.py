@@ -245,19 +245,25 @@ def test_nodes_states_come_back_on_their_worker_processes(tmp_path):
     assert (run / "ledger.jsonl").read_text() == (reference.path / "ledger.jsonl").read_text()
 
 
-def test_sigterm_leaves_an_interrupted_run_with_its_model_and_a_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    scenario = tmp_path / "scenario.toml"
+def _simulate_in_a_child(tmp_path: Path, overrides: list[str], out: Path, **popen):
+    """``fedcore simulate`` of ``overrides`` in a child process, its stderr piped."""
     from fedcore.config import to_toml
 
-    scenario.write_text(to_toml(_cfg(["train.rounds=40"])))
-    child = subprocess.Popen(
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(to_toml(_cfg(overrides)))
+    return subprocess.Popen(
         [sys.executable, "-m", "fedcore", "simulate", str(scenario), "--out", str(out), "--quiet"],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
+
+
+def test_sigterm_leaves_an_interrupted_run_with_its_model_and_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    child = _simulate_in_a_child(tmp_path, ["train.rounds=40"], out)
     while (
         not (out / "metrics.jsonl").exists() or (out / "metrics.jsonl").read_text().count("\n") < 2
     ):
@@ -283,17 +289,8 @@ def test_the_ray_engine_is_interrupted_as_the_in_process_one(tmp_path):
     hand, it costs the suite another Ray start.)"""
     sig = signal.SIGTERM
     out = tmp_path / "run"
-    scenario = tmp_path / "scenario.toml"
-    from fedcore.config import to_toml
-
-    scenario.write_text(to_toml(_cfg(["engine.name=ray", "train.rounds=40"])))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "fedcore", "simulate", str(scenario), "--out", str(out), "--quiet"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    child = _simulate_in_a_child(
+        tmp_path, ["engine.name=ray", "train.rounds=40"], out, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 180
