@@ -18,7 +18,7 @@ run: $(STAMP)
 # Two workers: the tests that start processes (deployed SuperNodes, Ray) wait on them much
 # of the time, in one worker (group "processes"), while the other runs the rest.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 3 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ from privacy.ledger import PrivacyLedger
 from simulations import runner
 from simulations.deploy import DeploymentError, LocalDeployment
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+pytestmark = pytest.mark.slow
 
 SETTINGS = {
     "data": {"num-clients": 5},  # secure aggregation's floor: 4 of 5 survive one dropout
@@ -29,7 +29,7 @@ SETTINGS = {
 }
 
 
-# session-scoped: pytest-xdist may interleave another module's test among these, and a
+# session-scoped: a pytest-xdist worker may run another module's test between these, and a
 # module-scoped deployment would then be torn down and started again (40 s each time)
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory):

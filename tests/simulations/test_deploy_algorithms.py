@@ -19,7 +19,7 @@ from fedcore.tasks import get_algorithm
 from simulations.deploy import LocalDeployment
 from simulations.engines.inprocess import run_inprocess
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+pytestmark = pytest.mark.slow
 
 NODES = 2  # (each deployed message starts a process: the fewer, the quicker)
 PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)

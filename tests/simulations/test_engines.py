@@ -53,7 +53,6 @@ def test_same_seed_same_model_and_other_seed_differs():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # (make test: beside the other process tests)
 def test_inprocess_and_ray_engines_give_the_same_model():
     cfg = parse_config(SMALL)
     ours, our_rounds = _final(run_inprocess, cfg)

@@ -154,7 +154,6 @@ def test_secure_aggregation_misconfiguration_is_refused(settings, message):
         parse_config(raw)
 
 
-@pytest.mark.xdist_group("processes")  # (make test: beside the other process tests)
 def test_ray_engine_runs_secure_aggregation():
     from simulations.engines.ray_engine import run_ray
 
