@@ -43,23 +43,10 @@ def run_ray(
     :func:`simulations.rundir.node_state_needed`)."""
     result: list[ArrayRecord] = []
     stop = threading.Event()  # an interrupt ends the ServerApp's thread too
-
-    def hook(state: ServerState) -> None:  # no checkpoint after the run was interrupted
-        if stop.is_set():
-            raise Stopped("the run was interrupted")
-        if on_state is not None:
-            on_state(state, lambda: None)
-
-    def stoppable(record: RoundRecord) -> None:  # nothing reaches the run after it ended
-        if stop.is_set():
-            raise Stopped("the run was interrupted")
-        on_round(plain_failures(record))
-
-    def released(server_round: int, events: list[dict]) -> None:
-        if stop.is_set():
-            raise Stopped("the run was interrupted")
-        if on_release is not None:
-            on_release(server_round, events)
+    # nothing the ServerApp's thread does reaches the run after it was interrupted
+    hook = _unless(stop, lambda state: on_state and on_state(state, lambda: None))
+    stoppable = _unless(stop, lambda record: on_round(plain_failures(record)))
+    released = _unless(stop, lambda r, events: on_release and on_release(r, events))
 
     started = _init_ray(cfg)
     try:
@@ -74,6 +61,17 @@ def run_ray(
     if not result:
         raise RuntimeError("the Ray simulation ended without a final model (see its log)")
     return result[0]
+
+
+def _unless(stop: threading.Event, call: Callable[..., object]) -> Callable[..., None]:
+    """``call``, which raises :class:`Stopped` instead once ``stop`` is set."""
+
+    def guarded(*args: object) -> None:
+        if stop.is_set():
+            raise Stopped("the run was interrupted")
+        call(*args)
+
+    return guarded
 
 
 def _init_ray(cfg: RunConfig) -> bool:
