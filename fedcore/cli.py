@@ -172,7 +172,56 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--prune", type=float, default=0.5, help="sparsity of the pruned model (default: 0.5)"
     )
+    warm = sub.add_parser(
+        "warm-exec",
+        help="run a SuperNode's ClientApp messages in this one process (beside "
+        "flower-supernode --isolation process): no Python start or torch import per message",
+    )
+    warm.add_argument(
+        "--runtime-api-address",
+        required=True,
+        help="the SuperNode's Runtime API, HOST:PORT (its --host and --port)",
+    )
+    warm.add_argument(
+        "--insecure", action="store_true", help="plain HTTP to the Runtime API (loopback)"
+    )
+    warm.add_argument("--root-certificates", type=Path, help="CA of the Runtime API's TLS")
+    warm.add_argument(
+        "--superexec-auth-secret-file",
+        type=Path,
+        help="the SuperExec shared secret the SuperNode was given",
+    )
+    warm.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between looks for a task (0.1)"
+    )
+    warm.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module before the first task (repeatable), e.g. torch",
+    )
+    warm.add_argument("--parent-pid", type=int, help="exit when this process exits")
     return parser
+
+
+def _warm_exec(args: argparse.Namespace) -> int:
+    from fedcore.warm_exec import WarmExecutor, run_warm_exec
+
+    secret = args.superexec_auth_secret_file
+    try:
+        executor = WarmExecutor(
+            args.runtime_api_address,
+            insecure=args.insecure,
+            root_certificates=args.root_certificates,
+            auth_secret=None if secret is None else secret.read_bytes(),
+            poll=args.poll,
+            preload=tuple(args.preload),
+        )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"warm-exec: {err}") from None
+    run_warm_exec(executor, args.parent_pid)
+    return 0
 
 
 def _simulate(args: argparse.Namespace, console: Console) -> int:
@@ -352,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             return _certs(args, console)
         if args.command == "deploy-local":
             return _deploy_local(args, console)
+        if args.command == "warm-exec":
+            return _warm_exec(args)
         return _simulate(args, console)
     except (ConfigError, DatasetError, FileExistsError, DeploymentError, CheckpointError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")

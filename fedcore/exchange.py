@@ -1,10 +1,10 @@
 """One exchange of messages with the nodes: send, then collect the replies.
 
 Flower's deployed Grid (``HttpGrid``) checks for replies every 3 seconds. With ``poll > 0``
-(``engine.poll-interval``) this pushes the messages and pulls the replies every ``poll``
-seconds instead; on 2 cores that measured no faster (``benchmarks/deploy_latency.py``), so the
-default keeps Flower's. A Grid whose own ``send_and_receive`` does not poll (fedcore's
-in-process engine) always keeps it.
+(``engine.poll-interval``, 0.1 s by default) this pushes the messages and pulls the replies
+every ``poll`` seconds instead: once the nodes answer in about a second (warm executors,
+``benchmarks/deploy_latency.py``), the 3 s wait was most of an exchange. A Grid whose own
+``send_and_receive`` does not poll (fedcore's in-process engine) always keeps it.
 """
 
 from __future__ import annotations

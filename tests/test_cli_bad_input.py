@@ -150,3 +150,12 @@ def test_values_nested_past_the_parsers_recursion_limit_are_one_line(capsys, tmp
 def test_a_key_of_thousands_of_parts_is_one_line(capsys, tmp_path):
     (tmp_path / "dotted.toml").write_text("a." * 5000 + "b = 1\n")
     assert "nested too deeply" in _fails_in_one_line(capsys, ["simulate", "dotted.toml"])
+
+
+def test_warm_exec_refuses_a_bad_poll_and_a_missing_secret_file(capsys, tmp_path):
+    address = ["warm-exec", "--runtime-api-address", "127.0.0.1:9094", "--insecure"]
+    err = _fails_in_one_line(capsys, [*address, "--poll", "0"])
+    assert "poll must be positive" in err
+    missing = tmp_path / "no-secret"
+    err = _fails_in_one_line(capsys, [*address, "--superexec-auth-secret-file", str(missing)])
+    assert "no-secret" in err

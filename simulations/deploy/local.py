@@ -32,8 +32,10 @@ from simulations.deploy.files import (
     write_client_files,
 )
 from simulations.deploy.follow import MetricsFollower
-from simulations.deploy.processes import _bin, _Process, _signal_group, free_port
+from simulations.deploy.processes import _bin, _Process, _signal_group, free_port, stop_all
 
+# what a warm executor imports before its first message, so the first round is no slower
+_WARM_PRELOAD = (*_CLIENT_MODULES, "clients.statistics", "clients.queries", "fedcore.tasks.mlp")
 FOLLOW_INTERVAL = 0.5  # seconds between looks at the run's metrics.jsonl while flwr run runs
 
 
@@ -75,6 +77,13 @@ class LocalDeployment:
         node_files: False: no data files, whatever the task; node ``i`` then loads
             partition ``i`` of each run it is sent, so the deployment runs any task and
             data with ``nodes`` clients (tests and demos).
+        warm: each SuperNode runs in ``process`` isolation beside a ``fedcore warm-exec``
+            that runs its messages in one long-lived process (torch and the data stay
+            loaded); False: Flower's default, a fresh ``flwr-clientapp`` process per message.
+        node_poll, heartbeat: seconds between a SuperNode's looks for a message (Flower:
+            3) and between its heartbeats (Flower: 30; a killed node may rejoin after two
+            missed ones), set by :mod:`fedcore.supernode`; both None: ``flower-supernode``
+            itself.
     """
 
     def __init__(
@@ -85,6 +94,9 @@ class LocalDeployment:
         insecure: bool = False,
         task_poll: float | None = None,
         node_files: bool = True,
+        warm: bool = True,
+        node_poll: float | None = 0.2,
+        heartbeat: float | None = 10.0,
     ):
         if nodes != cfg.data.num_clients:
             raise DeploymentError(
@@ -112,18 +124,26 @@ class LocalDeployment:
         self.certs = self.workdir / "certs"
         self.data_files: list[Path] = []
         self.node_files = node_files
+        self.warm = warm
+        self.node_poll, self.heartbeat = node_poll, heartbeat
 
     # -- set-up ---------------------------------------------------------------------------
     def __enter__(self) -> LocalDeployment:
+        compiling = None
         try:
-            self._prepare()
+            compiling = self._prepare()
             self.start_superlink()
+            if not self.insecure:  # a flwr CLI process each (seconds): side by side
+                with ThreadPoolExecutor(self.nodes) as pool:
+                    list(pool.map(self.register, range(self.nodes)))
+            if compiling.wait(timeout=600) != 0:
+                raise DeploymentError("importing the nodes' modules failed (see above)")
             for i in range(self.nodes):
-                if not self.insecure:
-                    self.register(i)
                 self.start_node(i)
             self.wait_for_nodes(self.nodes)
         except BaseException:
+            if compiling is not None and compiling.poll() is None:
+                compiling.kill()
             self.close()
             raise
         return self
@@ -131,15 +151,16 @@ class LocalDeployment:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> subprocess.Popen:
+        """Write the certificates, keys, node data and Flower's config; return the process
+        that compiles the nodes' modules (wait for it before starting them)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # Every node's first ClientApp process imports the same modules; in an environment
-        # installed without byte-code they would all compile it at once, for tens of seconds.
-        subprocess.run(
-            [sys.executable, "-c", "; ".join(f"import {m}" for m in _CLIENT_MODULES)],
+        # Every node's executor imports the same modules; in an environment installed
+        # without byte-code they would all compile them at once, for tens of seconds. Done
+        # beside the rest of the set-up.
+        compiling = subprocess.Popen(
+            [sys.executable, "-c", "; ".join(f"import {m}" for m in _WARM_PRELOAD)],
             env=self.env,
-            check=True,
-            timeout=600,
         )
         if self.insecure:
             print("WARNING: insecure deployment: no TLS, no SuperNode authentication", flush=True)
@@ -155,6 +176,7 @@ class LocalDeployment:
         home.mkdir(exist_ok=True)
         root = None if self.insecure else self.certs / "ca.crt"
         (home / "config.toml").write_text(flwr_config_toml(self.port, root))
+        return compiling
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log = self.workdir / "logs" / f"{name}.log"
@@ -237,20 +259,29 @@ class LocalDeployment:
         node_config = node_config_arg(
             i, self.cfg.data.num_clients, data, self.workdir / f"state-{i}"
         )
+        runtime_api = free_port()
+        if self.node_poll is None and self.heartbeat is None:
+            supernode = [_bin("flower-supernode")]
+        else:
+            supernode = [sys.executable, "-m", "fedcore.supernode"]
+            supernode += ["--poll-interval", str(self.node_poll or 3.0)]
+            supernode += ["--heartbeat-interval", str(self.heartbeat or 30.0)]
         args = [
-            _bin("flower-supernode"),
+            *supernode,
             *self._tls(),
             "--superlink",
             f"{HOST}:{self.port}",
             "--host",
             HOST,
             "--port",
-            str(free_port()),
+            str(runtime_api),
             "--node-config",
             node_config,
             "--max-retries",
             "3",
         ]
+        if self.warm:
+            args += ["--isolation", "process"]
         if not self.insecure:
             args += [
                 "--root-certificates",
@@ -261,12 +292,31 @@ class LocalDeployment:
         name = f"node-{i}" if key is None and root_certificates is None else f"node-{i}-other"
         if name in self.processes and self.processes[name].alive():
             raise DeploymentError(f"{name} is running already")
-        return self._spawn(name, args)
+        node = self._spawn(name, args)
+        # its executor: gone with the node (--parent-pid) or by kill_node; a node with another
+        # key or CA is one expected to be refused, and gets none
+        if self.warm and name == f"node-{i}":
+            self._spawn(
+                f"{name}-exec",
+                [
+                    sys.executable,
+                    "-m",
+                    "fedcore",
+                    "warm-exec",
+                    "--runtime-api-address",
+                    f"{HOST}:{runtime_api}",
+                    "--insecure",  # the Runtime API is served on loopback only
+                    "--parent-pid",
+                    str(node.popen.pid),
+                    *(a for m in _WARM_PRELOAD for a in ("--preload", m)),
+                ],
+            )
+        return node
 
     def restart_node(self, i: int, timeout: float = 180) -> _Process:
         """Start SuperNode ``i`` again after a crash. The SuperLink refuses a second node with
-        the same key until it has missed two heartbeats (about a minute), so retry until then.
-        """
+        the same key until the first has missed two heartbeats (20 s with this deployment's
+        10 s heartbeats, a minute with Flower's 30 s), so retry until then."""
         deadline = time.monotonic() + timeout
         while True:
             process = self.start_node(i)
@@ -276,7 +326,7 @@ class LocalDeployment:
                 return process  # still running: it is in
             if time.monotonic() > deadline:
                 raise DeploymentError(f"node-{i} could not rejoin:\n{process.tail()}")
-            time.sleep(5)
+            time.sleep(2)
 
     def kill_superlink(self) -> None:
         """SIGKILL the SuperLink and the ServerApp it runs (a crash of the server machine's
@@ -289,9 +339,9 @@ class LocalDeployment:
         """Start the SuperLink again on its database, which keeps the registered SuperNode
         keys, and the SuperNodes with it (as after a reboot of the machine that runs them
         all; each keeps its privacy ledger in its state directory). A SuperNode that had
-        lived through the outage would be reachable again only after its next heartbeat, up
-        to a minute later. A run the SuperLink was serving continues with :meth:`run`
-        ``(resume=RUN_DIR)`` from the run directory's checkpoint."""
+        lived through the outage would be reachable again only after its next heartbeat. A
+        run the SuperLink was serving continues with :meth:`run` ``(resume=RUN_DIR)`` from
+        the run directory's checkpoint."""
         for i in range(self.nodes):
             if self.processes[f"node-{i}"].alive():
                 self.kill_node(i)
@@ -304,9 +354,10 @@ class LocalDeployment:
 
     def kill_node(self, i: int) -> None:
         """SIGKILL SuperNode ``i`` and its ClientApp processes (a crash, not a shutdown)."""
-        process = self.processes[f"node-{i}"]
-        _signal_group(process.popen.pid, signal.SIGKILL)
-        process.popen.wait()
+        for name in (f"node-{i}", f"node-{i}-exec"):
+            if (process := self.processes.get(name)) is not None:
+                _signal_group(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
 
     def _runs(self) -> list[Path]:
         """The run directories the ServerApp wrote under ``workdir/runs``, oldest first."""
@@ -331,11 +382,9 @@ class LocalDeployment:
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = [
-                p
-                for n, p in self.processes.items()
-                if n.startswith("node") and not n.endswith("-other") and not p.alive()
-            ]
+            ours = [f"node-{i}{suffix}" for i in range(self.nodes) for suffix in ("", "-exec")]
+            dead = [self.processes[n] for n in ours if n in self.processes]
+            dead = [p for p in dead if not p.alive()]
             if dead:
                 raise DeploymentError(f"{dead[0].name} exited:\n{dead[0].tail()}")
             if self.online_nodes() >= count:
@@ -470,6 +519,8 @@ class LocalDeployment:
             )
 
     def close(self) -> None:
-        """Stop every process this deployment started (nodes first, then the SuperLink)."""
-        for name in sorted(self.processes, key=lambda n: n == "superlink"):
-            self.processes[name].stop()
+        """Stop every process this deployment started (the nodes together, then the
+        SuperLink)."""
+        stop_all([p for n, p in self.processes.items() if n != "superlink"])
+        if "superlink" in self.processes:
+            self.processes["superlink"].stop()

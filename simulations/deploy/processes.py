@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +45,26 @@ class _Process:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM to the process group (the SuperLink's and SuperNodes' children with it),
         SIGKILL after ``grace`` seconds."""
-        if self.popen.poll() is None:
-            _signal_group(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
-        _signal_group(self.popen.pid, signal.SIGKILL)  # the children, even if it exited
-        self.popen.wait()
+        stop_all([self], grace)
 
     def tail(self, lines: int = 15) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_all(processes: list[_Process], grace: float = 10.0) -> None:
+    """SIGTERM to every process group at once, SIGKILL to each (its children, even if it
+    exited) after it ends or ``grace`` seconds: a SuperNode takes about 2 s to shut down,
+    and ten of them one after the other made closing a deployment slow."""
+    for process in processes:
+        if process.alive():
+            _signal_group(process.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(max(0.0, deadline - time.monotonic()))
+        _signal_group(process.popen.pid, signal.SIGKILL)
+        process.popen.wait()
 
 
 def _signal_group(pid: int, sig: int) -> None:

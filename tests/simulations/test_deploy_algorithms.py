@@ -21,9 +21,9 @@ from simulations.engines.inprocess import run_inprocess
 
 pytestmark = pytest.mark.slow
 
-NODES = 2  # (each deployed message starts a process: the fewer, the quicker)
+NODES = 2  # (each node is two processes, its SuperNode and its executor: the fewer, the quicker)
 PLAIN = {"secagg.mode": "off"}  # (deployed secure aggregation: tests/simulations/test_deploy.py)
-RUNS = {  # scenario, overrides: short runs (every deployed message starts a process)
+RUNS = {  # scenario, overrides: short runs
     "kmeans": ("iris-kmeans", {"train.rounds": 1}),  # the seeding round
     "bayesnet": ("asia-bayesnet", PLAIN | {"train.rounds": 1}),  # counts, CPTs, one step
     "linear": ("linear-diabetes-ridge", PLAIN),  # ridge: one round
