@@ -22,7 +22,7 @@ def test_another_flower_is_refused(monkeypatch):
     """The attributes it sets are Flower 1.42's, not an API: another version must not run
     with whatever they have become."""
     monkeypatch.setattr(supernode, "version", lambda _: "1.43.0")
-    with pytest.raises(SystemExit, match="Flower 1.43.0 is installed"):
+    with pytest.raises(SystemExit, match=r"Flower 1\.43\.0 is installed"):
         supernode.set_intervals(0.2, 10.0)
 
 

@@ -63,6 +63,12 @@ def _check_combination(cfg: RunConfig) -> None:
     _check_defence(cfg)
     _check_attack(cfg)
     _check_compression(cfg)
+    e = cfg.engine
+    _only_with(
+        "engine.name = 'ray'",
+        e.name == "ray",
+        [("engine.address", e.address, ""), ("engine.gpus", e.gpus, 0.0)],
+    )
 
 
 def _check_files(d: DataConfig) -> None:

@@ -189,6 +189,14 @@ class EngineConfig:
         doc="deployed runs: seconds between the server's checks for replies; 0: Flower's "
         "own send_and_receive (every 3 s)",
     )
+    address: str = option(
+        "",
+        doc="ray engine: a running Ray cluster to run the clients on (its head, "
+        "HOST:PORT, or 'auto'); empty: a private Ray on this machine",
+    )
+    gpus: float = option(
+        0.0, ge=0, doc="ray engine: GPUs each client actor holds (0.5: two share a GPU)"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """The ``ray`` engine: Flower's own simulation runtime (``run_simulation``, Ray backend).
 
-This is the path that scales to a Ray cluster. It runs the same ServerApp round loop and the
-same ClientApp handlers as the in-process engine.
+This is the path that scales to a Ray cluster: ``engine.address`` attaches it to one that is
+running (``ray start --head`` on one machine, ``ray start --address`` on the others; see
+``docs/ray-cluster.md``), where the clients' actors spread over every node's CPUs (and GPUs:
+``engine.gpus``). It runs the same ServerApp round loop and the same ClientApp handlers as
+the in-process engine.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -19,7 +23,7 @@ from flwr.simulation import run_simulation
 
 from fedcore.apps import make_server_app
 from fedcore.checkpoint import Checkpoint
-from fedcore.config import RunConfig
+from fedcore.config import ConfigError, RunConfig
 from fedcore.exchange import Stopped
 from fedcore.server import RoundRecord, ServerState
 from simulations.engines.ray_reasons import one_line_failures, plain_failures
@@ -84,14 +88,43 @@ def _init_ray(cfg: RunConfig) -> bool:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     pythonpath = os.pathsep.join(sys.path)  # the actors import fedcore as this process does
-    ray.init(
-        num_cpus=cfg.engine.workers * cfg.engine.threads,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-    )
+    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    if cfg.engine.address:  # attach to a running cluster: its nodes' resources, not ours
+        _check_reachable(cfg.engine.address)
+        try:
+            ray.init(address=cfg.engine.address, runtime_env=runtime_env)
+        except ConnectionError as err:
+            raise ConfigError(_unreachable(cfg.engine.address, err)) from None
+    else:
+        ray.init(
+            num_cpus=cfg.engine.workers * cfg.engine.threads,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+        )
     if main and previous is not None:
         signal.signal(signal.SIGTERM, previous)
     return True
+
+
+def _unreachable(address: str, why: object) -> str:
+    return (
+        f"engine.address = {address!r}: no Ray cluster there ({why}); start one with "
+        "`ray start --head`, or leave engine.address empty for a private Ray on this machine"
+    )
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConfigError unless something listens at ``HOST:PORT`` (``ray.init`` would retry an
+    address nothing listens at for minutes); ``auto`` is Ray's to resolve."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"engine.address = {address!r}: give HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(_unreachable(address, err)) from None
 
 
 def _run(
@@ -116,6 +149,6 @@ def _run(
         client_app=simulation_client_app(cfg),
         num_supernodes=cfg.data.num_clients,
         backend_config={
-            "client_resources": {"num_cpus": cfg.engine.threads, "num_gpus": 0.0},
+            "client_resources": {"num_cpus": cfg.engine.threads, "num_gpus": cfg.engine.gpus},
         },
     )
