@@ -90,7 +90,8 @@ def main() -> None:
         update_section(
             "deploy-latency",
             "Digits, 3 clients (a SuperNode each, on its own data file), MLP 64-32-10, 1 local "
-            "epoch, 4 rounds, no client evaluation; deployed runs use TLS and SuperNode "
+            f"epoch, {args.rounds} rounds, no client evaluation; deployed runs use TLS and "
+            "SuperNode "
             "authentication on loopback. Latency: seconds per round, the first round and the "
             "median of the others. Each deployed row adds one change to the row above it: "
             "Flower 1.42 as shipped (a fresh ClientApp process per message, replies checked "
