@@ -131,4 +131,8 @@ def load_arrays(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> No
                 f"{tuple(targets[name].shape)}"
             )
     for name, source in arrays.items():  # detached views: no autograd involved
-        targets[name].detach().numpy()[...] = source
+        target = targets[name].detach()
+        if target.device.type == "cpu":
+            target.numpy()[...] = source
+        else:  # (engine.device = cuda: one copy to the device)
+            target.copy_(target.new_tensor(np.asarray(source)))

@@ -13,6 +13,7 @@ from typing import Any
 
 from fedcore.checkpoint import Checkpoint
 from fedcore.config import ConfigError, RunConfig
+from fedcore.devices import torch_device
 from fedcore.server import RoundRecord
 from simulations.engines import run_engine
 from simulations.progress import RoundProgress
@@ -42,6 +43,8 @@ def simulate(
             "train.resume-from is for deployed runs; continue a simulation with "
             "fedcore simulate --resume RUN_DIR"
         )
+    if cfg.engine.name == "inprocess":  # its clients train here: a missing GPU, said now
+        torch_device(cfg.engine.device)
     run_dir = RunDirectory.create(root, cfg, cfg.engine.name, exact=out)
     return _run(run_dir, None, progress)
 

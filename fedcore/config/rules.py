@@ -69,6 +69,29 @@ def _check_combination(cfg: RunConfig) -> None:
         e.name == "ray",
         [("engine.address", e.address, ""), ("engine.gpus", e.gpus, 0.0)],
     )
+    _check_device(cfg)
+
+
+def _check_device(cfg: RunConfig) -> None:
+    """A device other than the CPU, where its code path is known to hold."""
+    e = cfg.engine
+    if e.device == "cpu":
+        return
+    if cfg.task != "mlp":
+        raise ConfigError(
+            f"engine.device = {e.device!r} is for task 'mlp' (its training moves every "
+            f"tensor it uses); task {cfg.task!r} trains on the CPU"
+        )
+    if cfg.privacy.dp in ("sample", "sample-distributed"):
+        raise ConfigError(
+            f"engine.device = {e.device!r} does not apply to DP-SGD (privacy.dp = "
+            f"{cfg.privacy.dp!r}): its noise is drawn on the CPU"
+        )
+    if e.name == "ray" and e.device == "cuda" and e.gpus == 0:
+        raise ConfigError(
+            "engine.device = 'cuda' on the ray engine needs engine.gpus > 0: Ray hides "
+            "every GPU from an actor that holds none"
+        )
 
 
 def _check_files(d: DataConfig) -> None:

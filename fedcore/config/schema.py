@@ -197,6 +197,12 @@ class EngineConfig:
     gpus: float = option(
         0.0, ge=0, doc="ray engine: GPUs each client actor holds (0.5: two share a GPU)"
     )
+    device: str = option(
+        "cpu",
+        choices=("cpu", "cuda", "auto"),
+        doc="where clients train (task mlp, without DP-SGD): cpu, cuda, or auto (cuda where "
+        "torch sees one); each process keeps one model and its clients' data there",
+    )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 from fedcore import optimizers, robust, seeding
 from fedcore.arrays import load_arrays
 from fedcore.config import CLIENT_LEVEL_DP, RunConfig, StrategyConfig
+from fedcore.devices import on_device, torch_device
 from fedcore.statistics import INTEGER, ArraySpec, Spec
 from fedcore.tasks import model_shape
 from fedcore.tasks.algorithm import Algorithm, RoundContext, State, dp_denominator, update_bound
@@ -61,7 +62,8 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
 
     @functools.lru_cache(maxsize=2)
     def model_of(cfg: RunConfig) -> torch.nn.Module:  # one per process, overwritten per call
-        return task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
+        model = task.build_model(cfg, model_shape(task, cfg), torch.Generator().manual_seed(0))
+        return model.to(torch_device(cfg.engine.device))
 
     def weights(state: State) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in state.items() if not k.startswith(SERVER)}
@@ -113,9 +115,10 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
             generator = seeding.client_generator(
                 cfg.seed, context.server_round, context.partition_id
             )
+            data = on_device(data, torch_device(cfg.engine.device))
             update = task.train_one_client(load(cfg, state), data, params, generator)
         stats = {
-            k: update.state[k].detach().numpy().astype(np.float64) - np.asarray(v, np.float64)
+            k: update.state[k].detach().cpu().numpy().astype(np.float64) - np.asarray(v, np.float64)
             for k, v in glob.items()
         }
         if cfg.privacy.dp not in CLIENT_LEVEL_DP:
@@ -151,9 +154,11 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
         return out, {}
 
     def evaluate(state: State, x, y, cfg: RunConfig) -> dict[str, float]:
-        return task.evaluate(load(cfg, state), x, y)
+        device = torch_device(cfg.engine.device)
+        return task.evaluate(load(cfg, state), x.to(device), y.to(device))
 
     def evaluate_client(state: State, data: ClientData, context: RoundContext):
+        data = on_device(data, torch_device(context.cfg.engine.device))
         return task.evaluate(load(context.cfg, state), data.x_test, data.y_test)
 
     def check_config(cfg: RunConfig) -> None:
