@@ -229,7 +229,9 @@ def test_client_level_budget_stops_the_run_before_it_is_exceeded(tmp_path):
 
 def test_poisson_client_sampling_varies_the_cohort_reproducibly_when_seeded(tmp_path):
     # reproducible only under the experiments-only opt-in: under DP the cohort is secret
-    cfg = dp_config({"sampling": "poisson", "rounds": 6}, **{"seeded-noise": True})
+    cfg = dp_config(
+        {"sampling": "poisson", "rounds": 6, "local-epochs": 1}, **{"seeded-noise": True}
+    )
     sizes = []
     for _ in range(2):
         rounds = []
