@@ -166,6 +166,10 @@ class InProcessGrid(Grid):
                     initargs=(cfg, self._ids[w::workers], threads, app_factory),
                 )
             )
+        # start the workers now, side by side (a pool starts its process on its first task):
+        # their imports and data are the run's set-up, not its first round's
+        for ready in [pool.submit(_worker_ready) for pool in self._pools]:
+            ready.result()
 
     # -- Grid interface -------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -289,6 +293,10 @@ def _worker_init(
 ) -> None:
     torch.set_num_threads(threads)
     _WORKER.update(app=app_factory(cfg), contexts=make_contexts(cfg, ids))
+
+
+def _worker_ready() -> None:
+    """A task that returns once the worker has started (its initializer has run)."""
 
 
 def _worker_node_states() -> dict[int, bytes]:
