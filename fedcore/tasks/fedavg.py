@@ -155,7 +155,9 @@ def fedavg(task: Task, name: str = "fedavg", wire_dtype: str = "float32") -> Alg
 
     def evaluate(state: State, x, y, cfg: RunConfig) -> dict[str, float]:
         device = torch_device(cfg.engine.device)
-        return task.evaluate(load(cfg, state), x.to(device), y.to(device))
+        if device.type != "cpu":  # (a task's test set may be no tensor: gcn's is a graph)
+            x, y = x.to(device), y.to(device)
+        return task.evaluate(load(cfg, state), x, y)
 
     def evaluate_client(state: State, data: ClientData, context: RoundContext):
         data = on_device(data, torch_device(context.cfg.engine.device))
