@@ -159,7 +159,9 @@ class LocalDeployment:
         # without byte-code they would all compile them at once, for tens of seconds. Done
         # beside the rest of the set-up.
         compiling = subprocess.Popen(
-            [sys.executable, "-c", "; ".join(f"import {m}" for m in _WARM_PRELOAD)],
+            [sys.executable, "-c", "; ".join(f"import {m}" for m in _WARM_PRELOAD)]
+            if sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")
+            else [sys.executable, "-c", "pass"],  # (byte code is written: nothing to do)
             env=self.env,
         )
         if self.insecure:
@@ -182,6 +184,7 @@ class LocalDeployment:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "ab") as out:
+            start = out.tell()
             popen = subprocess.Popen(
                 args,
                 cwd=self.workdir,
@@ -190,7 +193,7 @@ class LocalDeployment:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped with its children
             )
-        process = _Process(name, popen, log)
+        process = _Process(name, popen, log, start)
         self.processes[name] = process
         return process
 
@@ -387,9 +390,16 @@ class LocalDeployment:
             dead = [p for p in dead if not p.alive()]
             if dead:
                 raise DeploymentError(f"{dead[0].name} exited:\n{dead[0].tail()}")
-            if self.online_nodes() >= count:
+            # a node prints its id once the SuperLink let it in: until enough have, asking
+            # the SuperLink (a flwr CLI process, seconds of CPU each) is not worth it
+            connected = sum(
+                self.processes[f"node-{i}"].said("SuperNode ID")
+                for i in range(self.nodes)
+                if f"node-{i}" in self.processes
+            )
+            if connected >= count and self.online_nodes() >= count:
                 return
-            time.sleep(1)
+            time.sleep(0.5 if connected < count else 1)
         raise DeploymentError(f"fewer than {count} SuperNodes came online in {timeout:.0f} s")
 
     # -- running --------------------------------------------------------------------------

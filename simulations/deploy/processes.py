@@ -38,9 +38,19 @@ class _Process:
     name: str
     popen: subprocess.Popen
     log: Path
+    start: int = 0  # where its output begins in ``log`` (a restarted node appends to it)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def said(self, text: str) -> bool:
+        """Whether this process (not an earlier one with the same log) printed ``text``."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.start)
+                return text.encode() in f.read()
+        except OSError:
+            return False
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM to the process group (the SuperLink's and SuperNodes' children with it),
