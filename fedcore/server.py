@@ -187,15 +187,18 @@ def _reported_event(record: ConfigRecord, cfg: RunConfig, server_round: int) -> 
     return event.to_dict()
 
 
-_EXACT_UP_TO = 1 << 20  # array bytes up to which a message is serialized whole to count it
+# array bytes up to which a message is serialized whole to count it: serializing copies
+# every array (4.6 ms for an 800 KB MLP update, 0.42 ms for the rest alone); at 10,000
+# clients a round, 1 MB here made a round of the 784-200-200-10 MLP 52.7 s, 64 KiB 44.4 s
+_EXACT_UP_TO = 1 << 16
 
 
 def _payload_bytes(msg: Message) -> int:
     """The bytes of ``msg`` as Flower puts it on the wire: its protobuf serialization
-    (records, metadata), not the lengths of its arrays. Serializing copies every array (90
-    ms for 16 MB), so a message with more array bytes is counted as its arrays' bytes plus
-    everything else serialized (its arrays without their data): within a few bytes per
-    array of the whole."""
+    (records, metadata), not the lengths of its arrays. Serializing copies every array, so a
+    message with more than 64 KiB of arrays is counted as its arrays' bytes plus everything
+    else serialized (its arrays without their data): within a few bytes per array of the
+    whole (nested length prefixes; 24 bytes of 798,000 for the MLP's update)."""
     arrays = [a for record in msg.content.array_records.values() for a in record.values()]
     payload = sum(len(a.data) for a in arrays)
     if payload <= _EXACT_UP_TO:
