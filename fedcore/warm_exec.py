@@ -43,7 +43,6 @@ from flwr.app.error import Error
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
-from flwr.common.config import get_project_dir
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
 from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
@@ -131,10 +130,16 @@ class WarmExecutor:
         stop = stop or threading.Event()
         for module in self.preload:
             importlib.import_module(module)
-        auth = SuperExecAuthHttpInterceptor(
-            master_secret=self.auth_secret or b"", protected_methods=_AUTH_METHODS
+        auth = (
+            [
+                SuperExecAuthHttpInterceptor(
+                    master_secret=self.auth_secret, protected_methods=_AUTH_METHODS
+                )
+            ]
+            if self.auth_secret
+            else []
         )
-        client = self._client(*([auth] if self.auth_secret else []))
+        client = self._client(*auth)
         log(INFO, "Warm SuperExec: taking ClientApp tasks from %s", self.runtime_api_address)
         try:
             while not stop.is_set():
@@ -166,7 +171,6 @@ class WarmExecutor:
         if self._app is not None and self._app[0] == fab.hash_str:
             return self._app[1]
         install_from_fab(fab.content, skip_prompt=True)
-        get_project_dir(run.fab_id, run.fab_version, fab.hash_str)  # installed where expected
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         app = load(run.fab_id, run.fab_version, fab.hash_str)
         self._app = (fab.hash_str, app)

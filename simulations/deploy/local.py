@@ -136,7 +136,7 @@ class LocalDeployment:
             if not self.insecure:  # a flwr CLI process each (seconds): side by side
                 with ThreadPoolExecutor(self.nodes) as pool:
                     list(pool.map(self.register, range(self.nodes)))
-            if compiling.wait(timeout=600) != 0:
+            if compiling is not None and compiling.wait(timeout=600) != 0:
                 raise DeploymentError("importing the nodes' modules failed (see above)")
             for i in range(self.nodes):
                 self.start_node(i)
@@ -151,19 +151,20 @@ class LocalDeployment:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _prepare(self) -> subprocess.Popen:
+    def _prepare(self) -> subprocess.Popen | None:
         """Write the certificates, keys, node data and Flower's config; return the process
-        that compiles the nodes' modules (wait for it before starting them)."""
+        that compiles the nodes' modules, if one is needed (wait for it before starting
+        them)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Every node's executor imports the same modules; in an environment installed
         # without byte-code they would all compile them at once, for tens of seconds. Done
         # beside the rest of the set-up.
-        compiling = subprocess.Popen(
-            [sys.executable, "-c", "; ".join(f"import {m}" for m in _WARM_PRELOAD)]
-            if sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")
-            else [sys.executable, "-c", "pass"],  # (byte code is written: nothing to do)
-            env=self.env,
-        )
+        compiling = None  # (where byte code is written, the first import writes it)
+        if sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            compiling = subprocess.Popen(
+                [sys.executable, "-c", "; ".join(f"import {m}" for m in _WARM_PRELOAD)],
+                env=self.env,
+            )
         if self.insecure:
             print("WARNING: insecure deployment: no TLS, no SuperNode authentication", flush=True)
         else:
@@ -385,9 +386,8 @@ class LocalDeployment:
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ours = [f"node-{i}{suffix}" for i in range(self.nodes) for suffix in ("", "-exec")]
-            dead = [self.processes[n] for n in ours if n in self.processes]
-            dead = [p for p in dead if not p.alive()]
+            ours = (f"node-{i}{suffix}" for i in range(self.nodes) for suffix in ("", "-exec"))
+            dead = [p for n in ours if (p := self.processes.get(n)) and not p.alive()]
             if dead:
                 raise DeploymentError(f"{dead[0].name} exited:\n{dead[0].tail()}")
             # a node prints its id once the SuperLink let it in: until enough have, asking
